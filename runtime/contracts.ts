@@ -1,0 +1,206 @@
+/**
+ * The six stage-plugin contracts. A plugin is one file `plugins/<kind>/<name>.ts` whose default export is
+ * `definePlugin({ kind, name, options, create })`; `create` returns a plain object implementing the kind's
+ * interface below. Users load their own plugins by path or package name from pipeline.yaml.
+ * @module
+ */
+import type { z } from "zod";
+
+/** The plugin kinds, in data-path order. */
+export const PLUGIN_KINDS = ["source", "embedder", "index", "store", "notifier", "generator"] as const;
+export type PluginKind = (typeof PLUGIN_KINDS)[number];
+
+/** Minimal structured logger handed to every plugin. */
+export interface Logger {
+  debug(msg: string, fields?: Record<string, unknown>): void;
+  info(msg: string, fields?: Record<string, unknown>): void;
+  warn(msg: string, fields?: Record<string, unknown>): void;
+  error(msg: string, fields?: Record<string, unknown>): void;
+  child(fields: Record<string, unknown>): Logger;
+}
+
+/** What `create` receives besides its own validated options. */
+export interface PluginContext {
+  /** Directory of the pipeline.yaml; relative paths in options resolve against it. */
+  baseDir: string;
+  log: Logger;
+  /** The configured store, for plugins that read their input from it (e.g. a jsonl file in S3). */
+  store?: Store;
+  /** Environment variables (already interpolated into string options; given for plugins that read more). */
+  env: Record<string, string | undefined>;
+}
+
+/**
+ * A plugin definition. `options` validates the `options:` block of the stage in pipeline.yaml (and feeds
+ * `apfa lint` and the JSON Schema); `create` builds the instance.
+ */
+export interface PluginDefinition<K extends PluginKind = PluginKind, O = unknown, I = PluginInstance<K>> {
+  kind: K;
+  name: string;
+  /** One line shown by `apfa plan` and in error messages. */
+  description: string;
+  options: z.ZodType<O>;
+  create(options: O, ctx: PluginContext): I | Promise<I>;
+}
+
+/** Identity helper that gives a plugin file full typing. */
+export function definePlugin<K extends PluginKind, O, I extends PluginInstance<K> = PluginInstance<K>>(
+  def: PluginDefinition<K, O, I>,
+): PluginDefinition<K, O, I> {
+  return def;
+}
+
+export type PluginInstance<K extends PluginKind> = K extends "source" ? Source
+  : K extends "embedder" ? Embedder
+  : K extends "index" ? IndexEngine
+  : K extends "store" ? Store
+  : K extends "notifier" ? Notifier
+  : Generator;
+
+// ---------------------------------------------------------------- source
+
+/** One record as a source yields it. Fields are `unknown` on purpose: validation happens downstream so a
+ * bad record is counted and skipped, never crashes the batch. */
+export interface SourceRecord {
+  id: unknown;
+  text: unknown;
+  metadata?: Record<string, unknown>;
+  /** Where the record came from, e.g. `corpus.jsonl:17`, used in skip reports. */
+  location?: string;
+}
+
+/** A record the source could not parse at all (malformed JSON line, bad CSV row). */
+export interface SourceMalformed {
+  malformed: string;
+  /** `file:line` (or table/row) naming the bad input. */
+  location: string;
+}
+
+export type SourceItem = SourceRecord | SourceMalformed;
+
+export interface Source {
+  /** Cheap total when the source knows it (row count, line count); undefined otherwise. */
+  count?(): Promise<number | undefined>;
+  /** Yields pages of at most `pageSize` items, in a stable order. */
+  pages(opts: { pageSize: number; signal?: AbortSignal }): AsyncIterable<SourceItem[]>;
+  close?(): Promise<void>;
+}
+
+export function isMalformed(item: SourceItem): item is SourceMalformed {
+  return typeof (item as SourceMalformed).malformed === "string";
+}
+
+// ---------------------------------------------------------------- embedder
+
+export interface Embedder {
+  /** Stable model identifier recorded in manifests; a swap to an index with another modelId is refused. */
+  modelId: string;
+  dims: number;
+  /** Longest input in characters the model sees; longer texts are truncated to it (and counted). */
+  maxChars: number;
+  /** Row-major `texts.length × dims`, each row L2-normalised. */
+  embed(texts: string[]): Promise<Float32Array>;
+  close?(): Promise<void>;
+}
+
+// ---------------------------------------------------------------- index engine
+
+export type Metric = "ip";
+
+/** Files an engine writes for one index version, by file name (no directories). */
+export interface IndexArtifact {
+  files: Record<string, Uint8Array>;
+  /** The file whose SHA-256 names the version. */
+  main: string;
+}
+
+export interface SearchResult {
+  /** Row numbers into the vectors the index was built from (-1 padding never returned). */
+  rows: number[];
+  scores: number[];
+}
+
+export interface Searcher {
+  count: number;
+  dims: number;
+  /** Bytes this searcher keeps resident (0 when memory-mapped). */
+  memoryBytes: number;
+  search(query: Float32Array, k: number): Promise<SearchResult>;
+  close(): Promise<void>;
+}
+
+export interface IndexEngine {
+  metric: Metric;
+  /** `vectors` is row-major count × dims, L2-normalised. */
+  build(vectors: Float32Array, dims: number): Promise<IndexArtifact>;
+  /** Opens an artifact previously written by `build` from a local directory holding its files. */
+  open(dir: string, info: { dims: number; count: number }): Promise<Searcher>;
+}
+
+// ---------------------------------------------------------------- store
+
+export interface StoreStat {
+  key: string;
+  size: number;
+  mtime: Date;
+}
+
+/**
+ * Object storage. Keys are `/`-separated relative paths (validated with `assertKey`). A `put` is atomic:
+ * readers see the old object or the whole new one, never a partial write.
+ */
+export interface Store {
+  put(key: string, data: Uint8Array | AsyncIterable<Uint8Array>): Promise<void>;
+  /** Whole object; rejects with code `not_found` when missing. */
+  get(key: string): Promise<Uint8Array>;
+  /** Streaming read; rejects with code `not_found` when missing. */
+  getStream(key: string): Promise<AsyncIterable<Uint8Array>>;
+  /** null when the key does not exist. */
+  stat(key: string): Promise<StoreStat | null>;
+  /** Every object whose key starts with `prefix`, in key order. */
+  list(prefix: string): AsyncIterable<StoreStat>;
+  /** Deleting a missing key is not an error. */
+  delete(key: string): Promise<void>;
+  /** A human-readable location for logs (never includes credentials). */
+  describe(): string;
+  close?(): Promise<void>;
+}
+
+// ---------------------------------------------------------------- notifier
+
+/** Published on channel `apfa:index:swap` after a new version becomes `latest`. */
+export interface SwapEvent {
+  version: string;
+  engine: string;
+  dims: number;
+  count: number;
+  created_at: string;
+}
+
+export interface Notifier {
+  publish(event: SwapEvent): Promise<void>;
+  /** `onReconnect` fires after a dropped connection comes back, so subscribers can re-check `latest`. */
+  subscribe(handler: (event: SwapEvent) => void, opts?: { onReconnect?: () => void }): Promise<() => Promise<void>>;
+  close(): Promise<void>;
+}
+
+// ---------------------------------------------------------------- generator
+
+export interface RetrievedDoc {
+  id: string;
+  score: number;
+  text: string;
+  metadata: Record<string, unknown>;
+}
+
+export interface Advice {
+  advice: string;
+  /** Which generator actually produced the text (e.g. `template` when an LLM fell back). */
+  generator: string;
+  /** Set when the configured generator failed and a fallback answered. */
+  fallback_reason?: string;
+}
+
+export interface Generator {
+  generate(input: { query: string; docs: RetrievedDoc[]; signal?: AbortSignal }): Promise<Advice>;
+}

@@ -1,0 +1,52 @@
+/**
+ * apfa's error type: a stable `code`, a message prefixed with where it happened (`[apfa] [stage:embedder]`),
+ * and the underlying `cause`. The CLI and HTTP layers print `message` and never a stack trace.
+ * @module
+ */
+
+export type ErrorCode =
+  | "config"
+  | "not_found"
+  | "invalid_key"
+  | "invalid_input"
+  | "plugin"
+  | "store"
+  | "embedder"
+  | "index"
+  | "notifier"
+  | "database"
+  | "timeout"
+  | "internal";
+
+export class ApfaError extends Error {
+  readonly code: ErrorCode;
+  /** HTTP status the server answers with when this error reaches a request. */
+  readonly status: number;
+
+  constructor(code: ErrorCode, message: string, opts: { cause?: unknown; status?: number; where?: string } = {}) {
+    super(`[apfa]${opts.where ? ` [${opts.where}]` : ""} ${message}`, { cause: opts.cause });
+    this.name = "ApfaError";
+    this.code = code;
+    this.status = opts.status ?? (code === "not_found" ? 404 : code === "invalid_input" || code === "invalid_key" ? 400 : 500);
+  }
+}
+
+/** True for an ApfaError with the given code (or any code). */
+export function isApfaError(err: unknown, code?: ErrorCode): err is ApfaError {
+  return err instanceof ApfaError && (code === undefined || err.code === code);
+}
+
+/** The message of anything thrown, without a stack. */
+export function errorMessage(err: unknown): string {
+  if (err instanceof Error) {
+    const cause = err.cause instanceof Error && !err.message.includes(err.cause.message) ? `: ${err.cause.message}` : "";
+    return err.message + cause;
+  }
+  return String(err);
+}
+
+/** Wraps a failure of a stage plugin with its kind and name, keeping the original as `cause`. */
+export function stageError(kind: string, name: string, err: unknown, code: ErrorCode = "plugin"): ApfaError {
+  if (err instanceof ApfaError) return err;
+  return new ApfaError(code, errorMessage(err), { cause: err, where: `stage:${kind}:${name}` });
+}

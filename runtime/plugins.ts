@@ -1,0 +1,78 @@
+/**
+ * Finds and loads stage plugins. Built-ins are derived from the folder (`plugins/<kind>/<name>.ts`), so adding
+ * a plugin is adding a file. A user plugin is named in pipeline.yaml by path (`./plugins/my-source.ts`,
+ * relative to pipeline.yaml) or by package name (`@acme/apfa-source-x`); its default export must be a
+ * `definePlugin(...)` value of the right kind.
+ * @module
+ */
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { pathToFileURL } from "node:url";
+import type { PluginDefinition, PluginKind } from "./contracts.ts";
+import { ApfaError, errorMessage } from "./errors.ts";
+
+const PLUGINS_DIR = new URL("../plugins/", import.meta.url);
+
+/** True when `name` refers to a user plugin (a path or a package) rather than a built-in. */
+export function isExternal(name: string): boolean {
+  return name.startsWith(".") || name.startsWith("/") || name.includes("/") || name.startsWith("@") || name.startsWith("npm:");
+}
+
+/** Names of the built-in plugins of a kind, from the folder. */
+export function builtinPlugins(kind: PluginKind): string[] {
+  try {
+    return fs
+      .readdirSync(new URL(`${kind}/`, PLUGINS_DIR))
+      .filter((f) => f.endsWith(".ts") && !f.startsWith("_") && !f.endsWith(".test.ts") && !f.endsWith(".d.ts"))
+      .map((f) => f.slice(0, -3))
+      .sort();
+  } catch {
+    return [];
+  }
+}
+
+const cache = new Map<string, Promise<PluginDefinition>>();
+
+/** Loads a plugin definition; `baseDir` resolves relative paths (the pipeline.yaml's directory). */
+export function loadPlugin(kind: PluginKind, name: string, baseDir: string): Promise<PluginDefinition> {
+  const id = `${kind}:${isExternal(name) && name.startsWith(".") ? path.resolve(baseDir, name) : name}`;
+  let p = cache.get(id);
+  if (!p) {
+    p = importPlugin(kind, name, baseDir);
+    cache.set(id, p);
+    p.catch(() => cache.delete(id));
+  }
+  return p;
+}
+
+async function importPlugin(kind: PluginKind, name: string, baseDir: string): Promise<PluginDefinition> {
+  let spec: string;
+  if (!isExternal(name)) {
+    const known = builtinPlugins(kind);
+    if (!known.includes(name)) {
+      throw new ApfaError("plugin", `unknown ${kind} plugin "${name}"; installed: ${known.join(", ") || "(none)"}; ` +
+        `or give a path (./my-plugin.ts) or package name`);
+    }
+    spec = new URL(`${kind}/${name}.ts`, PLUGINS_DIR).href;
+  } else if (name.startsWith(".") || name.startsWith("/")) {
+    const file = path.resolve(baseDir, name);
+    if (!fs.existsSync(file)) throw new ApfaError("plugin", `${kind} plugin file not found: ${name} (resolved to ${file})`);
+    spec = pathToFileURL(file).href;
+  } else {
+    spec = name;
+  }
+  let mod: { default?: unknown };
+  try {
+    mod = await import(spec);
+  } catch (err) {
+    throw new ApfaError("plugin", `cannot load ${kind} plugin "${name}": ${errorMessage(err)}`, { cause: err });
+  }
+  const def = mod.default as PluginDefinition | undefined;
+  if (!def || typeof def !== "object" || typeof def.create !== "function" || !def.options) {
+    throw new ApfaError("plugin", `${kind} plugin "${name}" must default-export definePlugin({ kind, name, options, create })`);
+  }
+  if (def.kind !== kind) {
+    throw new ApfaError("plugin", `plugin "${name}" is a ${def.kind} plugin, but stage needs a ${kind} plugin`);
+  }
+  return def;
+}
