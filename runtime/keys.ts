@@ -33,6 +33,7 @@ export function assertPrefix(prefix: string): string {
 
 /** The documented bucket layout. */
 export const layout = {
+  batchInput: (run: string, n: number) => `batches/${run}/${String(n).padStart(6, "0")}.input.jsonl`,
   batchVectors: (run: string, n: number) => `batches/${run}/${String(n).padStart(6, "0")}.npy`,
   batchDocs: (run: string, n: number) => `batches/${run}/${String(n).padStart(6, "0")}.docs.jsonl`,
   batchPrefix: (run: string) => `batches/${run}/`,

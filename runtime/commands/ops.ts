@@ -1,0 +1,52 @@
+/** `apfa migrate` and `apfa worker`. @module */
+import type { Command } from "../cli.ts";
+import { openDatabase } from "../db.ts";
+import { migrate } from "../migrate.ts";
+import { openPipeline } from "../pipeline.ts";
+import { startWorker } from "../worker.ts";
+import { cliLogger, loadOrFail, onceSignal } from "./common.ts";
+
+export const migrateCmd: Command = {
+  summary: "Apply graphile-worker's migrations and apfa's own (migrations/*.sql) to the configured database.",
+  usage: "apfa migrate [-c pipeline.yaml] [--json]",
+  options: { json: { type: "boolean" } },
+  async run({ values }) {
+    const config = await loadOrFail(values.config as string);
+    const log = cliLogger({ cmd: "migrate" });
+    const db = await openDatabase(config, log);
+    try {
+      const applied = await migrate(db.pool, log);
+      if (values.json) console.log(JSON.stringify({ database: db.mode, applied }));
+      else console.log(applied.length ? `applied ${applied.join(", ")}` : "database is up to date");
+      return 0;
+    } finally {
+      await db.close();
+    }
+  },
+};
+
+export const worker: Command = {
+  summary: "Run jobs: one graphile-worker runner per queue with the concurrency from pipeline.yaml, plus the crontab from schedules.",
+  usage: "apfa worker [-c pipeline.yaml] [--queues embedding,indexing] [--no-cron]\n" +
+    "Stops gracefully on SIGTERM/SIGINT: takes no new jobs and waits for running ones.",
+  options: { queues: { type: "string", short: "q" }, "no-cron": { type: "boolean" } },
+  async run({ values }) {
+    const config = await loadOrFail(values.config as string);
+    const log = cliLogger({ cmd: "worker" });
+    const p = await openPipeline(config, log);
+    await migrate(p.db.pool, log);
+    const queues = values.queues ? String(values.queues).split(",").map((s) => s.trim()).filter(Boolean) : undefined;
+    const unknown = queues?.filter((q) => !(q in config.queues)) ?? [];
+    if (unknown.length) {
+      console.error(`apfa worker: unknown queue(s) ${unknown.join(", ")}; declared: ${Object.keys(config.queues).join(", ")}`);
+      await p.close();
+      return 2;
+    }
+    const w = await startWorker(p, { queues, cron: !values["no-cron"] });
+    log.info("worker ready", { id: w.id, database: p.db.mode, store: p.store.describe() });
+    const sig = await Promise.race([onceSignal(), w.promise.then(() => "runners exited")]);
+    await w.stop(sig);
+    await p.close();
+    return 0;
+  },
+};

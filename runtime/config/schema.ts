@@ -1,0 +1,146 @@
+/**
+ * The pipeline.yaml schema. One zod schema validates the file, supplies every default, and generates the JSON
+ * Schema editors use (`apfa schema`). Stage plugin options are validated separately by each plugin's own schema.
+ * @module
+ */
+import { z } from "zod";
+import { cronProblem } from "./cron.ts";
+
+/** Tasks the runtime registers, each routed to one queue. */
+export const TASKS = ["embed_all", "embed_batch", "build_index", "cleanup", "compute_index_stats", "noop"] as const;
+export type TaskName = (typeof TASKS)[number];
+
+/** Which queue each task runs on. */
+export const TASK_QUEUES: Record<TaskName, string> = {
+  embed_all: "embedding",
+  embed_batch: "embedding",
+  build_index: "indexing",
+  cleanup: "maintenance",
+  compute_index_stats: "maintenance",
+  noop: "maintenance",
+};
+
+export const DEFAULT_QUEUES = { embedding: 4, indexing: 1, maintenance: 1 } satisfies Record<string, number>;
+
+const duration = z
+  .union([z.number().positive(), z.string().regex(/^\d+(\.\d+)?\s*(ms|s|m|h|d)$/, "expected a duration like 30s, 5m, 1h or 2d")])
+  .describe("Duration: seconds as a number, or a string like 30s, 5m, 1h, 2d");
+
+/** Parses a duration value (as validated above) to milliseconds. */
+export function durationMs(v: number | string): number {
+  if (typeof v === "number") return v * 1000;
+  const m = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)$/.exec(v)!;
+  const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[m[2] as "ms"];
+  return Number(m[1]) * unit;
+}
+
+const stage = (defaultPlugin: string, what: string) =>
+  z
+    .strictObject({
+      plugin: z.string().min(1).default(defaultPlugin).describe(`Built-in ${what} plugin name, a path (./x.ts) or a package name`),
+      options: z.record(z.string(), z.unknown()).default({}).describe("Options of the plugin (see docs/plugins.md)"),
+    })
+    .prefault({});
+
+const cron = z.string().superRefine((v, ctx) => {
+  const p = cronProblem(v);
+  if (p) ctx.addIssue({ code: "custom", message: p });
+});
+
+const schedule = z.strictObject({
+  cron: cron.describe("Five-field cron expression: minute hour day-of-month month day-of-week (UTC)"),
+  task: z.enum(TASKS).describe("Task to enqueue"),
+  queue: z.string().optional().describe("Queue override (defaults to the task's queue)"),
+  options: z.record(z.string(), z.unknown()).default({}).describe("Payload passed to the task"),
+  overlap: z.enum(["skip", "queue", "replace"]).default("skip")
+    .describe("When a run of this pipeline is still active: skip this fire, queue it, or cancel the active run"),
+  backfill: duration.optional().describe("On worker start, run fires missed within this period"),
+  enabled: z.boolean().default(true),
+});
+
+export const DEFAULT_SCHEDULES = {
+  rebuild: { cron: "0 * * * *", task: "embed_all" },
+  cleanup: { cron: "0 2 * * *", task: "cleanup" },
+  stats: { cron: "*/5 * * * *", task: "compute_index_stats" },
+} as const;
+
+const auth = z.strictObject({
+  mode: z.enum(["jwt", "none"]).default("jwt").describe("`none` is only honoured when the server binds to localhost"),
+  jwt_secret: z.string().optional().describe("HS256 secret; use ${APFA_JWT_SECRET}"),
+  public_key: z.string().optional().describe("RS256 public key (PEM)"),
+  jwks_url: z.url().optional(),
+  issuer: z.string().optional(),
+  audience: z.string().optional(),
+  algorithms: z.array(z.enum(["HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "EdDSA"])).optional(),
+  clock_tolerance_s: z.int().min(0).max(300).default(30),
+}).prefault({});
+
+export const pipelineSchema = z.strictObject({
+  $schema: z.string().optional(),
+  version: z.literal(1).default(1).describe("Schema version of this file"),
+  name: z.string().regex(/^[a-z0-9][a-z0-9_-]{0,62}$/, "lowercase letters, digits, _ and - (max 63)").default("default")
+    .describe("Pipeline name (runs, locks and overlap policy are per pipeline)"),
+  database: z.strictObject({
+    url: z.string().optional().describe("postgres:// URL; unset or empty = embedded Postgres"),
+    embedded: z.strictObject({
+      dir: z.string().default(".apfa/pg").describe("Data directory of the embedded Postgres (git-ignored)"),
+      port: z.int().min(1024).max(65535).default(54329),
+    }).prefault({}),
+  }).prefault({}),
+  store: stage("fs", "store"),
+  queues: z.record(z.string().regex(/^[a-z][a-z0-9_-]{0,40}$/, "queue names are lowercase letters, digits, _ and -"),
+    z.int().min(1).max(256)).default(DEFAULT_QUEUES)
+    .describe("Queue name → concurrency per worker process"),
+  stages: z.strictObject({
+    source: stage("jsonl", "source"),
+    embedder: stage("use-lite", "embedder"),
+    index: stage("flat", "index engine"),
+    notifier: stage("postgres", "notifier"),
+    generator: stage("template", "generator"),
+  }).prefault({}),
+  batch_size: z.int().min(1).max(100_000).default(1000).describe("Documents per embed_batch job"),
+  run: z.strictObject({
+    timeout: duration.default("1h").describe("A run not finished after this is marked failed"),
+    max_attempts: z.int().min(1).max(100).default(5).describe("Attempts per job before it is failed"),
+    missing_batch_threshold: z.number().min(0).max(1).default(0)
+      .describe("Share of batches that may be missing when building the index (0 = none)"),
+  }).prefault({}),
+  schedules: z.record(z.string().regex(/^[a-z][a-z0-9_-]{0,40}$/), schedule).default({})
+    .describe("Named cron schedules; rebuild, cleanup and stats exist by default (set enabled: false to drop one)"),
+  retention_days: z.number().min(0).max(3650).default(7),
+  keep_versions: z.int().min(0).max(1000).default(2).describe("Previous index versions cleanup never deletes"),
+  server: z.strictObject({
+    host: z.string().default("127.0.0.1"),
+    port: z.int().min(0).max(65535).default(8080),
+    auth,
+    body_limit_bytes: z.int().min(256).max(10_485_760).default(65_536),
+    max_query_chars: z.int().min(1).max(100_000).default(2000),
+    max_k: z.int().min(1).max(1000).default(50),
+    cache: z.strictObject({
+      redis_url: z.string().optional().describe("redis:// URL for the shared cache; unset = in-process only"),
+      ttl_s: z.int().min(1).default(300),
+      max_entries: z.int().min(1).default(10_000),
+    }).prefault({}),
+    swap_poll_s: z.number().min(1).default(30).describe("Safety-net check of `latest` every N seconds"),
+    cache_dir: z.string().default(".apfa/cache").describe("Local copy of the served index (fallback when the store is down)"),
+  }).prefault({}),
+});
+
+export type PipelineInput = z.input<typeof pipelineSchema>;
+export type PipelineConfig = z.output<typeof pipelineSchema> & {
+  /** Absolute path of the file, or "<defaults>". */
+  file: string;
+  /** Directory relative paths resolve against. */
+  baseDir: string;
+  /** Schedules after merging the defaults. */
+  schedules: Record<string, z.output<typeof schedule>>;
+};
+export type ScheduleConfig = z.output<typeof schedule>;
+export type StageName = keyof PipelineConfig["stages"];
+export const STAGE_KINDS = {
+  source: "source",
+  embedder: "embedder",
+  index: "index",
+  notifier: "notifier",
+  generator: "generator",
+} as const;

@@ -1,0 +1,27 @@
+/** Exponential backoff for transient failures (store uploads, remote calls) inside one job attempt. @module */
+
+export interface RetryOptions {
+  /** Total attempts including the first. @default 4 */
+  attempts?: number;
+  /** First delay in ms, doubled each time. @default 200 */
+  baseMs?: number;
+  maxMs?: number;
+  onRetry?: (err: unknown, attempt: number, delayMs: number) => void;
+  /** Return false for errors that must not be retried. */
+  retryable?: (err: unknown) => boolean;
+}
+
+export async function withRetry<T>(fn: (attempt: number) => Promise<T>, opts: RetryOptions = {}): Promise<T> {
+  const attempts = opts.attempts ?? 4;
+  const base = opts.baseMs ?? 200;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await fn(attempt);
+    } catch (err) {
+      if (attempt >= attempts || opts.retryable?.(err) === false) throw err;
+      const delay = Math.min(opts.maxMs ?? 10_000, base * 2 ** (attempt - 1)) * (0.75 + Math.random() * 0.5);
+      opts.onRetry?.(err, attempt, Math.round(delay));
+      await new Promise((r) => setTimeout(r, delay));
+    }
+  }
+}

@@ -1,0 +1,88 @@
+/**
+ * Index versions in the store: `indexes/<version>/` holds the engine's files, `docs.jsonl` (one document per
+ * row, in row order) and `manifest.json`; `indexes/latest` names the current version. Publishing writes the
+ * pointer in one atomic put, records the version in `apfa.index_versions`, then announces it on the notifier.
+ * @module
+ */
+import * as crypto from "node:crypto";
+import type { Store, SwapEvent } from "./contracts.ts";
+import { ApfaError, errorMessage } from "./errors.ts";
+import { layout } from "./keys.ts";
+import type { Pipeline } from "./pipeline.ts";
+import { withRetry, type RetryOptions } from "./retry.ts";
+
+export interface Manifest {
+  version: string;
+  pipeline: string;
+  engine: string;
+  metric: string;
+  dims: number;
+  count: number;
+  model_id: string;
+  run_id: string | null;
+  created_at: string;
+  /** The engine's main file (its SHA-256, with the documents', names the version). */
+  main: string;
+  /** Every file of the version with its size and SHA-256. */
+  files: Record<string, { bytes: number; sha256: string }>;
+}
+
+export interface LatestPointer {
+  version: string;
+  published_at: string;
+}
+
+const VERSION = /^[0-9a-f]{64}$/;
+
+/** Throws `invalid_input` unless `v` looks like a version (64 hex characters). */
+export function assertVersion(v: string): string {
+  if (!VERSION.test(v)) throw new ApfaError("invalid_input", `invalid index version ${JSON.stringify(v)}: expected 64 hex characters`, { status: 400 });
+  return v;
+}
+
+export function sha256(bytes: Uint8Array): string {
+  return crypto.createHash("sha256").update(bytes).digest("hex");
+}
+
+/** Writes a version's files and manifest, then publishes it. */
+export async function writeVersion(p: Pipeline, manifest: Manifest, files: Record<string, Uint8Array>, retry: RetryOptions = {}): Promise<void> {
+  for (const [name, bytes] of Object.entries(files)) {
+    manifest.files[name] = { bytes: bytes.byteLength, sha256: sha256(bytes) };
+    await withRetry(() => p.store.put(layout.indexFile(manifest.version, name), bytes), retry);
+  }
+  await withRetry(() => p.store.put(layout.indexFile(manifest.version, "manifest.json"), new TextEncoder().encode(JSON.stringify(manifest, null, 2))), retry);
+  const bytes = Object.values(manifest.files).reduce((a, f) => a + f.bytes, 0);
+  await p.db.pool.query(
+    `insert into apfa.index_versions (version, pipeline, run_id, engine, metric, dims, count, model_id, bytes, manifest)
+     values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+     on conflict (version) do update set deleted_at = null, run_id = coalesce(excluded.run_id, apfa.index_versions.run_id)`,
+    [manifest.version, manifest.pipeline, manifest.run_id, manifest.engine, manifest.metric, manifest.dims, manifest.count, manifest.model_id, bytes, JSON.stringify(manifest)],
+  );
+  await publishVersion(p, manifest, retry);
+}
+
+/** Points `latest` at a version (already in the store) and announces it. Used by builds and rollbacks. */
+export async function publishVersion(p: Pipeline, manifest: Manifest, retry: RetryOptions = {}): Promise<void> {
+  const pointer: LatestPointer = { version: manifest.version, published_at: new Date().toISOString() };
+  await withRetry(() => p.store.put(layout.latest, new TextEncoder().encode(JSON.stringify(pointer))), retry);
+  await p.db.pool.query("update apfa.index_versions set published_at = now() where version = $1", [manifest.version]);
+  const event: SwapEvent = { version: manifest.version, engine: manifest.engine, dims: manifest.dims, count: manifest.count, created_at: manifest.created_at };
+  try {
+    await (await p.notifier()).publish(event);
+  } catch (err) {
+    // The pointer is already moved; servers pick it up by their periodic check, so this is a warning.
+    p.log.warn("swap event not published; servers will see the new version at their next check", { version: manifest.version, error: errorMessage(err) });
+  }
+}
+
+export async function readLatest(store: Store): Promise<LatestPointer | undefined> {
+  if (!(await store.stat(layout.latest))) return undefined;
+  const ptr = JSON.parse(new TextDecoder().decode(await store.get(layout.latest))) as LatestPointer;
+  assertVersion(ptr.version);
+  return ptr;
+}
+
+export async function readManifest(store: Store, version: string): Promise<Manifest> {
+  const bytes = await store.get(layout.indexFile(assertVersion(version), "manifest.json"));
+  return JSON.parse(new TextDecoder().decode(bytes)) as Manifest;
+}

@@ -1,0 +1,143 @@
+/**
+ * `apfa worker`: one graphile-worker runner per queue, each with only that queue's tasks and the queue's
+ * concurrency from pipeline.yaml, so `embedding: 4` runs four embed jobs at once while `indexing: 1` runs one.
+ * Queues with concurrency 1 also get graphile-worker's serial `queue_name`, which keeps them to one job at a
+ * time across every worker process. The crontab from `schedules` runs on the first runner. SIGTERM/SIGINT stop
+ * taking jobs and wait for running ones (graphile-worker releases what it cannot finish).
+ * @module
+ */
+import * as os from "node:os";
+import * as crypto from "node:crypto";
+import { parseCronItems, run, type CronItem, type Job, type Runner, type Task } from "graphile-worker";
+import { durationMs, TASK_QUEUES, type TaskName } from "./config/schema.ts";
+import { errorMessage } from "./errors.ts";
+import type { Pipeline } from "./pipeline.ts";
+import { failOverdueRuns, jobOptions } from "./runs.ts";
+import { makeBuildIndex } from "./tasks/build-index.ts";
+import { makeEmbedAll } from "./tasks/embed-all.ts";
+import { makeEmbedBatch } from "./tasks/embed-batch.ts";
+
+export interface WorkerOptions {
+  /** Only run these queues (default: all declared). */
+  queues?: string[];
+  /** Extra or replacement tasks (tests, plugins). */
+  tasks?: Partial<Record<string, Task>>;
+  /** Run the crontab from `schedules` (default true). */
+  cron?: boolean;
+  heartbeatMs?: number;
+}
+
+export interface WorkerHandle {
+  id: string;
+  runners: Map<string, Runner>;
+  stop(reason?: string): Promise<void>;
+  /** Resolves when every runner has stopped. */
+  promise: Promise<void>;
+}
+
+/** The task functions of the pipeline, by identifier. */
+export function pipelineTasks(p: Pipeline): Record<TaskName, Task> {
+  return {
+    embed_all: makeEmbedAll(p),
+    embed_batch: makeEmbedBatch(p),
+    build_index: makeBuildIndex(p),
+    cleanup: async () => p.log.info("cleanup: not configured yet"),
+    compute_index_stats: async () => p.log.debug("compute_index_stats: not configured yet"),
+    noop: async () => {},
+  };
+}
+
+/** graphile-worker cron items from the enabled schedules. */
+export function cronItems(p: Pipeline): CronItem[] {
+  return Object.entries(p.config.schedules)
+    .filter(([, s]) => s.enabled)
+    .map(([name, s]) => {
+      const o = jobOptions(p.config, s.task, s.queue);
+      return {
+        task: s.task,
+        match: s.cron,
+        identifier: `${p.config.name}:${name}`,
+        payload: { ...s.options, trigger: `schedule:${name}`, overlap: s.overlap },
+        options: {
+          queueName: o.serial ?? undefined,
+          maxAttempts: o.maxAttempts,
+          backfillPeriod: s.backfill ? durationMs(s.backfill) : 0,
+        },
+      } satisfies CronItem;
+    });
+}
+
+export async function startWorker(p: Pipeline, opts: WorkerOptions = {}): Promise<WorkerHandle> {
+  const id = `${os.hostname()}-${process.pid}-${crypto.randomBytes(3).toString("hex")}`;
+  const log = p.log.child({ worker: id });
+  const all = { ...pipelineTasks(p), ...opts.tasks } as Record<string, Task>;
+  const queues = (opts.queues ?? Object.keys(p.config.queues)).filter((q) => q in p.config.queues);
+  const queueOf = (task: string) => TASK_QUEUES[task as TaskName] ?? "maintenance";
+
+  await p.db.pool.query(
+    `insert into apfa.task_queues (task, queue) select t, q from unnest($1::text[], $2::text[]) as x(t, q)
+     on conflict (task) do update set queue = excluded.queue, updated_at = now()`,
+    [Object.keys(all), Object.keys(all).map(queueOf)],
+  );
+  await p.db.pool.query(
+    `insert into apfa.workers (id, pipeline, hostname, pid, queues) values ($1, $2, $3, $4, $5)`,
+    [id, p.config.name, os.hostname(), process.pid, JSON.stringify(Object.fromEntries(queues.map((q) => [q, p.config.queues[q]])))],
+  );
+
+  const started = new Map<string, number>();
+  const history = (job: Job, error: unknown, workerId: string) => {
+    const t0 = started.get(job.id) ?? Date.now();
+    started.delete(job.id);
+    const outcome = !error ? "success" : job.attempts >= job.max_attempts ? "failed" : "retry";
+    const payload = (job.payload ?? {}) as { run_id?: string };
+    p.db.pool.query(
+      `insert into apfa.job_history (job_id, task, queue, run_id, worker_id, attempt, max_attempts, outcome, error, started_at, duration_ms)
+       values ($1, $2, $3, $4, $5, $6, $7, $8, $9, to_timestamp($10 / 1000.0), $11)`,
+      [job.id, job.task_identifier, queueOf(job.task_identifier), payload.run_id ?? null, workerId, job.attempts, job.max_attempts,
+        outcome, error ? errorMessage(error).slice(0, 4000) : null, t0, Date.now() - t0],
+    ).catch((err) => log.warn("job history not recorded", { error: errorMessage(err) }));
+  };
+
+  const runners = new Map<string, Runner>();
+  let cronPlaced = opts.cron === false;
+  for (const q of queues) {
+    const taskList = Object.fromEntries(Object.entries(all).filter(([t]) => queueOf(t) === q)) as Record<string, Task>;
+    if (!Object.keys(taskList).length) continue;
+    const runner = await run({
+      pgPool: p.db.pool,
+      concurrency: p.config.queues[q],
+      taskList,
+      noHandleSignals: true,
+      pollInterval: 2000,
+      parsedCronItems: cronPlaced ? [] : parseCronItems(cronItems(p)),
+      logger: undefined,
+    });
+    cronPlaced = true;
+    runner.events.on("worker:create", ({ worker }) => {
+      p.db.pool.query("update apfa.workers set graphile_worker_ids = array_append(graphile_worker_ids, $2) where id = $1", [id, worker.workerId])
+        .catch(() => {});
+    });
+    runner.events.on("job:start", ({ job }) => started.set(job.id, Date.now()));
+    runner.events.on("job:complete", ({ job, error, worker }) => history(job, error, worker.workerId));
+    runners.set(q, runner);
+    log.info("queue runner started", { queue: q, concurrency: p.config.queues[q], tasks: Object.keys(taskList) });
+  }
+
+  const heartbeat = setInterval(() => {
+    p.db.pool.query("update apfa.workers set last_heartbeat_at = now() where id = $1", [id]).catch((err) => log.warn("heartbeat failed", { error: errorMessage(err) }));
+    failOverdueRuns(p.db.pool).then((ids) => ids.length && log.warn("runs timed out", { runs: ids })).catch(() => {});
+  }, opts.heartbeatMs ?? 10_000);
+  heartbeat.unref?.();
+
+  let stopping: Promise<void> | undefined;
+  const stop = (reason = "stop requested") =>
+    (stopping ??= (async () => {
+      clearInterval(heartbeat);
+      log.info("worker stopping; waiting for running jobs", { reason });
+      await Promise.all([...runners.values()].map((r) => r.stop().catch((err) => log.warn("runner stop failed", { error: errorMessage(err) }))));
+      await p.db.pool.query("update apfa.workers set stopped_at = now() where id = $1", [id]).catch(() => {});
+      log.info("worker stopped");
+    })());
+  const promise = Promise.all([...runners.values()].map((r) => r.promise)).then(() => undefined);
+  return { id, runners, stop, promise };
+}
