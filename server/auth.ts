@@ -1,0 +1,177 @@
+/**
+ * Bearer-token auth for the HTTP API: JWTs verified with `jose` against exactly one key source (an HS256
+ * secret, a PEM public key, or a JWKS URL), with the accepted algorithms pinned so `alg: none` and
+ * HS256-signed-with-the-public-key tokens are refused. Every failure is an {@link AuthError}: status 401 with
+ * a short `reason`, never a 500, and never the token or secret in the message.
+ * @module
+ */
+import {
+  createRemoteJWKSet, type CryptoKey, errors, importSPKI, importX509, type JWTPayload, type JWTVerifyGetKey, jwtVerify, SignJWT,
+} from "jose";
+import { ApfaError } from "../runtime/errors.ts";
+
+export interface AuthConfig {
+  /** HS256 shared secret (at least 32 characters); use `${APFA_JWT_SECRET}` in pipeline.yaml. */
+  jwt_secret?: string;
+  /** JWKS endpoint of your identity provider; keys are fetched and cached by `kid`. */
+  jwks_url?: string;
+  /** PEM public key (SPKI) or X.509 certificate for RS256/ES256/EdDSA tokens. */
+  public_key?: string;
+  /** Required `iss` claim. */
+  issuer?: string;
+  /** Required `aud` claim (one of). */
+  audience?: string;
+  /** Accepted `alg` values. @default ["HS256"] with jwt_secret, ["RS256"] with public_key or jwks_url */
+  algorithms?: string[];
+  /** Leeway for `exp`/`nbf`, in seconds (0–300). @default 30 */
+  clock_tolerance_s?: number;
+  /** Other keys of the server's auth block (e.g. `mode`) are ignored here. */
+  [other: string]: unknown;
+}
+
+export type AuthReason =
+  | "missing_token" | "malformed_header" | "malformed_token" | "bad_signature" | "expired" | "not_yet_valid"
+  | "wrong_issuer" | "wrong_audience" | "alg_not_allowed" | "unknown_key" | "key_unavailable" | "invalid_claims";
+
+/** A rejected request: always status 401; `reason` is safe to return to the client. */
+export class AuthError extends ApfaError {
+  readonly reason: AuthReason;
+  constructor(reason: AuthReason, cause?: unknown) {
+    super("invalid_input", `unauthorized: ${reason}`, { status: 401, where: "auth", cause });
+    this.name = "AuthError";
+    this.reason = reason;
+  }
+}
+
+export interface Verified {
+  sub?: string;
+  claims: JWTPayload;
+}
+
+export type Verifier = ((authorizationHeader: string | null | undefined) => Promise<Verified>) & {
+  /** Resolves once the configured key is usable; rejects with a config error (await it at startup). */
+  ready(): Promise<void>;
+};
+
+const HMAC = ["HS256", "HS384", "HS512"];
+const ASYMMETRIC = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA", "Ed25519"];
+const MAX_HEADER = 8192;
+
+interface Resolved {
+  kind: "secret" | "public_key" | "jwks";
+  algorithms: string[];
+  tolerance: number;
+}
+
+function resolve(cfg: AuthConfig): Resolved {
+  const sources = (["jwt_secret", "public_key", "jwks_url"] as const).filter((k) => cfg[k] !== undefined && cfg[k] !== "");
+  if (sources.length !== 1) {
+    throw new ApfaError("config", sources.length
+      ? `server.auth: set only one of ${sources.join(", ")}; mixing a shared secret and public keys invites algorithm confusion`
+      : "server.auth: set jwt_secret (e.g. ${APFA_JWT_SECRET}), public_key or jwks_url, or set mode: none for local use");
+  }
+  const kind = sources[0] === "jwt_secret" ? "secret" : sources[0] === "public_key" ? "public_key" : "jwks";
+  const allowed = kind === "secret" ? HMAC : ASYMMETRIC;
+  const algorithms = cfg.algorithms?.length ? cfg.algorithms : kind === "secret" ? ["HS256"] : ["RS256"];
+  const bad = algorithms.filter((a) => !allowed.includes(a));
+  if (bad.length) {
+    throw new ApfaError("config", `server.auth.algorithms: ${bad.join(", ")} cannot be used with ${sources[0]}; allowed: ${allowed.join(", ")}`);
+  }
+  if (kind === "secret" && new TextEncoder().encode(cfg.jwt_secret!).byteLength < 32) {
+    throw new ApfaError("config", "server.auth.jwt_secret must be at least 32 bytes (try `openssl rand -base64 48`)");
+  }
+  const tolerance = cfg.clock_tolerance_s ?? 30;
+  if (!Number.isFinite(tolerance) || tolerance < 0 || tolerance > 300) {
+    throw new ApfaError("config", `server.auth.clock_tolerance_s must be between 0 and 300, got ${tolerance}`);
+  }
+  return { kind, algorithms, tolerance };
+}
+
+function keyResolver(cfg: AuthConfig, r: Resolved): { getKey: Uint8Array | JWTVerifyGetKey; ready: Promise<void> } {
+  if (r.kind === "secret") return { getKey: new TextEncoder().encode(cfg.jwt_secret!), ready: Promise.resolve() };
+  if (r.kind === "jwks") {
+    let url: URL;
+    try {
+      url = new URL(cfg.jwks_url!);
+    } catch (err) {
+      throw new ApfaError("config", `server.auth.jwks_url is not a URL: ${cfg.jwks_url}`, { cause: err });
+    }
+    return { getKey: createRemoteJWKSet(url, { timeoutDuration: 3000, cooldownDuration: 30_000 }), ready: Promise.resolve() };
+  }
+  // A CryptoKey is bound to one algorithm, so import the PEM once per pinned algorithm.
+  const pem = cfg.public_key!.trim();
+  const imports = new Map<string, Promise<CryptoKey>>();
+  const load = (alg: string) => {
+    let p = imports.get(alg);
+    if (!p) {
+      p = (pem.includes("BEGIN CERTIFICATE") ? importX509(pem, alg) : importSPKI(pem, alg)).catch((err) => {
+        throw new ApfaError("config", `server.auth.public_key cannot be used for ${alg}: ${(err as Error).message}`, { cause: err });
+      });
+      imports.set(alg, p);
+    }
+    return p;
+  };
+  const ready = Promise.all(r.algorithms.map(load)).then(() => undefined);
+  ready.catch(() => {}); // surfaced by verifier.ready() and by each request as key_unavailable
+  return { getKey: (header) => load(header.alg), ready };
+}
+
+/** Maps a jose (or key-loading) failure to the reason we tell the client. */
+function reasonOf(err: unknown): AuthReason {
+  if (err instanceof errors.JWTExpired) return "expired";
+  if (err instanceof errors.JWTClaimValidationFailed) {
+    return err.claim === "nbf" ? "not_yet_valid" : err.claim === "iss" ? "wrong_issuer" : err.claim === "aud" ? "wrong_audience" : "invalid_claims";
+  }
+  if (err instanceof errors.JOSEAlgNotAllowed) return "alg_not_allowed";
+  if (err instanceof errors.JWSSignatureVerificationFailed) return "bad_signature";
+  if (err instanceof errors.JWKSNoMatchingKey || err instanceof errors.JWKSMultipleMatchingKeys) return "unknown_key";
+  if (err instanceof errors.JWKSTimeout || err instanceof errors.JWKSInvalid || err instanceof ApfaError) return "key_unavailable";
+  if (err instanceof errors.JWSInvalid || err instanceof errors.JWTInvalid || err instanceof errors.JOSENotSupported) return "malformed_token";
+  // The JWKS endpoint answered badly (non-200, not JSON) or not at all (fetch's TypeError).
+  if (err instanceof errors.JOSEError && /JSON Web Key Set/.test(err.message)) return "key_unavailable";
+  if (err instanceof TypeError && /fetch|network/i.test(err.message)) return "key_unavailable";
+  // Anything else (e.g. a key of the wrong type for the header's alg) is still the client's 401, not our 500.
+  return "malformed_token";
+}
+
+/** Builds the request verifier. Throws a config error right away for an unusable configuration. */
+export function makeVerifier(cfg: AuthConfig): Verifier {
+  const r = resolve(cfg);
+  const { getKey, ready } = keyResolver(cfg, r);
+  const verify = async (header: string | null | undefined): Promise<Verified> => {
+    if (header === null || header === undefined || header.trim() === "") throw new AuthError("missing_token");
+    if (header.length > MAX_HEADER) throw new AuthError("malformed_header");
+    const m = /^Bearer[ \t]+([A-Za-z0-9_\-.=]+)[ \t]*$/i.exec(header);
+    if (!m) throw new AuthError("malformed_header");
+    if (m[1].split(".").length !== 3) throw new AuthError("malformed_token");
+    try {
+      const { payload } = await jwtVerify(m[1], getKey as JWTVerifyGetKey, {
+        algorithms: r.algorithms,
+        issuer: cfg.issuer,
+        audience: cfg.audience,
+        clockTolerance: r.tolerance,
+        requiredClaims: ["exp"],
+      });
+      return { sub: typeof payload.sub === "string" ? payload.sub : undefined, claims: payload };
+    } catch (err) {
+      throw new AuthError(reasonOf(err), err);
+    }
+  };
+  return Object.assign(verify, { ready: () => ready });
+}
+
+/** Signs a token for `apfa token` (HS* with jwt_secret only: asymmetric tokens come from your identity provider). */
+export async function mintToken(cfg: AuthConfig, opts: { sub: string; ttl_s?: number; claims?: Record<string, unknown> }): Promise<string> {
+  const r = resolve(cfg);
+  if (r.kind !== "secret") {
+    throw new ApfaError("config", "apfa token needs server.auth.jwt_secret; with public_key or jwks_url, tokens come from your identity provider");
+  }
+  const ttl = opts.ttl_s ?? 3600;
+  if (!Number.isInteger(ttl) || ttl < 1 || ttl > 366 * 86400) throw new ApfaError("invalid_input", `ttl_s must be a whole number of seconds from 1 to ${366 * 86400}`);
+  if (!opts.sub) throw new ApfaError("invalid_input", "token subject (sub) must not be empty");
+  const jwt = new SignJWT({ ...opts.claims }).setProtectedHeader({ alg: r.algorithms[0], typ: "JWT" })
+    .setSubject(opts.sub).setIssuedAt().setExpirationTime(`${ttl}s`);
+  if (cfg.issuer) jwt.setIssuer(cfg.issuer);
+  if (cfg.audience) jwt.setAudience(cfg.audience);
+  return jwt.sign(new TextEncoder().encode(cfg.jwt_secret!));
+}

@@ -1,0 +1,174 @@
+/**
+ * Response cache for `/generate-advice`, keyed by (index version, normalised query, k). The index version is
+ * part of the key, so a swap to a new version can never serve an answer computed against the old one.
+ *
+ * Redis (shared by every server process) when configured and connected; otherwise, and whenever a Redis
+ * call fails or takes longer than `command_timeout_ms`, an in-process LRU. A down or stalled Redis therefore
+ * costs a request at most one short timeout and never an error; ioredis keeps reconnecting in the
+ * background and the cache goes back to Redis on its own.
+ * @module
+ */
+import { Redis } from "ioredis";
+import type { Logger } from "../runtime/contracts.ts";
+import { ApfaError } from "../runtime/errors.ts";
+import { silentLogger } from "../runtime/log.ts";
+
+export interface CacheOptions {
+  /** `redis://` URL of the shared cache; unset = in-process LRU only. */
+  redis_url?: string;
+  /** Prepended to every Redis key, so several deployments can share one Redis. @default "apfa:cache:" */
+  key_prefix?: string;
+  /** Seconds an answer stays cached. @default 300 */
+  ttl_s?: number;
+  /** Entries the in-process LRU keeps. @default 10000 */
+  max_entries?: number;
+  /** Longest a Redis command may take before the LRU answers instead. @default 100 */
+  command_timeout_ms?: number;
+  /** Called on every hit/miss with the tier that answered (wire to `apfa_cache_hits_total` / `_misses_total`). */
+  onHit?: (backend: CacheBackend) => void;
+  onMiss?: (backend: CacheBackend) => void;
+  log?: Logger;
+}
+
+export type CacheBackend = "redis" | "memory";
+
+export interface CacheStats {
+  /** Where the next call goes. */
+  backend: CacheBackend;
+  hits: number;
+  misses: number;
+  sets: number;
+  /** Redis calls that failed or timed out (and were answered by the LRU). */
+  redis_errors: number;
+  memory_entries: number;
+}
+
+export interface ResponseCache<T> {
+  get(version: string, query: string, k: number): Promise<T | undefined>;
+  set(version: string, query: string, k: number, value: T): Promise<void>;
+  stats(): CacheStats;
+  close(): Promise<void>;
+}
+
+/** NFKC, lowercase, whitespace collapsed and trimmed: "  Best  LOAN\t" and "best loan" share an entry. */
+export function normaliseQuery(query: string): string {
+  return query.normalize("NFKC").toLowerCase().replace(/\s+/gu, " ").trim();
+}
+
+/** `<version>:<k>:<sha256 of the normalised query>`; the hash keeps keys short whatever the query. */
+export async function cacheKey(version: string, query: string, k: number): Promise<string> {
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(normaliseQuery(query))));
+  return `${version}:${k}:${Array.from(digest, (b) => b.toString(16).padStart(2, "0")).join("")}`;
+}
+
+/** A Map keeps insertion order, so re-inserting on read makes its first key the least recently used. */
+class Lru {
+  private readonly _map = new Map<string, { value: string; expires: number }>();
+  private readonly _max: number;
+  constructor(max: number) {
+    this._max = max;
+  }
+  get size(): number {
+    return this._map.size;
+  }
+  get(key: string): string | undefined {
+    const e = this._map.get(key);
+    if (!e) return undefined;
+    this._map.delete(key);
+    if (e.expires <= Date.now()) return undefined;
+    this._map.set(key, e);
+    return e.value;
+  }
+  set(key: string, value: string, ttlMs: number): void {
+    this._map.delete(key);
+    this._map.set(key, { value, expires: Date.now() + ttlMs });
+    while (this._map.size > this._max) this._map.delete(this._map.keys().next().value!);
+  }
+  clear(): void {
+    this._map.clear();
+  }
+}
+
+export function createCache<T>(opts: CacheOptions = {}): ResponseCache<T> {
+  const prefix = opts.key_prefix ?? "apfa:cache:";
+  const ttl = opts.ttl_s ?? 300;
+  if (!Number.isInteger(ttl) || ttl < 1) throw new ApfaError("config", `server.cache.ttl_s must be a whole number of seconds >= 1, got ${ttl}`);
+  const log = (opts.log ?? silentLogger).child({ component: "cache" });
+  const lru = new Lru(opts.max_entries ?? 10_000);
+  const s = { hits: 0, misses: 0, sets: 0, redis_errors: 0 };
+  let redis: Redis | undefined;
+  let warned = false;
+
+  if (opts.redis_url) {
+    redis = new Redis(opts.redis_url, {
+      commandTimeout: opts.command_timeout_ms ?? 100,
+      connectTimeout: 1000,
+      enableOfflineQueue: false, // while disconnected, fail at once (→ LRU) instead of queueing
+      maxRetriesPerRequest: 0,
+      autoResendUnfulfilledCommands: false,
+      retryStrategy: (times) => Math.min(100 * times, 2000), // keep trying forever, at most every 2 s
+    });
+    redis.on("error", (err: Error) => {
+      if (!warned) log.warn("redis cache unavailable; using the in-process cache", { redis: opts.redis_url, error: err.message });
+      warned = true;
+    });
+    redis.on("ready", () => {
+      if (warned) log.info("redis cache is back");
+      warned = false;
+    });
+  }
+
+  const usable = () => redis !== undefined && redis.status === "ready";
+  const failed = (op: string, err: unknown) => {
+    s.redis_errors++;
+    log.debug(`redis ${op} failed; using the in-process cache`, { error: (err as Error).message });
+  };
+
+  return {
+    async get(version, query, k) {
+      const key = await cacheKey(version, query, k);
+      let raw: string | null | undefined;
+      let backend: CacheBackend = "memory";
+      if (usable()) {
+        try {
+          raw = await redis!.get(prefix + key);
+          backend = "redis";
+        } catch (err) {
+          failed("GET", err);
+        }
+      }
+      if (backend === "memory") raw = lru.get(key);
+      if (raw === null || raw === undefined) {
+        s.misses++;
+        opts.onMiss?.(backend);
+        return undefined;
+      }
+      s.hits++;
+      opts.onHit?.(backend);
+      return JSON.parse(raw) as T;
+    },
+    async set(version, query, k, value) {
+      const key = await cacheKey(version, query, k);
+      const raw = JSON.stringify(value);
+      s.sets++;
+      if (usable()) {
+        try {
+          await redis!.set(prefix + key, raw, "EX", ttl);
+          return;
+        } catch (err) {
+          failed("SET", err);
+        }
+      }
+      lru.set(key, raw, ttl * 1000);
+    },
+    stats: () => ({ backend: usable() ? "redis" : "memory", ...s, memory_entries: lru.size }),
+    async close() {
+      lru.clear();
+      if (!redis) return;
+      const r = redis;
+      redis = undefined;
+      if (r.status === "ready") await Promise.race([r.quit().catch(() => {}), new Promise((res) => setTimeout(res, 500))]);
+      r.disconnect();
+    },
+  };
+}
