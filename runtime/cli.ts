@@ -26,6 +26,8 @@ const commands: Record<string, () => Promise<Command>> = {
   worker: async () => (await import("./commands/ops.ts")).worker,
   run: async () => (await import("./commands/run.ts")).runCmd,
   main: async () => (await import("./commands/run.ts")).main,
+  serve: async () => (await import("../server/serve.ts")).serveCmd,
+  token: async () => (await import("../server/serve.ts")).tokenCmd,
 };
 
 /** Extra commands registered by later modules (serve, token, inspect, bench…). */
@@ -47,6 +49,8 @@ function usage(): string {
     "  worker          run the queues' jobs (graphile-worker), with the crontab from schedules",
     "  run             start an embedding run (--wait to follow it to the end)",
     "  main            the embedded default end to end: migrate, worker, run, index, summary",
+    "  serve           serve the advice API with zero-downtime index hot swap",
+    "  token           mint a development JWT for the configured secret",
     ...extraUsage,
     "",
     "Global options: -c, --config <file> (default pipeline.yaml or $APFA_CONFIG), -h, --help",

@@ -18,10 +18,16 @@ export async function withRetry<T>(fn: (attempt: number) => Promise<T>, opts: Re
     try {
       return await fn(attempt);
     } catch (err) {
-      if (attempt >= attempts || opts.retryable?.(err) === false) throw err;
+      if (attempt >= attempts || (opts.retryable ?? isTransient)(err) === false) throw err;
       const delay = Math.min(opts.maxMs ?? 10_000, base * 2 ** (attempt - 1)) * (0.75 + Math.random() * 0.5);
       opts.onRetry?.(err, attempt, Math.round(delay));
       await new Promise((r) => setTimeout(r, delay));
     }
   }
+}
+
+/** Errors that another attempt cannot fix: missing objects, bad keys, bad config. */
+export function isTransient(err: unknown): boolean {
+  const code = (err as { code?: string } | null)?.code;
+  return code !== "not_found" && code !== "invalid_key" && code !== "config" && code !== "invalid_input";
 }

@@ -8,7 +8,7 @@
  */
 import * as os from "node:os";
 import * as crypto from "node:crypto";
-import { parseCronItems, run, type CronItem, type Job, type Runner, type Task } from "graphile-worker";
+import { Logger as GraphileLogger, parseCronItems, run, type CronItem, type Job, type Runner, type Task } from "graphile-worker";
 import { durationMs, TASK_QUEUES, type TaskName } from "./config/schema.ts";
 import { errorMessage } from "./errors.ts";
 import type { Pipeline } from "./pipeline.ts";
@@ -67,6 +67,17 @@ export function cronItems(p: Pipeline): CronItem[] {
     });
 }
 
+/** Routes graphile-worker's own logs into apfa's JSON logs. */
+function graphileLogger(log: import("./contracts.ts").Logger): GraphileLogger {
+  return new GraphileLogger((scope) => (level, message, meta) => {
+    const fields = { graphile: { ...scope, ...meta } };
+    if (level === "error") log.error(message, fields);
+    else if (level === "warning") log.warn(message, fields);
+    else if (level === "info") log.debug(message, fields);
+    else log.debug(message, fields);
+  });
+}
+
 export async function startWorker(p: Pipeline, opts: WorkerOptions = {}): Promise<WorkerHandle> {
   const id = `${os.hostname()}-${process.pid}-${crypto.randomBytes(3).toString("hex")}`;
   const log = p.log.child({ worker: id });
@@ -110,7 +121,7 @@ export async function startWorker(p: Pipeline, opts: WorkerOptions = {}): Promis
       noHandleSignals: true,
       pollInterval: 2000,
       parsedCronItems: cronPlaced ? [] : parseCronItems(cronItems(p)),
-      logger: undefined,
+      logger: graphileLogger(log.child({ queue: q })),
     });
     cronPlaced = true;
     runner.events.on("worker:create", ({ worker }) => {

@@ -1,0 +1,158 @@
+/**
+ * The HTTP API on h3 (web-standard Request/Response, so Node and Deno serve the same app):
+ * `POST /generate-advice`, `POST /search` (JWT), `GET /health`, `/ready`, `/metrics`, `/index`.
+ * @module
+ */
+import { H3, type H3Event } from "h3";
+import { z } from "zod";
+import type { PipelineConfig } from "../runtime/config/schema.ts";
+import type { Embedder, Generator, Logger, RetrievedDoc } from "../runtime/contracts.ts";
+import { ApfaError, errorMessage } from "../runtime/errors.ts";
+import { AuthError, type Verifier } from "./auth.ts";
+import type { ResponseCache } from "./cache.ts";
+import { errorResponse, HttpError, json, readJson, validate } from "./http.ts";
+import type { IndexHolder, Lease } from "./index-holder.ts";
+import type { ServerMetrics } from "./metrics.ts";
+
+export interface AppDeps {
+  config: PipelineConfig;
+  holder: IndexHolder;
+  embedder: Embedder;
+  generator: Generator;
+  cache: ResponseCache<CachedAnswer>;
+  /** null when auth is off (embedded default on localhost). */
+  verifier: Verifier | null;
+  metrics: ServerMetrics;
+  log: Logger;
+  /** Mounts more routes (dashboard, admin API). */
+  extend?: (app: H3, helpers: { guard: (event: H3Event) => Promise<void> }) => void;
+}
+
+export interface Hit {
+  id: string;
+  score: number;
+  text: string;
+  metadata: Record<string, unknown>;
+}
+
+export interface CachedAnswer {
+  hits?: Hit[];
+  advice?: string;
+  generator?: string;
+  fallback_reason?: string;
+}
+
+export function createApp(deps: AppDeps): H3 {
+  const { config, holder, embedder, generator, cache, verifier, metrics, log } = deps;
+  const limits = config.server;
+  const body = z.strictObject({
+    query: z.string().refine((q) => q.trim().length > 0, "must not be empty").refine((q) => q.length <= limits.max_query_chars, `must be at most ${limits.max_query_chars} characters`),
+    k: z.int().min(1).max(limits.max_k).default(5),
+  });
+
+  const app = new H3({
+    silent: true,
+    onError(error, event) {
+      const status = error.status ?? 500;
+      if (status >= 500) log.error("unhandled error", { path: event.url.pathname, error: errorMessage(error.cause ?? error) });
+      return status === 404
+        ? errorResponse(404, "not_found", `no route ${event.req.method} ${event.url.pathname.slice(0, 200)}`)
+        : status === 405
+        ? errorResponse(405, "method_not_allowed", `${event.req.method} is not allowed on ${event.url.pathname.slice(0, 200)}`)
+        : errorResponse(status >= 500 ? 500 : status, status >= 500 ? "internal" : "bad_request", status >= 500 ? "internal error" : error.message);
+    },
+  });
+
+  async function guard(event: H3Event): Promise<void> {
+    if (verifier) await verifier(event.req.headers.get("authorization"));
+  }
+
+  /** Wraps a route: timing, status counters and the error → JSON mapping. */
+  const route = (name: string, fn: (event: H3Event) => Promise<Response> | Response) => async (event: H3Event) => {
+    const t0 = performance.now();
+    let res: Response;
+    try {
+      res = await fn(event);
+    } catch (err) {
+      if (err instanceof AuthError) res = errorResponse(401, "unauthorized", err.reason, undefined, { "www-authenticate": `Bearer error="invalid_token", error_description="${err.reason}"` });
+      else if (err instanceof HttpError) res = errorResponse(err.status, err.error, err.message.replace(/^\[apfa\] /, ""), err.field);
+      else if (err instanceof ApfaError && err.status < 500) res = errorResponse(err.status, err.code, err.message.replace(/^\[apfa\] (\[[^\]]+\] )?/, ""));
+      else {
+        log.error("request failed", { route: name, error: errorMessage(err) });
+        res = errorResponse(503, "unavailable", "the request could not be served; retry shortly");
+      }
+    }
+    metrics.responseTime.observe({ route: name }, (performance.now() - t0) / 1000);
+    metrics.requests.inc({ route: name, status: String(res.status) });
+    return res;
+  };
+
+  async function retrieve(lease: Lease, query: string, k: number): Promise<Hit[]> {
+    const t0 = performance.now();
+    const vec = await embedder.embed([query]);
+    metrics.embedQuery.observe((performance.now() - t0) / 1000);
+    const t1 = performance.now();
+    const r = await lease.index.searcher.search(vec, Math.min(k, lease.index.manifest.count));
+    metrics.search.observe((performance.now() - t1) / 1000);
+    return r.rows.map((row, i) => {
+      const d = JSON.parse(lease.index.docs[row]) as { id: string; text: string; metadata?: Record<string, unknown> };
+      return { id: d.id, score: r.scores[i], text: d.text, metadata: d.metadata ?? {} };
+    });
+  }
+
+  async function answer(event: H3Event, kind: "search" | "advice"): Promise<Response> {
+    await guard(event);
+    const { query, k } = validate(body, await readJson(event.req, limits.body_limit_bytes));
+    const lease = holder.acquire();
+    if (!lease) throw new ApfaError("index", "no index is loaded yet", { status: 503 });
+    try {
+      const version = lease.index.version;
+      const ck = `${kind}:${query}`;
+      const cached = await cache.get(version, ck, k);
+      let value = cached;
+      if (!value) {
+        const hits = await retrieve(lease, query, k);
+        if (kind === "search") value = { hits };
+        else {
+          const docs: RetrievedDoc[] = hits.map((h) => ({ id: h.id, score: h.score, text: h.text, metadata: h.metadata }));
+          const a = await generator.generate({ query, docs, signal: event.req.signal });
+          if (a.fallback_reason) metrics.generatorFallbacks.inc();
+          value = { hits, advice: a.advice, generator: a.generator, fallback_reason: a.fallback_reason };
+        }
+        await cache.set(version, ck, k, value);
+      }
+      metrics.byVersion.inc({ version: version.slice(0, 16) });
+      const hits = value.hits ?? [];
+      if (kind === "search") return json({ hits, index_version: version, cached: Boolean(cached) });
+      return json({
+        advice: value.advice,
+        sources: hits.map((h) => ({ id: h.id, score: h.score, metadata: h.metadata })),
+        index_version: version,
+        cached: Boolean(cached),
+        generator: value.generator,
+        ...(value.fallback_reason ? { fallback_reason: value.fallback_reason } : {}),
+      });
+    } finally {
+      lease.release();
+    }
+  }
+
+  app.post("/search", route("search", (e) => answer(e, "search")));
+  app.post("/generate-advice", route("generate-advice", (e) => answer(e, "advice")));
+  app.get("/health", route("health", () => json({ status: "ok" })));
+  app.get("/ready", route("ready", () => {
+    const s = holder.status();
+    return json({ ...s, auth: verifier ? "jwt" : "none" }, s.ready ? 200 : 503);
+  }));
+  app.get("/index", route("index", () => {
+    const ix = holder.current();
+    return ix ? json({ ...ix.manifest, source: ix.source, loaded_at: ix.loadedAt.toISOString() }) : errorResponse(503, "not_ready", "no index is loaded yet");
+  }));
+  app.get("/metrics", route("metrics", async () => {
+    const ix = holder.current();
+    if (ix) metrics.indexAge.set((Date.now() - Date.parse(ix.manifest.created_at)) / 1000);
+    return new Response(await metrics.registry.metrics(), { headers: { "content-type": metrics.registry.contentType } });
+  }));
+  deps.extend?.(app, { guard });
+  return app;
+}

@@ -1,0 +1,273 @@
+/**
+ * Holds the served index and swaps it without failing a request. A new version is downloaded into the local
+ * cache directory (hashed while it streams, so a corrupt or truncated file is refused), checked against the
+ * server's embedder (dims, model), opened, and only then made current with one assignment. Requests hold a
+ * lease on the version they started with; the old version is closed when its last lease is released.
+ * @module
+ */
+import * as crypto from "node:crypto";
+import * as fs from "node:fs";
+import * as fsp from "node:fs/promises";
+import * as path from "node:path";
+import type { IndexEngine, Logger, Searcher, Store } from "../runtime/contracts.ts";
+import { ApfaError, errorMessage } from "../runtime/errors.ts";
+import { layout } from "../runtime/keys.ts";
+import { assertVersion, readLatest, readManifest, type Manifest } from "../runtime/versions.ts";
+import type { ServerMetrics } from "./metrics.ts";
+
+export type LoadSource = "store" | "local-cache" | "sync-build";
+
+export interface LoadedIndex {
+  version: string;
+  manifest: Manifest;
+  searcher: Searcher;
+  /** Raw JSON line per row; parsed only for hits. */
+  docs: string[];
+  loadMs: number;
+  source: LoadSource;
+  loadedAt: Date;
+  _refs: number;
+  _retired: boolean;
+}
+
+export interface Lease {
+  index: LoadedIndex;
+  release(): void;
+}
+
+export interface IndexHolderOptions {
+  store: Store;
+  cacheDir: string;
+  embedder: { modelId: string; dims: number };
+  engine(name: string): Promise<IndexEngine>;
+  log: Logger;
+  metrics?: ServerMetrics;
+  /** Last resort when neither the store nor the local cache has an index (the seed's synchronous build). */
+  buildFromSource?: () => Promise<{ manifest: Manifest; dir: string }>;
+}
+
+export class SwapRefused extends ApfaError {
+  readonly reason: string;
+  constructor(reason: string, message: string, cause?: unknown) {
+    super("index", message, { cause, where: "swap" });
+    this.reason = reason;
+  }
+}
+
+async function copyVerified(store: Store, key: string, dest: string, expect: { bytes: number; sha256: string }): Promise<void> {
+  const tmp = `${dest}.part-${process.pid}`;
+  const hash = crypto.createHash("sha256");
+  let size = 0;
+  const fh = await fsp.open(tmp, "w");
+  try {
+    for await (const chunk of await store.getStream(key)) {
+      hash.update(chunk);
+      size += chunk.byteLength;
+      await fh.write(chunk);
+    }
+  } finally {
+    await fh.close();
+  }
+  const sum = hash.digest("hex");
+  if (size !== expect.bytes || sum !== expect.sha256) {
+    await fsp.rm(tmp, { force: true });
+    throw new SwapRefused("checksum", `${key}: ${size} bytes with sha256 ${sum.slice(0, 12)}…, manifest says ${expect.bytes} bytes ${expect.sha256.slice(0, 12)}… (corrupt or truncated)`);
+  }
+  await fsp.rename(tmp, dest);
+}
+
+export function createIndexHolder(opts: IndexHolderOptions) {
+  const { store, log, metrics } = opts;
+  let current: LoadedIndex | undefined;
+  let chain: Promise<unknown> = Promise.resolve();
+  const degraded = new Set<string>();
+  let lastRefusal: { version: string; reason: string; message: string; at: string } | undefined;
+  const pointerFile = path.join(opts.cacheDir, "current.json");
+
+  const retire = (ix: LoadedIndex) => {
+    ix._retired = true;
+    if (ix._refs === 0) ix.searcher.close().catch(() => {});
+  };
+
+  /** Validates a manifest against this server's embedder before anything is opened. */
+  function check(m: Manifest, version: string): void {
+    if (m.version !== version) throw new SwapRefused("manifest", `manifest of ${version} names version ${m.version}`);
+    if (m.dims !== opts.embedder.dims) throw new SwapRefused("dims_mismatch", `version ${version.slice(0, 12)} has ${m.dims} dims; this server embeds queries with ${opts.embedder.dims}`);
+    if (m.model_id !== opts.embedder.modelId) throw new SwapRefused("model_mismatch", `version ${version.slice(0, 12)} was embedded with ${m.model_id}; this server uses ${opts.embedder.modelId}`);
+  }
+
+  async function open(manifest: Manifest, dir: string, source: LoadSource, t0: number): Promise<LoadedIndex> {
+    const engine = await opts.engine(manifest.engine);
+    let searcher: Searcher;
+    try {
+      searcher = await engine.open(dir, { dims: manifest.dims, count: manifest.count });
+    } catch (err) {
+      throw new SwapRefused("unreadable", `cannot open ${manifest.engine} index ${manifest.version.slice(0, 12)}: ${errorMessage(err)}`, err);
+    }
+    const text = await fsp.readFile(path.join(dir, "docs.jsonl"), "utf8");
+    const docs = text.split("\n");
+    if (docs.at(-1) === "") docs.pop();
+    if (docs.length !== manifest.count || searcher.count !== manifest.count) {
+      await searcher.close();
+      throw new SwapRefused("count_mismatch", `version ${manifest.version.slice(0, 12)}: ${searcher.count} vectors, ${docs.length} documents, manifest says ${manifest.count}`);
+    }
+    return { version: manifest.version, manifest, searcher, docs, source, loadMs: performance.now() - t0, loadedAt: new Date(), _refs: 0, _retired: false };
+  }
+
+  /** Downloads (or reuses a verified local copy of) a version and opens it. */
+  async function load(version: string): Promise<LoadedIndex> {
+    const t0 = performance.now();
+    const manifest = await readManifest(store, assertVersion(version)).catch((err) => {
+      throw new SwapRefused("manifest", `cannot read manifest of ${version.slice(0, 12)}: ${errorMessage(err)}`, err);
+    });
+    check(manifest, version);
+    const dir = path.join(opts.cacheDir, version);
+    await fsp.mkdir(dir, { recursive: true });
+    for (const [name, expect] of Object.entries(manifest.files)) {
+      const dest = path.join(dir, name);
+      const st = await fsp.stat(dest).catch(() => null);
+      // A file renamed into place was verified when it was copied; a size match is enough to reuse it.
+      if (st && st.size === expect.bytes) continue;
+      await copyVerified(store, layout.indexFile(version, name), dest, expect);
+    }
+    await fsp.writeFile(path.join(dir, "manifest.json"), JSON.stringify(manifest));
+    return open(manifest, dir, "store", t0);
+  }
+
+  function install(ix: LoadedIndex, reason: string): void {
+    const old = current;
+    current = ix;
+    if (old) retire(old);
+    metrics?.vectorCount.set(ix.manifest.count);
+    metrics?.memoryBytes.set(ix.searcher.memoryBytes + ix.docs.reduce((a, d) => a + d.length * 2, 0));
+    metrics?.versionInfo.reset();
+    metrics?.versionInfo.set({ version: ix.version, engine: ix.manifest.engine }, 1);
+    metrics?.loadSeconds.set(ix.loadMs / 1000);
+    metrics?.indexAge.set((Date.now() - Date.parse(ix.manifest.created_at)) / 1000);
+    fs.writeFileSync(pointerFile, JSON.stringify({ version: ix.version }));
+    log.info("index version serving", { version: ix.version, count: ix.manifest.count, engine: ix.manifest.engine, load_ms: Math.round(ix.loadMs), source: ix.source, reason, previous: old?.version });
+    pruneCache(ix.version, old?.version).catch(() => {});
+  }
+
+  async function pruneCache(keep: string, prev?: string): Promise<void> {
+    for (const e of await fsp.readdir(opts.cacheDir, { withFileTypes: true })) {
+      if (e.isDirectory() && e.name !== keep && e.name !== prev && /^[0-9a-f]{64}$/.test(e.name)) {
+        await fsp.rm(path.join(opts.cacheDir, e.name), { recursive: true, force: true });
+      }
+    }
+  }
+
+  /** Serialised: at most one load at a time; a refused version leaves the current one serving. */
+  function swapTo(version: string, reason: string): Promise<"swapped" | "unchanged" | "refused"> {
+    const next = chain.then(async () => {
+      if (current?.version === version) return "unchanged" as const;
+      // Don't re-download a refused version on every poll; an explicit event or a minute later tries again.
+      if (lastRefusal?.version === version && reason === "poll" && Date.now() - Date.parse(lastRefusal.at) < 60_000) return "refused" as const;
+      try {
+        install(await load(version), reason);
+        degraded.delete("store_unreachable");
+        metrics?.swaps.inc({ outcome: "success", reason: "" });
+        return "swapped" as const;
+      } catch (err) {
+        const why = err instanceof SwapRefused ? err.reason : "failed";
+        lastRefusal = { version, reason: why, message: errorMessage(err), at: new Date().toISOString() };
+        metrics?.swaps.inc({ outcome: err instanceof SwapRefused ? "refused" : "failed", reason: why });
+        log.error("swap refused; previous version keeps serving", { version, reason: why, error: errorMessage(err), serving: current?.version });
+        return "refused" as const;
+      }
+    });
+    chain = next.catch(() => undefined);
+    return next;
+  }
+
+  async function checkLatest(reason: string): Promise<void> {
+    let ptr;
+    try {
+      ptr = await readLatest(store);
+      degraded.delete("store_unreachable");
+    } catch (err) {
+      degraded.add("store_unreachable");
+      log.warn("cannot read latest from the store", { error: errorMessage(err), reason });
+      return;
+    }
+    if (ptr) await swapTo(ptr.version, reason);
+  }
+
+  async function fromLocalCache(): Promise<boolean> {
+    try {
+      const { version } = JSON.parse(await fsp.readFile(pointerFile, "utf8")) as { version: string };
+      const dir = path.join(opts.cacheDir, assertVersion(version));
+      const manifest = JSON.parse(await fsp.readFile(path.join(dir, "manifest.json"), "utf8")) as Manifest;
+      check(manifest, version);
+      install(await open(manifest, dir, "local-cache", performance.now()), "startup (store unreachable)");
+      return true;
+    } catch (err) {
+      log.warn("no usable local index cache", { error: errorMessage(err) });
+      return false;
+    }
+  }
+
+  return {
+    current: () => current,
+    acquire(): Lease | undefined {
+      const ix = current;
+      if (!ix) return undefined;
+      ix._refs++;
+      let done = false;
+      return {
+        index: ix,
+        release() {
+          if (done) return;
+          done = true;
+          ix._refs--;
+          if (ix._retired && ix._refs === 0) ix.searcher.close().catch(() => {});
+        },
+      };
+    },
+    swapTo,
+    checkLatest,
+    /** Loads the first index: the store's latest, else the local cache, else a synchronous build. */
+    async start(): Promise<LoadSource | undefined> {
+      await fsp.mkdir(opts.cacheDir, { recursive: true });
+      let ptr;
+      let storeOk = true;
+      try {
+        ptr = await readLatest(store);
+      } catch (err) {
+        storeOk = false;
+        degraded.add("store_unreachable");
+        log.warn("store unreachable at start-up", { store: store.describe(), error: errorMessage(err) });
+      }
+      if (ptr && (await swapTo(ptr.version, "startup")) === "swapped") return "store";
+      if (await fromLocalCache()) return "local-cache";
+      if (opts.buildFromSource && (!storeOk || !ptr)) {
+        log.warn(storeOk ? "no index published yet; building one synchronously from the source" : "store down and no local cache; building the index synchronously from the source");
+        const t0 = performance.now();
+        const built = await opts.buildFromSource();
+        install(await open(built.manifest, built.dir, "sync-build", t0), "startup (sync build)");
+        degraded.add("sync_build");
+        return "sync-build";
+      }
+      return undefined;
+    },
+    status() {
+      return {
+        ready: Boolean(current),
+        version: current?.version,
+        count: current?.manifest.count,
+        engine: current?.manifest.engine,
+        source: current?.source,
+        load_ms: current ? Math.round(current.loadMs) : undefined,
+        degraded: [...degraded, ...(current?.source === "local-cache" ? ["serving_local_cache"] : [])],
+        last_refusal: lastRefusal,
+      };
+    },
+    async close(): Promise<void> {
+      await chain.catch(() => {});
+      if (current) retire(current);
+      current = undefined;
+    },
+  };
+}
+
+export type IndexHolder = ReturnType<typeof createIndexHolder>;
