@@ -112,6 +112,8 @@ function issueToProblem(
     }
   } else if (issue.code === "too_big" || issue.code === "too_small") {
     message = issue.message.replace(/^Too (big|small): expected (number|int) to (be|have) /, "must be ").replace(/^Too (big|small): /, "");
+  } else if (issue.code === "invalid_key") {
+    message = `invalid name "${String(segs.at(-1))}": ${issue.issues.map((i) => i.message).join("; ")}`;
   } else if (issue.code === "invalid_value") {
     message = `must be one of: ${issue.values.map((v) => JSON.stringify(v)).join(", ")}`;
   }
@@ -173,13 +175,27 @@ export async function loadConfig(
   if (problems.length) return { problems };
 
   const at = (segs: readonly Seg[], key = false) => ({ file: shown, ...pos(locate(doc, segs, key).range?.[0]) });
-  const raw = doc.toJS() ?? {};
+  let raw: unknown;
+  try {
+    raw = doc.toJS() ?? {};
+  } catch (err) {
+    // e.g. an alias whose anchor is missing: the parser accepts it, conversion does not.
+    return { problems: [{ file: shown, line: 1, col: 1, path: "", kind: "syntax", message: errorMessage(err) }] };
+  }
   if (typeof raw !== "object" || Array.isArray(raw)) {
     return { problems: [{ ...at([]), path: "", kind: "type", message: "expected a mapping at the top level" }] };
   }
-  const input = interpolate(raw, env, [], (segs, name) =>
+  const input = interpolate(raw as Record<string, unknown>, env, [], (segs, name) =>
     problems.push({ ...at(segs), path: segs.join("."), kind: "env", message: `environment variable ${name} is not set; set it or write \${${name}:-default}` })) as Record<string, unknown>;
 
+  // A default schedule named in the file is laid over its default, so `stats: { enabled: false }` is enough.
+  const sched = input.schedules;
+  if (sched && typeof sched === "object" && !Array.isArray(sched)) {
+    for (const [name, def] of Object.entries(DEFAULT_SCHEDULES)) {
+      const s = (sched as Record<string, unknown>)[name];
+      if (s && typeof s === "object" && !Array.isArray(s)) (sched as Record<string, unknown>)[name] = { ...def, ...s };
+    }
+  }
   const parsed = pipelineSchema.safeParse(input, { reportInput: true });
   if (!parsed.success) {
     for (const issue of parsed.error.issues) problems.push(...issueToProblem(issue, [], pipelineSchema, at));
