@@ -87,7 +87,7 @@ export default definePlugin({
             if (obj && typeof obj === "object" && !Array.isArray(obj)) {
               page.push(toRecord(obj as Record<string, unknown>, opts.id_field, opts.text_field, location));
             } else {
-              page.push({ malformed: `expected a JSON object, got ${Array.isArray(obj) ? "array" : typeof obj}`, location });
+              page.push({ malformed: `expected a JSON object, got ${obj === null ? "null" : Array.isArray(obj) ? "array" : typeof obj}`, location });
             }
           }
           if (page.length >= pageSize) {
