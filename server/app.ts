@@ -50,10 +50,16 @@ export function createApp(deps: AppDeps): H3 {
     k: z.int().min(1).max(limits.max_k).default(5),
   });
 
+  /** Methods per fixed path, so a wrong method gets 405 with `Allow` instead of 404. */
+  const known = new Map<string, string[]>();
   const app = new H3({
     silent: true,
     onError(error, event) {
       const status = error.status ?? 500;
+      const allow = known.get(event.url.pathname);
+      if (status === 404 && allow) {
+        return errorResponse(405, "method_not_allowed", `${event.req.method} is not allowed on ${event.url.pathname}; use ${allow.join(", ")}`, undefined, { allow: allow.join(", ") });
+      }
       if (status >= 500) log.error("unhandled error", { path: event.url.pathname, error: errorMessage(error.cause ?? error) });
       return status === 404
         ? errorResponse(404, "not_found", `no route ${event.req.method} ${event.url.pathname.slice(0, 200)}`)
@@ -137,18 +143,23 @@ export function createApp(deps: AppDeps): H3 {
     }
   }
 
-  app.post("/search", route("search", (e) => answer(e, "search")));
-  app.post("/generate-advice", route("generate-advice", (e) => answer(e, "advice")));
-  app.get("/health", route("health", () => json({ status: "ok" })));
-  app.get("/ready", route("ready", () => {
+  const add = (method: "GET" | "POST", p: string, handler: ReturnType<typeof route>) => {
+    known.set(p, [...(known.get(p) ?? []), method]);
+    if (method === "GET") app.get(p, handler);
+    else app.post(p, handler);
+  };
+  add("POST", "/search", route("search", (e) => answer(e, "search")));
+  add("POST", "/generate-advice", route("generate-advice", (e) => answer(e, "advice")));
+  add("GET", "/health", route("health", () => json({ status: "ok" })));
+  add("GET", "/ready", route("ready", () => {
     const s = holder.status();
     return json({ ...s, auth: verifier ? "jwt" : "none" }, s.ready ? 200 : 503);
   }));
-  app.get("/index", route("index", () => {
+  add("GET", "/index", route("index", () => {
     const ix = holder.current();
     return ix ? json({ ...ix.manifest, source: ix.source, loaded_at: ix.loadedAt.toISOString() }) : errorResponse(503, "not_ready", "no index is loaded yet");
   }));
-  app.get("/metrics", route("metrics", async () => {
+  add("GET", "/metrics", route("metrics", async () => {
     const ix = holder.current();
     if (ix) metrics.indexAge.set((Date.now() - Date.parse(ix.manifest.created_at)) / 1000);
     return new Response(await metrics.registry.metrics(), { headers: { "content-type": metrics.registry.contentType } });
