@@ -3,7 +3,7 @@
  * `POST /generate-advice`, `POST /search` (JWT), `GET /health`, `/ready`, `/metrics`, `/index`.
  * @module
  */
-import { H3, type H3Event } from "h3";
+import { getRequestIP, H3, type H3Event } from "h3";
 import { z } from "zod";
 import type { PipelineConfig } from "../runtime/config/schema.ts";
 import type { Embedder, Generator, Logger, RetrievedDoc } from "../runtime/contracts.ts";
@@ -13,6 +13,7 @@ import type { ResponseCache } from "./cache.ts";
 import { errorResponse, HttpError, json, readJson, validate } from "./http.ts";
 import type { IndexHolder, Lease } from "./index-holder.ts";
 import type { ServerMetrics } from "./metrics.ts";
+import { createRateLimiter } from "./rate-limit.ts";
 
 export interface AppDeps {
   config: PipelineConfig;
@@ -106,7 +107,13 @@ export function createApp(deps: AppDeps): H3 {
     });
   }
 
+  const limiter = createRateLimiter(limits.rate_limit ?? { rps: 0, burst: 1 });
+
   async function answer(event: H3Event, kind: "search" | "advice"): Promise<Response> {
+    const ip = getRequestIP(event) ?? "unknown";
+    const loopback = ip.startsWith("127.") || ip === "::1" || ip === "::ffff:127.0.0.1";
+    const wait = loopback && limits.rate_limit?.exempt_loopback !== false ? 0 : limiter.take(ip);
+    if (wait > 0) return errorResponse(429, "rate_limited", `too many requests; retry in ${wait} s`, undefined, { "retry-after": String(wait) });
     await guard(event);
     const { query, k } = validate(body, await readJson(event.req, limits.body_limit_bytes));
     const lease = holder.acquire();
