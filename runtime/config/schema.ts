@@ -109,6 +109,11 @@ export const pipelineSchema = z.strictObject({
     .describe("Named cron schedules; rebuild, cleanup and stats exist by default (set enabled: false to drop one)"),
   retention_days: z.number().min(0).max(3650).default(7),
   keep_versions: z.int().min(0).max(1000).default(2).describe("Previous index versions cleanup never deletes"),
+  workers: z.strictObject({
+    heartbeat_interval: duration.default("10s").describe("How often a worker records its heartbeat and looks for dead workers"),
+    heartbeat_timeout: duration.default("60s")
+      .describe("A worker silent this long is presumed dead: its jobs are released to live workers (crash recovery)"),
+  }).prefault({}),
   server: z.strictObject({
     host: z.string().default("127.0.0.1"),
     port: z.int().min(0).max(65535).default(8080),
@@ -120,6 +125,12 @@ export const pipelineSchema = z.strictObject({
       redis_url: z.string().optional().describe("redis:// URL for the shared cache; unset = in-process only"),
       ttl_s: z.int().min(1).default(300),
       max_entries: z.int().min(1).default(10_000),
+    }).prefault({}),
+    rate_limit: z.strictObject({
+      rps: z.number().min(0).default(50).describe("Sustained requests per second per client IP on /search and /generate-advice (0 = off)"),
+      burst: z.int().min(1).default(100).describe("Requests a client may make at once before the rate applies"),
+      exempt_loopback: z.boolean().default(true)
+        .describe("Clients on 127.0.0.0/8 and ::1 are not limited (local load tests, sidecars); a reverse proxy should limit instead"),
     }).prefault({}),
     swap_poll_s: z.number().min(1).default(30).describe("Safety-net check of `latest` every N seconds"),
     cache_dir: z.string().default(".apfa/cache").describe("Local copy of the served index (fallback when the store is down)"),
