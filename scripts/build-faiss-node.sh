@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Builds the optional faiss-node addon (used by the `faiss` index engine) against Debian's libfaiss and installs
+# it into node_modules without touching package.json or package-lock.json.
+#
+# Why not `npm install faiss-node`: its install script downloads a prebuilt binary from GitHub or clones FAISS
+# from GitHub, and cmake-js downloads Node headers from nodejs.org. None of that is reachable here, so we take
+# the npm tarball (which carries the addon's single source file, src/faiss.cc), compile it with a CMakeLists of
+# our own against the system libfaiss and the headers shipped with the running Node, and install the result.
+#
+# Usage: scripts/build-faiss-node.sh            (as root, or with the Debian packages already installed)
+# Env:   FAISS_NODE_VERSION (default 0.5.1), NODE_ADDON_API_VERSION (default 6, what faiss-node declares)
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VERSION="${FAISS_NODE_VERSION:-0.5.1}"
+ADDON_API="${NODE_ADDON_API_VERSION:-6}"
+
+need=(libfaiss-dev libopenblas-dev cmake g++ make)
+if ! dpkg -s "${need[@]}" >/dev/null 2>&1; then
+  echo "build-faiss-node: installing ${need[*]} with apt-get" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi
+
+NODE_INC="$(node -p 'require("node:path").resolve(process.execPath, "../../include/node")')"
+if [ ! -f "$NODE_INC/node_api.h" ]; then
+  echo "build-faiss-node: no Node headers at $NODE_INC (this Node install does not ship include/node)" >&2
+  exit 1
+fi
+
+WORK="$(mktemp -d)"
+trap 'rm -rf "$WORK"' EXIT
+cd "$WORK"
+npm pack --silent "faiss-node@$VERSION" "node-addon-api@$ADDON_API" >/dev/null
+mkdir src-pkg addon-api
+tar xzf faiss-node-"$VERSION".tgz -C src-pkg --strip-components=1
+tar xzf node-addon-api-*.tgz -C addon-api --strip-components=1
+
+# faiss-node 0.5.1 is written against FAISS 1.7.4, which moved `idx_t` from faiss::Index to namespace faiss;
+# Debian bookworm ships 1.7.3. A force-included shim gives older versions the newer name.
+cat > compat.h <<'H'
+#include <faiss/Index.h>
+#if FAISS_VERSION_MAJOR == 1 && (FAISS_VERSION_MINOR < 7 || (FAISS_VERSION_MINOR == 7 && FAISS_VERSION_PATCH < 4))
+namespace faiss { using idx_t = Index::idx_t; }
+#endif
+H
+
+# faiss.cc catches faiss::FaissException and rethrows into JS by hand, so it is written for C++ exceptions on.
+cat > src-pkg/CMakeLists.txt <<EOF
+cmake_minimum_required(VERSION 3.18)
+project(faiss_node LANGUAGES CXX)
+set(CMAKE_CXX_STANDARD 17)
+set(CMAKE_BUILD_TYPE Release)
+find_package(OpenMP REQUIRED)
+find_package(faiss REQUIRED)
+add_library(faiss-node SHARED src/faiss.cc)
+set_target_properties(faiss-node PROPERTIES PREFIX "" SUFFIX ".node" POSITION_INDEPENDENT_CODE ON)
+target_compile_definitions(faiss-node PRIVATE NAPI_VERSION=8 NAPI_CPP_EXCEPTIONS)
+target_compile_options(faiss-node PRIVATE -include "$WORK/compat.h")
+target_include_directories(faiss-node PRIVATE "$NODE_INC" "$WORK/addon-api")
+target_link_libraries(faiss-node PRIVATE faiss OpenMP::OpenMP_CXX)
+EOF
+
+cmake -S src-pkg -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build build --parallel "$(nproc)"
+
+# Package what `require("faiss-node")` needs: lib/ plus the addon where `bindings` looks (build/Release). The
+# install script, gypfile flag and build-only dependencies go, so npm neither rebuilds nor fetches them.
+mkdir -p out/build/Release
+cp -r src-pkg/lib src-pkg/LICENSE src-pkg/README.md src-pkg/package.json out/
+cp build/faiss-node.node out/build/Release/
+node -e '
+  const fs = require("node:fs");
+  const p = JSON.parse(fs.readFileSync("out/package.json", "utf8"));
+  delete p.scripts; delete p.gypfile; delete p.binary; delete p.devDependencies;
+  p.dependencies = { bindings: p.dependencies.bindings };
+  p.files = ["lib", "build/Release/faiss-node.node"];
+  fs.writeFileSync("out/package.json", JSON.stringify(p, null, 2));
+'
+(cd out && npm pack --silent >/dev/null)
+TGZ="$WORK/out/faiss-node-$VERSION.tgz"
+
+cd "$ROOT"
+npm install --no-save --ignore-scripts --no-audit --no-fund "$TGZ"
+node -e 'const f = require("faiss-node"); const i = new f.IndexFlatIP(2); i.add([1, 0, 0, 1]);
+  const r = i.search([1, 0], 1); if (r.labels[0] !== 0) process.exit(1); console.log("faiss-node OK");'
