@@ -8,7 +8,8 @@
  */
 import * as os from "node:os";
 import * as crypto from "node:crypto";
-import { Logger as GraphileLogger, parseCronItems, run, type CronItem, type Job, type Runner, type Task } from "graphile-worker";
+import { EventEmitter } from "node:events";
+import { Logger as GraphileLogger, parseCronItems, run, type CronItem, type Job, type Runner, type Task, type WorkerEvents } from "graphile-worker";
 import { durationMs, TASK_QUEUES, type TaskName } from "./config/schema.ts";
 import { errorMessage } from "./errors.ts";
 import type { Pipeline } from "./pipeline.ts";
@@ -16,20 +17,32 @@ import { failOverdueRuns, jobOptions } from "./runs.ts";
 import { makeBuildIndex } from "./tasks/build-index.ts";
 import { makeEmbedAll } from "./tasks/embed-all.ts";
 import { makeEmbedBatch } from "./tasks/embed-batch.ts";
+import { createReaper } from "./reaper.ts";
+import { makeCleanup } from "./tasks/cleanup.ts";
+import { makeComputeIndexStats } from "./tasks/stats.ts";
+import { createWorkerMetrics, serveWorkerMetrics, type MetricsEndpoint, type WorkerMetrics } from "./worker-metrics.ts";
 
 export interface WorkerOptions {
   /** Only run these queues (default: all declared). */
   queues?: string[];
   /** Extra or replacement tasks (tests, plugins). */
   tasks?: Partial<Record<string, Task>>;
+  /** Queue of each extra task (task identifier → queue name); unrouted extra tasks run on `maintenance`. */
+  routes?: Record<string, string>;
   /** Run the crontab from `schedules` (default true). */
   cron?: boolean;
+  /** Default `workers.heartbeat_interval`. */
   heartbeatMs?: number;
+  /** Serve `/metrics` on `PORT` or `HOST:PORT` (`apfa worker --metrics-port`). */
+  metricsPort?: number | string;
 }
 
 export interface WorkerHandle {
   id: string;
   runners: Map<string, Runner>;
+  metrics: WorkerMetrics;
+  /** Set when `metricsPort` was given. */
+  metricsUrl?: string;
   stop(reason?: string): Promise<void>;
   /** Resolves when every runner has stopped. */
   promise: Promise<void>;
@@ -41,8 +54,8 @@ export function pipelineTasks(p: Pipeline): Record<TaskName, Task> {
     embed_all: makeEmbedAll(p),
     embed_batch: makeEmbedBatch(p),
     build_index: makeBuildIndex(p),
-    cleanup: async () => p.log.info("cleanup: not configured yet"),
-    compute_index_stats: async () => p.log.debug("compute_index_stats: not configured yet"),
+    cleanup: makeCleanup(p),
+    compute_index_stats: makeComputeIndexStats(p),
     noop: async () => {},
   };
 }
@@ -83,7 +96,7 @@ export async function startWorker(p: Pipeline, opts: WorkerOptions = {}): Promis
   const log = p.log.child({ worker: id });
   const all = { ...pipelineTasks(p), ...opts.tasks } as Record<string, Task>;
   const queues = (opts.queues ?? Object.keys(p.config.queues)).filter((q) => q in p.config.queues);
-  const queueOf = (task: string) => TASK_QUEUES[task as TaskName] ?? "maintenance";
+  const queueOf = (task: string) => opts.routes?.[task] ?? TASK_QUEUES[task as TaskName] ?? "maintenance";
 
   await p.db.pool.query(
     `insert into apfa.task_queues (task, queue) select t, q from unnest($1::text[], $2::text[]) as x(t, q)
@@ -96,6 +109,8 @@ export async function startWorker(p: Pipeline, opts: WorkerOptions = {}): Promis
   );
 
   const started = new Map<string, number>();
+  const timeoutMs = durationMs(p.config.workers.heartbeat_timeout);
+  const metrics = createWorkerMetrics({ pool: p.db.pool, pipeline: p.config.name, queues, heartbeatTimeoutMs: timeoutMs, log });
   const history = (job: Job, error: unknown, workerId: string) => {
     const t0 = started.get(job.id) ?? Date.now();
     started.delete(job.id);
@@ -107,14 +122,36 @@ export async function startWorker(p: Pipeline, opts: WorkerOptions = {}): Promis
       [job.id, job.task_identifier, queueOf(job.task_identifier), payload.run_id ?? null, workerId, job.attempts, job.max_attempts,
         outcome, error ? errorMessage(error).slice(0, 4000) : null, t0, Date.now() - t0],
     ).catch((err) => log.warn("job history not recorded", { error: errorMessage(err) }));
+    metrics.observeJob(job, queueOf(job.task_identifier), outcome, t0).catch((err) => log.warn("job metrics not recorded", { error: errorMessage(err) }));
   };
+
+  // Served before the runners start, so a bad --metrics-port fails fast with nothing to undo.
+  let endpoint: MetricsEndpoint | undefined;
+  if (opts.metricsPort !== undefined) {
+    endpoint = await serveWorkerMetrics(metrics, opts.metricsPort);
+    await p.db.pool.query("update apfa.workers set metrics_port = $2 where id = $1", [id, endpoint.port]);
+    log.info("worker metrics served", { url: endpoint.url });
+  }
 
   const runners = new Map<string, Runner>();
   let cronPlaced = opts.cron === false;
   for (const q of queues) {
     const taskList = Object.fromEntries(Object.entries(all).filter(([t]) => queueOf(t) === q)) as Record<string, Task>;
     if (!Object.keys(taskList).length) continue;
+    metrics.zero(Object.keys(taskList).map((task) => ({ task, queue: q })));
+    // graphile-worker creates its workers inside run(): listeners must be on the emitter before it is called.
+    const events = new EventEmitter() as WorkerEvents;
+    // graphile-worker 0.17 locks jobs with the pool's id (locked_by = 'pool-…'); the per-worker ids are kept too
+    // for logs. Both go into apfa.workers so the reaper and the dashboard can match locked jobs to a process.
+    const recordId = (gid: string) =>
+      p.db.pool.query("update apfa.workers set graphile_worker_ids = array_append(graphile_worker_ids, $2) where id = $1", [id, gid])
+        .catch(() => {});
+    events.on("pool:create", ({ workerPool }) => void recordId(workerPool.id));
+    events.on("worker:create", ({ worker }) => void recordId(worker.workerId));
+    events.on("job:start", ({ job }) => started.set(job.id, Date.now()));
+    events.on("job:complete", ({ job, error, worker }) => history(job, error, worker.workerId));
     const runner = await run({
+      events,
       pgPool: p.db.pool,
       concurrency: p.config.queues[q],
       taskList,
@@ -124,20 +161,23 @@ export async function startWorker(p: Pipeline, opts: WorkerOptions = {}): Promis
       logger: graphileLogger(log.child({ queue: q })),
     });
     cronPlaced = true;
-    runner.events.on("worker:create", ({ worker }) => {
-      p.db.pool.query("update apfa.workers set graphile_worker_ids = array_append(graphile_worker_ids, $2) where id = $1", [id, worker.workerId])
-        .catch(() => {});
-    });
-    runner.events.on("job:start", ({ job }) => started.set(job.id, Date.now()));
-    runner.events.on("job:complete", ({ job, error, worker }) => history(job, error, worker.workerId));
     runners.set(q, runner);
     log.info("queue runner started", { queue: q, concurrency: p.config.queues[q], tasks: Object.keys(taskList) });
   }
 
+  const reaper = createReaper({ pool: p.db.pool, pipeline: p.config.name, timeoutMs, log, selfId: id });
   const heartbeat = setInterval(() => {
-    p.db.pool.query("update apfa.workers set last_heartbeat_at = now() where id = $1", [id]).catch((err) => log.warn("heartbeat failed", { error: errorMessage(err) }));
+    p.db.pool.query("update apfa.workers set last_heartbeat_at = now() where id = $1 and reaped_at is null", [id])
+      .then((r) => {
+        if (r.rowCount !== 0) return;
+        // Another worker took this one for dead and released its jobs: running on would run them twice.
+        log.error("this worker was reaped (heartbeat older than workers.heartbeat_timeout); stopping", { timeout_ms: timeoutMs });
+        void stop("reaped");
+      })
+      .catch((err) => log.warn("heartbeat failed", { error: errorMessage(err) }));
+    reaper.reap().then((dead) => dead.length && metrics.reaped.inc(dead.length)).catch(() => {});
     failOverdueRuns(p.db.pool).then((ids) => ids.length && log.warn("runs timed out", { runs: ids })).catch(() => {});
-  }, opts.heartbeatMs ?? 10_000);
+  }, opts.heartbeatMs ?? durationMs(p.config.workers.heartbeat_interval));
   heartbeat.unref?.();
 
   let stopping: Promise<void> | undefined;
@@ -147,8 +187,10 @@ export async function startWorker(p: Pipeline, opts: WorkerOptions = {}): Promis
       log.info("worker stopping; waiting for running jobs", { reason });
       await Promise.all([...runners.values()].map((r) => r.stop().catch((err) => log.warn("runner stop failed", { error: errorMessage(err) }))));
       await p.db.pool.query("update apfa.workers set stopped_at = now() where id = $1", [id]).catch(() => {});
+      await endpoint?.close();
+      await reaper.release();
       log.info("worker stopped");
     })());
   const promise = Promise.all([...runners.values()].map((r) => r.promise)).then(() => undefined);
-  return { id, runners, stop, promise };
+  return { id, runners, stop, promise, metrics, metricsUrl: endpoint?.url };
 }
