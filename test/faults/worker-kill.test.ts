@@ -1,0 +1,75 @@
+/**
+ * SIGKILL one of three worker processes at different points of a 10,000-document run — while embedding,
+ * while uploading artifacts, while building the index. The reaper releases the dead worker's jobs, the run
+ * completes, and the published index holds every document id exactly once.
+ */
+import * as path from "node:path";
+import { afterEach, expect, it } from "vitest";
+import { silentLogger } from "../../runtime/log.ts";
+import { migrate } from "../../runtime/migrate.ts";
+import { createRun } from "../../runtime/runs.ts";
+import { withTestDatabase, type TestDatabase } from "../helpers/pg.ts";
+import { assertExactlyOnce, FIXTURES, finished, indexIds, makeProject, ready, sleep, spawnWorker, waitFor, type WorkerProc } from "./harness.ts";
+
+let db: TestDatabase | undefined;
+let workers: WorkerProc[] = [];
+
+afterEach(async () => {
+  for (const w of workers) if (w.proc.exitCode === null) w.proc.kill("SIGKILL");
+  await Promise.all(workers.map((w) => w.exited));
+  workers = [];
+  await db?.drop();
+  db = undefined;
+});
+
+/** The pid of the worker process holding a locked job of `task`, if any. */
+async function holderOf(task: string): Promise<number | undefined> {
+  const r = await db!.pool.query<{ pid: number }>(
+    `select w.pid from graphile_worker.jobs j join apfa.workers w on j.locked_by = any(w.graphile_worker_ids)
+      where j.task_identifier = $1 and j.locked_at is not null and w.stopped_at is null and w.reaped_at is null
+      order by random() limit 1`,
+    [task],
+  );
+  return r.rows[0]?.pid;
+}
+
+for (const when of ["embedding", "uploading", "building"] as const) {
+  it(`kill -9 while ${when}: the run completes with every id exactly once`, async () => {
+    db = await withTestDatabase({ prefix: "apfa_fault" });
+    const p = await makeProject(10_000, {
+      database: { url: db.url },
+      store: { plugin: path.join(FIXTURES, "slow-fs-store.ts"), options: { dir: "store", put_delay_ms: when === "uploading" ? 400 : 60 } },
+      queues: { embedding: 2 },
+      batch_size: 250,
+      stages: {
+        source: { plugin: "jsonl", options: { path: "docs.jsonl" } },
+        embedder: { plugin: path.join(FIXTURES, "hash-embedder.ts"), options: { delay_ms: when === "embedding" ? 400 : 50 } },
+        notifier: { plugin: "postgres", options: { url: db.url } },
+      },
+      workers: { heartbeat_interval: "1s", heartbeat_timeout: "4s" },
+      run: { max_attempts: 10 },
+    });
+    await migrate(db.pool, silentLogger);
+    workers = [0, 1, 2].map(() => spawnWorker(p.yaml));
+    await Promise.all(workers.map((w) => ready(w)));
+    const runId = await createRun(db.pool, p.config, "fault-test");
+
+    let victim: number;
+    if (when === "building") {
+      victim = await waitFor(() => holderOf("build_index"), 120_000, "build_index to be running");
+    } else {
+      await sleep(1000 + Math.random() * 1500);
+      victim = await waitFor(() => holderOf("embed_batch"), 60_000, "an embed_batch job to be running");
+    }
+    const killed = workers.find((w) => w.proc.pid === victim)!;
+    expect(killed, `pid ${victim} is one of ours`).toBeDefined();
+    killed.proc.kill("SIGKILL");
+
+    const run = await finished(db.pool, runId, 180_000);
+    expect(run.status, run.error ?? "").toBe("succeeded");
+    assertExactlyOnce(await indexIds(path.join(p.dir, "store"), run.index_version!), p.ids);
+    const reaped = await db.pool.query("select id from apfa.workers where pid = $1 and reaped_at is not null", [victim]);
+    expect(reaped.rowCount).toBe(1);
+  }, 300_000);
+}
+
