@@ -80,6 +80,29 @@ export function cronItems(p: Pipeline): CronItem[] {
     });
 }
 
+/**
+ * A job whose completion could not be recorded (Postgres restarted mid-job) stays locked by this live worker
+ * — graphile-worker would retry it only after four hours, and the reaper skips live workers. Jobs locked by
+ * this worker's pools that it is not running release here, so another attempt starts at once.
+ */
+async function releaseOrphans(p: Pipeline, poolIds: string[], running: string[]): Promise<string[]> {
+  if (!poolIds.length) return [];
+  const r = await p.db.pool.query<{ id: string; job_queue_id: number | null }>(
+    `update graphile_worker._private_jobs set locked_at = null, locked_by = null
+      where locked_by = any($1::text[]) and locked_at < now() - interval '15 seconds' and not (id = any($2::bigint[]))
+      returning id, job_queue_id`,
+    [poolIds, running],
+  );
+  const queues = r.rows.map((x) => x.job_queue_id).filter((x): x is number => x !== null);
+  if (queues.length) {
+    await p.db.pool.query(
+      "update graphile_worker._private_job_queues set locked_at = null, locked_by = null where id = any($1::int[]) and locked_by = any($2::text[])",
+      [queues, poolIds],
+    );
+  }
+  return r.rows.map((x) => x.id);
+}
+
 /** Routes graphile-worker's own logs into apfa's JSON logs. */
 function graphileLogger(log: import("./contracts.ts").Logger): GraphileLogger {
   return new GraphileLogger((scope) => (level, message, meta) => {
@@ -109,6 +132,7 @@ export async function startWorker(p: Pipeline, opts: WorkerOptions = {}): Promis
   );
 
   const started = new Map<string, number>();
+  const poolIds: string[] = [];
   const timeoutMs = durationMs(p.config.workers.heartbeat_timeout);
   const metrics = createWorkerMetrics({ pool: p.db.pool, pipeline: p.config.name, queues, heartbeatTimeoutMs: timeoutMs, log });
   const history = (job: Job, error: unknown, workerId: string) => {
@@ -146,7 +170,10 @@ export async function startWorker(p: Pipeline, opts: WorkerOptions = {}): Promis
     const recordId = (gid: string) =>
       p.db.pool.query("update apfa.workers set graphile_worker_ids = array_append(graphile_worker_ids, $2) where id = $1", [id, gid])
         .catch(() => {});
-    events.on("pool:create", ({ workerPool }) => void recordId(workerPool.id));
+    events.on("pool:create", ({ workerPool }) => {
+      poolIds.push(workerPool.id);
+      void recordId(workerPool.id);
+    });
     events.on("worker:create", ({ worker }) => void recordId(worker.workerId));
     events.on("job:start", ({ job }) => started.set(job.id, Date.now()));
     events.on("job:complete", ({ job, error, worker }) => history(job, error, worker.workerId));
@@ -176,6 +203,9 @@ export async function startWorker(p: Pipeline, opts: WorkerOptions = {}): Promis
       })
       .catch((err) => log.warn("heartbeat failed", { error: errorMessage(err) }));
     reaper.reap().then((dead) => dead.length && metrics.reaped.inc(dead.length)).catch(() => {});
+    releaseOrphans(p, poolIds, [...started.keys()])
+      .then((ids) => ids.length && log.warn("released jobs this worker had locked but was no longer running (lost database connection)", { jobs: ids }))
+      .catch(() => {});
     failOverdueRuns(p.db.pool).then((ids) => ids.length && log.warn("runs timed out", { runs: ids })).catch(() => {});
   }, opts.heartbeatMs ?? durationMs(p.config.workers.heartbeat_interval));
   heartbeat.unref?.();

@@ -27,9 +27,10 @@ export const migrateCmd: Command = {
 
 export const worker: Command = {
   summary: "Run jobs: one graphile-worker runner per queue with the concurrency from pipeline.yaml, plus the crontab from schedules.",
-  usage: "apfa worker [-c pipeline.yaml] [--queues embedding,indexing] [--no-cron]\n" +
+  usage: "apfa worker [-c pipeline.yaml] [--queues embedding,indexing] [--no-cron] [--metrics-port [HOST:]PORT]\n" +
+    "--metrics-port serves Prometheus metrics at /metrics (HOST defaults to 127.0.0.1; see docs/metrics.md).\n" +
     "Stops gracefully on SIGTERM/SIGINT: takes no new jobs and waits for running ones.",
-  options: { queues: { type: "string", short: "q" }, "no-cron": { type: "boolean" } },
+  options: { queues: { type: "string", short: "q" }, "no-cron": { type: "boolean" }, "metrics-port": { type: "string" } },
   async run({ values }) {
     const config = await loadOrFail(values.config as string);
     const log = cliLogger({ cmd: "worker" });
@@ -42,7 +43,11 @@ export const worker: Command = {
       await p.close();
       return 2;
     }
-    const w = await startWorker(p, { queues, cron: !values["no-cron"] });
+    // graphile-worker records a job's outcome in the background; during a database outage that write can fail
+    // after its retries and reject with no handler. Exiting would turn a Postgres restart into a dead worker;
+    // the job stays locked by this live worker and its heartbeat releases it once the database is back.
+    process.on("unhandledRejection", (err) => log.error("background database write failed; continuing", { error: err instanceof Error ? err.message : String(err) }));
+    const w = await startWorker(p, { queues, cron: !values["no-cron"], metricsPort: values["metrics-port"] as string | undefined });
     log.info("worker ready", { id: w.id, database: p.db.mode, store: p.store.describe() });
     const sig = await Promise.race([onceSignal(), w.promise.then(() => "runners exited")]);
     await w.stop(sig);
