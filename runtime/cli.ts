@@ -28,6 +28,9 @@ const commands: Record<string, () => Promise<Command>> = {
   main: async () => (await import("./commands/run.ts")).main,
   serve: async () => (await import("../server/serve.ts")).serveCmd,
   token: async () => (await import("../server/serve.ts")).tokenCmd,
+  bench: async () => (await import("./commands/bench.ts")).bench,
+  inspect: async () => (await import("./commands/inspect.ts")).inspect,
+  index: async () => (await import("./commands/index-cmd.ts")).indexCmd,
 };
 
 /** Extra commands registered by later modules (serve, token, inspect, bench…). */
@@ -51,6 +54,9 @@ function usage(): string {
     "  main            the embedded default end to end: migrate, worker, run, index, summary",
     "  serve           serve the advice API with zero-downtime index hot swap",
     "  token           mint a development JWT for the configured secret",
+    "  bench           run the benchmark suites and write BENCHMARKS.md (--quick, --compare)",
+    "  inspect <what>  workers (ping), active jobs, scheduled cron fires, queues, runs (--json)",
+    "  index <cmd>     list index versions, or rollback <version> to re-publish an existing one",
     ...extraUsage,
     "",
     "Global options: -c, --config <file> (default pipeline.yaml or $APFA_CONFIG), -h, --help",

@@ -19,6 +19,7 @@ import { normaliseRows } from "../runtime/npy.ts";
 import { createPlugin, openPipeline, type Pipeline } from "../runtime/pipeline.ts";
 import { sha256, type Manifest } from "../runtime/versions.ts";
 import { createApp, type CachedAnswer } from "./app.ts";
+import { opsRoutes } from "./api.ts";
 import { makeVerifier, mintToken, type AuthConfig, type Verifier } from "./auth.ts";
 import { createCache } from "./cache.ts";
 import { createIndexHolder } from "./index-holder.ts";
@@ -141,7 +142,9 @@ export async function startServer(config: PipelineConfig, log: Logger, opts: { p
   const poll = setInterval(() => void holder.checkLatest("poll"), config.server.swap_poll_s * 1000);
   poll.unref?.();
 
-  const app = createApp({ config, holder, embedder, generator, cache, verifier, metrics, log });
+  // The operations API and dashboard (/api, /dashboard) share the pipeline's pool and the verifier.
+  const extend = opsRoutes({ pipeline: p, verifier, log });
+  const app = createApp({ config, holder, embedder, generator, cache, verifier, metrics, log, extend });
   const server = h3serve(app, { port: opts.port ?? config.server.port, hostname: config.server.host, silent: true, gracefulShutdown: false });
   await server.ready();
   const url = server.url ?? `http://${config.server.host}:${config.server.port}/`;
