@@ -34,7 +34,7 @@ beforeAll(async () => {
   const { config } = await loadConfig(undefined, { checkPlugins: false, env: {} });
   const cfg = { ...(config as PipelineConfig), baseDir: tmp };
   const ctx = { baseDir: tmp, log: silentLogger, env: {} };
-  const store = fsStore.create({ dir: "store" }, ctx);
+  const store = await fsStore.create({ dir: "store" }, ctx);
   const embedder = await hashEmbedder.create(hashEmbedder.options.parse({ dims: 32 }), ctx);
   const docs = ["low rate auto loan", "credit builder loan", "mortgage 30 year fixed"].map((t, i) => ({ id: `d${i}`, text: t, metadata: { type: "loan_product" } }));
   const vectors = await embedder.embed(docs.map((d) => d.text));
@@ -54,7 +54,7 @@ beforeAll(async () => {
   expect(await holder.start()).toBe("store");
   const verifier = makeVerifier({ jwt_secret: SECRET });
   app = createApp({
-    config: cfg, holder, embedder, generator: template.create(template.options.parse({}), ctx), cache: createCache({}), verifier, metrics, log: silentLogger,
+    config: cfg, holder, embedder, generator: await template.create(template.options.parse({}), ctx), cache: createCache({}), verifier, metrics, log: silentLogger,
   });
   const key = new TextEncoder().encode(SECRET);
   token = `Bearer ${await new SignJWT({}).setProtectedHeader({ alg: "HS256" }).setSubject("t").setIssuedAt().setExpirationTime("1h").sign(key)}`;

@@ -54,7 +54,7 @@ it("a run survives the store going away for several seconds", async () => {
   // Some uploads failed while it was down and were retried.
   const logs = workers.flatMap((w) => w.logs).join("\n");
   expect(logs).toMatch(/retrying|will retry/);
-  const store = s3Store.create(s3Store.options.parse(storeOpts), { baseDir: p.dir, log: silentLogger, env: s3.env });
+  const store = await s3Store.create(s3Store.options.parse(storeOpts), { baseDir: p.dir, log: silentLogger, env: s3.env });
   const docs = new TextDecoder().decode(await collect(await store.getStream(`indexes/${run.index_version}/docs.jsonl`)));
   assertExactlyOnce(docs.split("\n").filter(Boolean).map((l) => (JSON.parse(l) as { id: string }).id), p.ids);
 }, 400_000);

@@ -24,7 +24,7 @@ it("every bad document is skipped with its reason, good ones pass, nothing throw
   const all = [...expected, "ok", "ok"];
   expect(all.length).toBeGreaterThanOrEqual(30);
 
-  const src = jsonl.create(jsonl.options.parse({ path: file }), { baseDir: tmp, log: silentLogger, env: {} });
+  const src = await jsonl.create(jsonl.options.parse({ path: file }), { baseDir: tmp, log: silentLogger, env: {} });
   const seen = new Set<string>();
   const got: string[] = [];
   for await (const page of src.pages({ pageSize: 7 })) {
