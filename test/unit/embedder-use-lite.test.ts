@@ -35,7 +35,7 @@ it("use-lite loads the model once per process, however often it is created", asy
   expect(_models.size).toBe(1);
   const t = performance.now();
   await make();
-  expect(performance.now() - t).toBeLessThan(200);
+  expect(performance.now() - t).toBeLessThan(2000); // a reload takes far longer than this
   expect((await a.embed(["same text"]))).toEqual(await b.embed(["same text"]));
 });
 
