@@ -62,6 +62,8 @@ export function makeEmbedAll(p: Pipeline) {
     let n = 0;
     let batch: Doc[] = [];
     let enqueued = 0;
+    // A failed put of a batch input is a store problem (disk full, permission denied), not a source one.
+    let putFailed = false;
 
     const flush = async () => {
       const docs = batch;
@@ -69,7 +71,11 @@ export function makeEmbedAll(p: Pipeline) {
       const num = n++;
       const key = layout.batchInput(runId, num);
       const body = new TextEncoder().encode(docs.map((d) => JSON.stringify(d)).join("\n") + "\n");
-      await withRetry(() => p.store.put(key, body), { onRetry: (e, a, d) => log.warn("store put failed; retrying", { key, attempt: a, delay_ms: d, error: errorMessage(e) }) });
+      await withRetry(() => p.store.put(key, body), { onRetry: (e, a, d) => log.warn("store put failed; retrying", { key, attempt: a, delay_ms: d, error: errorMessage(e) }) })
+        .catch((err) => {
+          putFailed = true;
+          throw err;
+        });
       const added = await tx(p.db.pool, async (c) => {
         const ins = await c.query(
           "insert into apfa.batches (run_id, n, docs, input_key) values ($1, $2, $3, $4) on conflict do nothing",
@@ -100,7 +106,7 @@ export function makeEmbedAll(p: Pipeline) {
       }
       if (batch.length) await flush();
     } catch (err) {
-      const msg = `reading source ${p.config.stages.source.plugin} failed: ${errorMessage(err)}`;
+      const msg = putFailed ? `writing batch input failed: ${errorMessage(err)}` : `reading source ${p.config.stages.source.plugin} failed: ${errorMessage(err)}`;
       if (helpers.job.attempts >= helpers.job.max_attempts) await failRun(p.db.pool, runId, msg);
       throw new Error(msg, { cause: err });
     } finally {
