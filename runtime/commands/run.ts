@@ -85,7 +85,17 @@ export const main: Command = {
         const id = await createRun(p.db.pool, config, "main");
         const r = await followRun(p.db.pool, id, { tty: values.json ? false : undefined });
         if (values.json) console.log(JSON.stringify(summary(r)));
-        else printSummary(r);
+        else {
+          printSummary(r);
+          if (r.status === "succeeded") {
+            const cfgArg = values.config === "pipeline.yaml" ? "" : ` -c ${values.config}`;
+            const url = `http://${config.server.host}:${config.server.port}`;
+            console.log(`\nServe it:  npx apfa serve${cfgArg}`);
+            console.log(`Ask it:    curl -s -X POST ${url}/generate-advice -H "Authorization: Bearer $(npx apfa token${cfgArg})" \\`);
+            console.log(`             -H 'content-type: application/json' -d '{"query": "I have a 650 credit score and want to consolidate card debt", "k": 4}'`);
+            console.log(`Watch it:  ${url}/dashboard`);
+          }
+        }
         return r.status === "succeeded" ? 0 : 3;
       } finally {
         await w.stop("main finished");
