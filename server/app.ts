@@ -84,7 +84,11 @@ export function createApp(deps: AppDeps): H3 {
       if (err instanceof AuthError) res = errorResponse(401, "unauthorized", err.reason, undefined, { "www-authenticate": `Bearer error="invalid_token", error_description="${err.reason}"` });
       else if (err instanceof HttpError) res = errorResponse(err.status, err.error, err.message.replace(/^\[apfa\] /, ""), err.field);
       else if (err instanceof ApfaError && err.status < 500) res = errorResponse(err.status, err.code, err.message.replace(/^\[apfa\] (\[[^\]]+\] )?/, ""));
-      else {
+      else if (event.req.signal?.aborted) {
+        // The client went away mid-request: nothing to answer and nothing wrong with the server (nginx's 499).
+        log.debug("client closed the request", { route: name });
+        res = errorResponse(499, "client_closed", "the client closed the request");
+      } else {
         log.error("request failed", { route: name, error: errorMessage(err) });
         res = errorResponse(503, "unavailable", "the request could not be served; retry shortly");
       }

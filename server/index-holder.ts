@@ -110,6 +110,8 @@ export function createIndexHolder(opts: IndexHolderOptions) {
 
   const retire = (ix: LoadedIndex) => {
     ix._retired = true;
+    // One label per version would grow without bound across swaps.
+    metrics?.byVersion.remove({ version: ix.version.slice(0, 16) });
     if (ix._refs === 0) ix.searcher.close().catch(() => {});
   };
 

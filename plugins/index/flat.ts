@@ -158,12 +158,14 @@ export default definePlugin({
   },
 });
 
-function flatSearcher(data: Float32Array, dims: number, count: number, threads: number): Searcher {
+function flatSearcher(vectors: Float32Array, dims: number, count: number, threads: number): Searcher {
   let closed = false;
+  // Dropped on close, so a stray reference to a retired searcher does not pin its vectors.
+  let data = vectors;
   return {
     count,
     dims,
-    memoryBytes: data.byteLength,
+    memoryBytes: vectors.byteLength,
     async search(query, k) {
       if (closed) throw fail("search on a closed index");
       if (!(query instanceof Float32Array) || query.length !== dims) {
@@ -183,6 +185,7 @@ function flatSearcher(data: Float32Array, dims: number, count: number, threads: 
     },
     async close() {
       closed = true;
+      data = new Float32Array(0);
     },
   };
 }
