@@ -106,7 +106,7 @@ export function createApp(deps: AppDeps): H3 {
     const r = await lease.index.searcher.search(vec, Math.min(k, lease.index.manifest.count));
     metrics.search.observe((performance.now() - t1) / 1000);
     return r.rows.map((row, i) => {
-      const d = JSON.parse(lease.index.docs[row]) as { id: string; text: string; metadata?: Record<string, unknown> };
+      const d = JSON.parse(lease.index.docs.get(row)) as { id: string; text: string; metadata?: Record<string, unknown> };
       return { id: d.id, score: r.scores[i], text: d.text, metadata: d.metadata ?? {} };
     });
   }

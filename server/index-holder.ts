@@ -14,6 +14,7 @@ import type { IndexEngine, Logger, Searcher, Store } from "../runtime/contracts.
 import { ApfaError, errorMessage } from "../runtime/errors.ts";
 import { layout } from "../runtime/keys.ts";
 import { assertVersion, readLatest, readManifest, type Manifest } from "../runtime/versions.ts";
+import { loadDocTable, type DocTable } from "./doc-table.ts";
 import type { ServerMetrics } from "./metrics.ts";
 
 export type LoadSource = "store" | "local-cache" | "sync-build";
@@ -23,7 +24,7 @@ export interface LoadedIndex {
   manifest: Manifest;
   searcher: Searcher;
   /** Raw JSON line per row; parsed only for hits. */
-  docs: string[];
+  docs: DocTable;
   /** Time to open the local files: the engine's `open` plus reading the documents. */
   loadMs: number;
   /** Time to get the files into the local cache first: download + SHA-256 check from the store, or the
@@ -126,11 +127,7 @@ export function createIndexHolder(opts: IndexHolderOptions) {
     const t0 = performance.now();
     const engine = await opts.engine(manifest.engine);
     // The documents are read and split while the engine reads its file (off the main thread), not after it.
-    const reading = fsp.readFile(path.join(dir, "docs.jsonl"), "utf8").then((text) => {
-      const lines = text.split("\n");
-      if (lines.at(-1) === "") lines.pop();
-      return lines;
-    });
+    const reading = loadDocTable(path.join(dir, "docs.jsonl"));
     reading.catch(() => {}); // awaited below; an engine failure must not leave it unhandled
     let searcher: Searcher;
     try {
@@ -138,16 +135,16 @@ export function createIndexHolder(opts: IndexHolderOptions) {
     } catch (err) {
       throw new SwapRefused("unreadable", `cannot open ${manifest.engine} index ${manifest.version.slice(0, 12)}: ${errorMessage(err)}`, err);
     }
-    let docs: string[];
+    let docs: DocTable;
     try {
       docs = await reading;
     } catch (err) {
       await searcher.close();
       throw err;
     }
-    if (docs.length !== manifest.count || searcher.count !== manifest.count) {
+    if (docs.count !== manifest.count || searcher.count !== manifest.count) {
       await searcher.close();
-      throw new SwapRefused("count_mismatch", `version ${manifest.version.slice(0, 12)}: ${searcher.count} vectors, ${docs.length} documents, manifest says ${manifest.count}`);
+      throw new SwapRefused("count_mismatch", `version ${manifest.version.slice(0, 12)}: ${searcher.count} vectors, ${docs.count} documents, manifest says ${manifest.count}`);
     }
     return { version: manifest.version, manifest, searcher, docs, source, loadMs: performance.now() - t0, fetchMs, loadedAt: new Date(), _refs: 0, _retired: false };
   }
@@ -177,7 +174,7 @@ export function createIndexHolder(opts: IndexHolderOptions) {
     current = ix;
     if (old) retire(old);
     metrics?.vectorCount.set(ix.manifest.count);
-    metrics?.memoryBytes.set(ix.searcher.memoryBytes + ix.docs.reduce((a, d) => a + d.length * 2, 0));
+    metrics?.memoryBytes.set(ix.searcher.memoryBytes + ix.docs.bytes);
     metrics?.versionInfo.reset();
     metrics?.versionInfo.set({ version: ix.version, engine: ix.manifest.engine }, 1);
     metrics?.loadSeconds.set(ix.loadMs / 1000);
