@@ -183,7 +183,7 @@ export async function startWorker(p: Pipeline, opts: WorkerOptions = {}): Promis
       concurrency: p.config.queues[q],
       taskList,
       noHandleSignals: true,
-      pollInterval: 2000,
+      pollInterval: durationMs(p.config.workers.poll_interval),
       parsedCronItems: cronPlaced ? [] : parseCronItems(cronItems(p)),
       logger: graphileLogger(log.child({ queue: q })),
     });

@@ -111,6 +111,8 @@ export const pipelineSchema = z.strictObject({
   keep_versions: z.int().min(0).max(1000).default(2).describe("Previous index versions cleanup never deletes"),
   workers: z.strictObject({
     heartbeat_interval: duration.default("10s").describe("How often a worker records its heartbeat and looks for dead workers"),
+    poll_interval: duration.default("500ms")
+      .describe("How often an idle queue runner looks for jobs besides LISTEN/NOTIFY (a serial queue's job can miss its notification)"),
     heartbeat_timeout: duration.default("60s")
       .describe("A worker silent this long is presumed dead: its jobs are released to live workers (crash recovery)"),
   }).prefault({}),
