@@ -1,0 +1,194 @@
+/**
+ * Queue suite: no-op jobs through apfa's runtime (`startWorker`: one runner per queue, job history, worker
+ * heartbeat, all on apfa's pool) against graphile-worker's own `run()` with the same concurrency, pool size and
+ * poll interval, on the same database. Throughput drains N pre-inserted jobs; add-to-start latency adds one job
+ * to an idle worker at a time and times `add_job` → task start (LISTEN/NOTIFY pickup).
+ * @module
+ */
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { Logger, run, type Task } from "graphile-worker";
+import pg from "pg";
+import { loadOrFail } from "../../runtime/commands/common.ts";
+import { silentLogger } from "../../runtime/log.ts";
+import { migrate } from "../../runtime/migrate.ts";
+import { openPipeline } from "../../runtime/pipeline.ts";
+import { startWorker } from "../../runtime/worker.ts";
+import {
+  createBenchDatabase, median, NO_SCHEDULES, num, percentile, ratioText, saveChart, tempDir, writePipeline,
+  type BenchContext, type Ratio, type SuiteOutput, type Table,
+} from "../lib.ts";
+import { barChart } from "../svg.ts";
+
+/** Every noop run calls `onRun`; both runtimes get the same task body. */
+interface Probe {
+  onRun: () => void;
+}
+
+interface Started {
+  stop(): Promise<void>;
+}
+
+type Starter = (concurrency: number, probe: Probe) => Promise<Started>;
+
+const POOL_MAX = 10; // what runtime/db.ts gives apfa's pool
+const noopTask = (probe: Probe): Task => async () => probe.onRun();
+
+function rawStarter(url: string): Starter {
+  return async (concurrency, probe) => {
+    const pool = new pg.Pool({ connectionString: url, max: POOL_MAX });
+    pool.on("error", () => {});
+    pool.on("connect", (client) => client.on("error", () => {}));
+    const runner = await run({
+      pgPool: pool, concurrency, taskList: { noop: noopTask(probe) }, noHandleSignals: true, pollInterval: 2000,
+      logger: new Logger(() => () => {}),
+    });
+    return { stop: async () => (await runner.stop(), await pool.end()) };
+  };
+}
+
+function apfaStarter(dir: string, url: string): Starter {
+  const configs = new Map<number, Awaited<ReturnType<typeof loadOrFail>>>();
+  return async (concurrency, probe) => {
+    if (!configs.has(concurrency)) configs.set(concurrency, await loadOrFail(writePipeline(dir, {
+      name: "bench", database: { url }, store: { plugin: "fs", options: { dir: path.join(dir, "store") } },
+      queues: { embedding: 1, indexing: 1, maintenance: concurrency },
+      stages: { source: { plugin: "jsonl", options: { path: path.join(dir, "empty.jsonl") } }, notifier: { plugin: "postgres", options: { url } } },
+      schedules: NO_SCHEDULES,
+    }, `queue-${concurrency}.yaml`)));
+    const p = await openPipeline(configs.get(concurrency)!, silentLogger);
+    const w = await startWorker(p, { cron: false, tasks: { noop: noopTask(probe) } });
+    return { stop: async () => (await w.stop(), await p.close()) };
+  };
+}
+
+/** Jobs/s draining `n` jobs inserted before the worker starts (timed from start to every job committed done). */
+async function throughput(pool: pg.Pool, start: Starter, concurrency: number, n: number): Promise<number> {
+  await pool.query("select graphile_worker.add_job('noop', '{}'::json) from generate_series(1, $1)", [n]);
+  let ran = 0;
+  let all!: () => void;
+  const done = new Promise<void>((resolve) => (all = resolve));
+  const t0 = performance.now();
+  const w = await start(concurrency, { onRun: () => ++ran === n && all() });
+  await done;
+  while (Number((await pool.query("select count(*) as c from graphile_worker._private_jobs")).rows[0].c) > 0) await new Promise((r) => setTimeout(r, 5));
+  const ms = performance.now() - t0;
+  await w.stop();
+  return n / (ms / 1000);
+}
+
+/** ms from calling add_job to the task starting, one job at a time on an idle worker (`queueName` = a serial queue). */
+async function latency(pool: pg.Pool, start: Starter, concurrency: number, samples: number, queueName: string | null = null): Promise<number[]> {
+  let signal: (() => void) | undefined;
+  const w = await start(concurrency, { onRun: () => signal?.() });
+  const out: number[] = [];
+  try {
+    await new Promise((r) => setTimeout(r, 200));
+    for (let i = 0; i < samples; i++) {
+      const ran = new Promise<void>((resolve) => (signal = resolve));
+      const t0 = performance.now();
+      await pool.query("select graphile_worker.add_job('noop', '{}'::json, queue_name := $1)", [queueName]);
+      await ran;
+      out.push(performance.now() - t0);
+      await new Promise((r) => setTimeout(r, 5)); // let the completion commit before the next add
+    }
+  } finally {
+    await w.stop();
+  }
+  return out;
+}
+
+export async function queueSuite(ctx: BenchContext): Promise<SuiteOutput> {
+  const db = await createBenchDatabase();
+  const dir = tempDir("queue");
+  const pool = new pg.Pool({ connectionString: db.url, max: 2 });
+  pool.on("error", () => {}); // sessions end when the database is dropped
+  try {
+    await migrate(pool, silentLogger);
+    fs.writeFileSync(path.join(dir, "empty.jsonl"), "");
+    const starters = { raw: rawStarter(db.url), apfa: apfaStarter(dir, db.url) };
+    const n = ctx.quick ? 1000 : 10_000;
+    const reps = ctx.quick ? 1 : 3;
+    const concs = ctx.quick ? [4] : [1, 4, 16];
+    const tables: Table[] = [];
+    const ratios: Ratio[] = [];
+    const tp: Table = {
+      title: `No-op job throughput: ${n} jobs inserted, then drained (pool ${POOL_MAX}, pollInterval 2 s for both)`,
+      columns: ["concurrency", "graphile-worker run() jobs/s", "apfa startWorker jobs/s", "apfa ÷ raw", "goal"],
+      rows: [],
+      note: `median of ${reps} interleaved run${reps > 1 ? "s" : ""}; timed from worker start until every job is committed done`,
+    };
+    const tpRaw: number[] = [];
+    const tpApfa: number[] = [];
+    for (const c of concs) {
+      const r: number[] = [];
+      const a: number[] = [];
+      // Warm-up (not timed): Postgres caches and plans, module loading, apfa's parsed config.
+      await throughput(pool, starters.raw, c, 200);
+      await throughput(pool, starters.apfa, c, 200);
+      for (let i = 0; i < reps; i++) {
+        ctx.log(`concurrency ${c}: run ${i + 1}/${reps}`);
+        r.push(await throughput(pool, starters.raw, c, n));
+        a.push(await throughput(pool, starters.apfa, c, n));
+      }
+      tpRaw.push(median(r));
+      tpApfa.push(median(a));
+      const value = median(a) / median(r);
+      ratios.push({ id: `queue/c${c}/throughput`, label: `no-op jobs/s at concurrency ${c}: apfa ÷ graphile-worker`, value, better: "higher", goal: 0.9 });
+      tp.rows.push([c, num(median(r)), num(median(a)), ratioText(value), "≥ 0.9"]);
+    }
+    tables.push(tp);
+
+    const samples = ctx.quick ? 50 : 300;
+    const serialSamples = ctx.quick ? 20 : 100;
+    ctx.log("add-to-start latency");
+    const lat = { raw: [] as number[], apfa: [] as number[], rawSerial: [] as number[], apfaSerial: [] as number[] };
+    for (let i = 0; i < 2; i++) {
+      lat.raw.push(...(await latency(pool, starters.raw, 4, samples / 2)));
+      lat.apfa.push(...(await latency(pool, starters.apfa, 4, samples / 2)));
+      // apfa gives every concurrency-1 queue (indexing, maintenance) graphile-worker's serial queue_name.
+      lat.rawSerial.push(...(await latency(pool, starters.raw, 1, serialSamples / 2, "maintenance")));
+      lat.apfaSerial.push(...(await latency(pool, starters.apfa, 1, serialSamples / 2, "maintenance")));
+    }
+    const row = (name: string, xs: number[]) => [name, num(percentile(xs, 50)), num(percentile(xs, 95)), num(percentile(xs, 99)), num(Math.max(...xs))];
+    const div = (a: number[], b: number[]) => [50, 95, 99].map((p) => ratioText(percentile(a, p) / percentile(b, p)));
+    const lt: Table = {
+      title: `Add-to-start latency: single jobs on an idle worker (${samples} without a queue name at concurrency 4; ${serialSamples} in a serial queue at concurrency 1)`,
+      columns: ["runtime", "p50 ms", "p95 ms", "p99 ms", "max ms"],
+      rows: [
+        row("graphile-worker run()", lat.raw),
+        row("apfa startWorker", lat.apfa),
+        ["apfa ÷ raw", ...div(lat.apfa, lat.raw), ""],
+        row("graphile-worker run(), serial queue", lat.rawSerial),
+        row("apfa startWorker, serial queue", lat.apfaSerial),
+        ["apfa ÷ raw, serial queue", ...div(lat.apfaSerial, lat.rawSerial), ""],
+      ],
+      note: "from before the add_job query to the task function running: the query round trip plus LISTEN/NOTIFY pickup. " +
+        "apfa runs one graphile-worker runner per queue; every runner is nudged by every insert, and their job fetches contend for the serial queue's row (SKIP LOCKED), so the runner that owns the job can come up empty and wait a full pollInterval (2 s)",
+    };
+    tables.push(lt);
+    ratios.push(
+      { id: "queue/latency_p50", label: "add-to-start p50: apfa ÷ graphile-worker", value: percentile(lat.apfa, 50) / percentile(lat.raw, 50), better: "lower" },
+      { id: "queue/latency_p95", label: "add-to-start p95: apfa ÷ graphile-worker", value: percentile(lat.apfa, 95) / percentile(lat.raw, 95), better: "lower" },
+      { id: "queue/serial_latency_p95", label: "add-to-start p95 in a serial queue: apfa ÷ graphile-worker", value: percentile(lat.apfaSerial, 95) / percentile(lat.rawSerial, 95), better: "lower" },
+    );
+    const lr = lat.raw;
+    const la = lat.apfa;
+    const charts = [
+      saveChart(ctx, "queue-throughput", "No-op jobs/s by concurrency", barChart({
+        title: "No-op jobs/s", xLabel: "concurrency", yLabel: "jobs/s", categories: concs.map(String),
+        series: [{ name: "graphile-worker run()", values: tpRaw }, { name: "apfa startWorker", values: tpApfa }],
+      })),
+      saveChart(ctx, "queue-latency", "Add-to-start latency", barChart({
+        title: "Add-to-start latency", xLabel: "percentile", yLabel: "ms", categories: ["p50", "p95", "p99", "serial p50", "serial p95", "serial p99"],
+        series: [{ name: "graphile-worker run()", values: [...[50, 95, 99].map((p) => percentile(lr, p)), ...[50, 95, 99].map((p) => percentile(lat.rawSerial, p))] },
+          { name: "apfa startWorker", values: [...[50, 95, 99].map((p) => percentile(la, p)), ...[50, 95, 99].map((p) => percentile(lat.apfaSerial, p))] }],
+      })),
+    ];
+    return { tables, ratios, charts, notes: [] };
+  } finally {
+    await pool.end().catch(() => {});
+    await db.drop().catch((err) => ctx.log(`dropping ${db.name} failed: ${(err as Error).message}`));
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}

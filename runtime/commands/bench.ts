@@ -1,0 +1,33 @@
+/** `apfa bench`: the benchmark suites (bench/run.ts), each figure a ratio against a raw baseline. @module */
+import type { Command } from "../cli.ts";
+
+export const bench: Command = {
+  summary: "Run the benchmark suites (embedding, queue, index, serve): tables, bench/results/<suite>.json, BENCHMARKS.md with SVG charts.",
+  usage: [
+    "apfa bench [suite...] [--quick] [--large] [--compare] [--accept] [--profile]",
+    "  --quick     small sizes, about a minute per suite (CI proves the suites run); writes under bench/results/quick/",
+    "  --large     adds the 1M-vector index and the use-lite batch/concurrency sweeps",
+    "  --compare   exit 1 when a ratio is more than 20% worse than bench/baseline.json",
+    "  --accept    write this run's ratios to bench/baseline.json",
+    "  --profile   CPU-profile the bench process and its children (bench/results/profiles/) and print where time went",
+    "Needs Postgres at 127.0.0.1:5432 (APFA_BENCH_ADMIN_URL to change); each suite creates and drops its own database.",
+  ].join("\n"),
+  options: {
+    quick: { type: "boolean" },
+    large: { type: "boolean" },
+    compare: { type: "boolean" },
+    accept: { type: "boolean" },
+    profile: { type: "boolean" },
+  },
+  async run({ values, positionals }) {
+    const { runBench } = await import("../../bench/run.ts");
+    return runBench({
+      suites: positionals,
+      quick: Boolean(values.quick),
+      large: Boolean(values.large),
+      compare: Boolean(values.compare),
+      accept: Boolean(values.accept),
+      profile: Boolean(values.profile),
+    });
+  },
+};
