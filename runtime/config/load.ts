@@ -169,8 +169,12 @@ export async function loadConfig(
     return { line: p.line, col: p.col };
   };
   const problems: Problem[] = [];
+  const textLines = text.split("\n");
   for (const e of doc.errors) {
-    problems.push({ file: shown, ...pos(e.pos[0]), path: "", kind: "syntax", message: e.message.split("\n")[0] });
+    const at = pos(e.pos[0]);
+    // `{ url: ${X} }` is the usual way to hit this: in a flow mapping the `{` of `${` opens another mapping.
+    const hint = textLines[at.line - 1]?.includes("${") ? ' (inside { } or [ ], quote values that use ${VAR}: url: "${DATABASE_URL}")' : "";
+    problems.push({ file: shown, ...at, path: "", kind: "syntax", message: e.message.split("\n")[0] + hint });
   }
   if (problems.length) return { problems };
 

@@ -90,3 +90,33 @@ describe("bad HTTP request corpus", () => {
     expect(body.hits).toHaveLength(2);
   });
 });
+
+describe("HTTP fuzz", () => {
+  it("random methods, paths, headers and bodies never get a 5xx or a non-JSON error", async () => {
+    const fc = (await import("fast-check")).default;
+    const paths = fc.oneof(
+      fc.constantFrom("/search", "/generate-advice", "/health", "/ready", "/index", "/metrics", "/nope", "/search/../index"),
+      fc.string({ maxLength: 40 }).map((s) => "/" + encodeURIComponent(s)),
+    );
+    const body = fc.oneof(
+      fc.json({ maxDepth: 3 }),
+      fc.record({ query: fc.oneof(fc.string({ maxLength: 300 }), fc.integer(), fc.constant(null)), k: fc.oneof(fc.integer(), fc.double(), fc.string({ maxLength: 5 })) }, { requiredKeys: [] }).map((o) => JSON.stringify(o)),
+      fc.string({ maxLength: 200 }),
+      fc.uint8Array({ maxLength: 200 }),
+    );
+    const headers = fc.record({
+      "content-type": fc.constantFrom("application/json", "application/json; charset=utf-8", "text/plain", "application/vnd.api+json", "", "multipart/form-data"),
+      authorization: fc.constantFrom("token", "expired", "", "Bearer", "Bearer x.y.z", "Basic Zm9vOmJhcg=="),
+    });
+    await fc.assert(
+      fc.asyncProperty(fc.constantFrom("GET", "POST", "PUT", "DELETE", "PATCH"), paths, headers, body, async (method, p, h, b) => {
+        const hs = Object.fromEntries(Object.entries(h).filter(([, v]) => v !== ""));
+        const res = await send({ method, path: p, headers: hs, body: method === "GET" ? undefined : b });
+        expect(res.status, `${method} ${p}`).toBeLessThan(500);
+        if (res.status >= 400) expect(res.headers.get("content-type") ?? "").toMatch(/json/);
+        await res.arrayBuffer();
+      }),
+      { numRuns: 300 },
+    );
+  });
+});
