@@ -14,6 +14,7 @@ import { Worker } from "node:worker_threads";
 import { z } from "zod";
 import { definePlugin, type IndexEngine, type Searcher } from "../../runtime/contracts.ts";
 import { ApfaError } from "../../runtime/errors.ts";
+import { checkVectors } from "./_check.ts";
 
 export const NAME = "faiss";
 
@@ -164,10 +165,7 @@ export default definePlugin({
     return {
       metric: "ip",
       async build(vectors, dims) {
-        if (!Number.isInteger(dims) || dims < 1) throw fail(`dims must be a positive integer, got ${dims}`);
-        if (!(vectors instanceof Float32Array) || vectors.length % dims !== 0) {
-          throw fail(`vectors must be a Float32Array whose length is a multiple of dims ${dims}`);
-        }
+        checkVectors(vectors, dims, "index:faiss");
         const w = spawn();
         try {
           const bytes = await w.call<Uint8Array>("build", {

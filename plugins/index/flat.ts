@@ -17,6 +17,7 @@ import * as path from "node:path";
 import type * as Usearch from "usearch";
 import { z } from "zod";
 import { definePlugin, type IndexEngine, type Searcher } from "../../runtime/contracts.ts";
+import { checkVectors } from "./_check.ts";
 import { ApfaError } from "../../runtime/errors.ts";
 
 export const NAME = "flat";
@@ -82,15 +83,6 @@ function checkHeader(file: string, h: Uint8Array, fileBytes: number, info: { dim
   const want = HEADER_BYTES + floats * 4;
   if (fileBytes < want) throw fail(`${file} is truncated: ${fileBytes} bytes, expected ${want}`);
   if (fileBytes > want) throw fail(`${file} has ${fileBytes - want} unexpected trailing bytes`);
-}
-
-function checkVectors(vectors: Float32Array, dims: number, where: string): number {
-  if (!Number.isInteger(dims) || dims < 1) throw new ApfaError("index", `dims must be a positive integer, got ${dims}`, { where });
-  if (!(vectors instanceof Float32Array)) throw new ApfaError("index", "vectors must be a Float32Array", { where });
-  if (vectors.length % dims !== 0) {
-    throw new ApfaError("index", `vectors hold ${vectors.length} floats, not a multiple of dims ${dims}`, { where });
-  }
-  return vectors.length / dims;
 }
 
 /**

@@ -14,6 +14,7 @@ import type * as Usearch from "usearch";
 import { z } from "zod";
 import { definePlugin, type IndexEngine, type Searcher } from "../../runtime/contracts.ts";
 import { ApfaError } from "../../runtime/errors.ts";
+import { checkVectors } from "./_check.ts";
 
 export const NAME = "hnsw";
 
@@ -63,11 +64,7 @@ export default definePlugin({
     return {
       metric: "ip",
       async build(vectors, dims) {
-        if (!Number.isInteger(dims) || dims < 1) throw fail(`dims must be a positive integer, got ${dims}`);
-        if (!(vectors instanceof Float32Array) || vectors.length % dims !== 0) {
-          throw fail(`vectors must be a Float32Array whose length is a multiple of dims ${dims}`);
-        }
-        const count = vectors.length / dims;
+        const count = checkVectors(vectors, dims, "index:hnsw");
         const index = make(dims);
         for (let start = 0; start < count; start += ADD_BATCH) {
           const end = Math.min(count, start + ADD_BATCH);
