@@ -26,6 +26,8 @@ export interface BenchOptions {
   compare: boolean;
   accept: boolean;
   profile: boolean;
+  /** Only rewrite the report from the saved results (after editing the hand-written parts, or the renderer). */
+  reportOnly?: boolean;
 }
 
 export const BASELINE = path.join(ROOT, "bench/baseline.json");
@@ -46,11 +48,11 @@ export async function runBench(opts: BenchOptions): Promise<number> {
   const report = opts.quick ? path.join(resultsDir, "BENCHMARKS.md") : path.join(ROOT, "BENCHMARKS.md");
   const chartsDir = opts.quick ? path.join(resultsDir, "charts") : path.join(ROOT, "bench/charts");
   const load = os.loadavg()[0];
-  if (!opts.quick && load > 1.5) console.error(`apfa bench: load average is ${load.toFixed(2)} on ${os.cpus().length} cores; numbers will be noisy`);
+  if (!opts.quick && !opts.reportOnly && load > 1.5) console.error(`apfa bench: load average is ${load.toFixed(2)} on ${os.cpus().length} cores; numbers will be noisy`);
 
   const results: SuiteResult[] = [];
   let failed = 0;
-  for (const name of names) {
+  for (const name of opts.reportOnly ? [] : names) {
     const profileDir = opts.profile ? path.join(ROOT, "bench/results/profiles", `${name}-${Date.now()}`) : undefined;
     const logFile = path.join(ROOT, "bench/results/logs", `${name}${opts.quick ? ".quick" : ""}.log`);
     fs.mkdirSync(path.dirname(logFile), { recursive: true });

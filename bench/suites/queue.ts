@@ -10,6 +10,7 @@ import * as path from "node:path";
 import { Logger, run, type Task } from "graphile-worker";
 import pg from "pg";
 import { loadOrFail } from "../../runtime/commands/common.ts";
+import { durationMs } from "../../runtime/config/schema.ts";
 import { silentLogger } from "../../runtime/log.ts";
 import { migrate } from "../../runtime/migrate.ts";
 import { openPipeline } from "../../runtime/pipeline.ts";
@@ -34,29 +35,38 @@ type Starter = (concurrency: number, probe: Probe) => Promise<Started>;
 const POOL_MAX = 10; // what runtime/db.ts gives apfa's pool
 const noopTask = (probe: Probe): Task => async () => probe.onRun();
 
-function rawStarter(url: string): Starter {
+function rawStarter(url: string, pollInterval: number): Starter {
   return async (concurrency, probe) => {
     const pool = new pg.Pool({ connectionString: url, max: POOL_MAX });
     pool.on("error", () => {});
     pool.on("connect", (client) => client.on("error", () => {}));
     const runner = await run({
-      pgPool: pool, concurrency, taskList: { noop: noopTask(probe) }, noHandleSignals: true, pollInterval: 2000,
+      pgPool: pool, concurrency, taskList: { noop: noopTask(probe) }, noHandleSignals: true, pollInterval,
       logger: new Logger(() => () => {}),
     });
     return { stop: async () => (await runner.stop(), await pool.end()) };
   };
 }
 
-function apfaStarter(dir: string, url: string): Starter {
-  const configs = new Map<number, Awaited<ReturnType<typeof loadOrFail>>>();
-  return async (concurrency, probe) => {
+type Config = Awaited<ReturnType<typeof loadOrFail>>;
+
+/** apfa's config for a maintenance-queue concurrency (everything else default), parsed once. */
+function apfaConfigs(dir: string, url: string): (concurrency: number) => Promise<Config> {
+  const configs = new Map<number, Config>();
+  return async (concurrency) => {
     if (!configs.has(concurrency)) configs.set(concurrency, await loadOrFail(writePipeline(dir, {
       name: "bench", database: { url }, store: { plugin: "fs", options: { dir: path.join(dir, "store") } },
       queues: { embedding: 1, indexing: 1, maintenance: concurrency },
       stages: { source: { plugin: "jsonl", options: { path: path.join(dir, "empty.jsonl") } }, notifier: { plugin: "postgres", options: { url } } },
       schedules: NO_SCHEDULES,
     }, `queue-${concurrency}.yaml`)));
-    const p = await openPipeline(configs.get(concurrency)!, silentLogger);
+    return configs.get(concurrency)!;
+  };
+}
+
+function apfaStarter(config: (concurrency: number) => Promise<Config>): Starter {
+  return async (concurrency, probe) => {
+    const p = await openPipeline(await config(concurrency), silentLogger);
     const w = await startWorker(p, { cron: false, tasks: { noop: noopTask(probe) } });
     return { stop: async () => (await w.stop(), await p.close()) };
   };
@@ -103,17 +113,21 @@ export async function queueSuite(ctx: BenchContext): Promise<SuiteOutput> {
   const dir = tempDir("queue");
   const pool = new pg.Pool({ connectionString: db.url, max: 2 });
   pool.on("error", () => {}); // sessions end when the database is dropped
+  pool.on("connect", (client) => client.on("error", () => {}));
   try {
     await migrate(pool, silentLogger);
     fs.writeFileSync(path.join(dir, "empty.jsonl"), "");
-    const starters = { raw: rawStarter(db.url), apfa: apfaStarter(dir, db.url) };
+    const config = apfaConfigs(dir, db.url);
+    // graphile-worker gets apfa's configured poll interval (workers.poll_interval), so only the runtimes differ.
+    const poll = durationMs((await config(1)).workers.poll_interval);
+    const starters = { raw: rawStarter(db.url, poll), apfa: apfaStarter(config) };
     const n = ctx.quick ? 1000 : 10_000;
     const reps = ctx.quick ? 1 : 3;
     const concs = ctx.quick ? [4] : [1, 4, 16];
     const tables: Table[] = [];
     const ratios: Ratio[] = [];
     const tp: Table = {
-      title: `No-op job throughput: ${n} jobs inserted, then drained (pool ${POOL_MAX}, pollInterval 2 s for both)`,
+      title: `No-op job throughput: ${n} jobs inserted, then drained (pool ${POOL_MAX}, pollInterval ${poll} ms for both)`,
       columns: ["concurrency", "graphile-worker run() jobs/s", "apfa startWorker jobs/s", "apfa ÷ raw", "goal"],
       rows: [],
       note: `median of ${reps} interleaved run${reps > 1 ? "s" : ""}; timed from worker start until every job is committed done`,
@@ -164,7 +178,7 @@ export async function queueSuite(ctx: BenchContext): Promise<SuiteOutput> {
         ["apfa ÷ raw, serial queue", ...div(lat.apfaSerial, lat.rawSerial), ""],
       ],
       note: "from before the add_job query to the task function running: the query round trip plus LISTEN/NOTIFY pickup. " +
-        "apfa runs one graphile-worker runner per queue; every runner is nudged by every insert, and their job fetches contend for the serial queue's row (SKIP LOCKED), so the runner that owns the job can come up empty and wait a full pollInterval (2 s)",
+        `apfa runs one graphile-worker runner per queue; every runner is nudged by every insert, and their job fetches contend for the serial queue's row (SKIP LOCKED), so the runner that owns the job can come up empty and wait a full pollInterval (${poll} ms)`,
     };
     tables.push(lt);
     ratios.push(

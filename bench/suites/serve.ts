@@ -137,6 +137,7 @@ export async function serveSuite(ctx: BenchContext): Promise<SuiteOutput> {
   const dir = tempDir("serve");
   const pool = new pg.Pool({ connectionString: db.url, max: 2 });
   pool.on("error", () => {}); // sessions end when the database is dropped
+  pool.on("connect", (client) => client.on("error", () => {}));
   const c: Ctx = { ctx, dir, url: db.url, secret: crypto.randomBytes(24).toString("hex"), log: ctx.logFile };
   let p: Pipeline | undefined;
   try {

@@ -4,12 +4,13 @@ import type { Command } from "../cli.ts";
 export const bench: Command = {
   summary: "Run the benchmark suites (embedding, queue, index, serve): tables, bench/results/<suite>.json, BENCHMARKS.md with SVG charts.",
   usage: [
-    "apfa bench [suite...] [--quick] [--large] [--compare] [--accept] [--profile]",
+    "apfa bench [suite...] [--quick] [--large] [--compare] [--accept] [--profile] [--report]",
     "  --quick     small sizes, about a minute per suite (CI proves the suites run); writes under bench/results/quick/",
     "  --large     adds the 1M-vector index and the use-lite batch/concurrency sweeps",
     "  --compare   exit 1 when a ratio is more than 20% worse than bench/baseline.json",
     "  --accept    write this run's ratios to bench/baseline.json",
     "  --profile   CPU-profile the bench process and its children (bench/results/profiles/) and print where time went",
+    "  --report    only rewrite the report (and charts' links) from the saved bench/results/*.json",
     "Needs Postgres at 127.0.0.1:5432 (APFA_BENCH_ADMIN_URL to change); each suite creates and drops its own database.",
   ].join("\n"),
   options: {
@@ -18,6 +19,7 @@ export const bench: Command = {
     compare: { type: "boolean" },
     accept: { type: "boolean" },
     profile: { type: "boolean" },
+    report: { type: "boolean" },
   },
   async run({ values, positionals }) {
     const { runBench } = await import("../../bench/run.ts");
@@ -28,6 +30,7 @@ export const bench: Command = {
       compare: Boolean(values.compare),
       accept: Boolean(values.accept),
       profile: Boolean(values.profile),
+      reportOnly: Boolean(values.report),
     });
   },
 };
