@@ -280,3 +280,22 @@ export function saveChart(ctx: BenchContext, name: string, title: string, svg: s
 /** The part of a suite's result the suite itself produces (the runner adds mode, env and timing). */
 export type SuiteOutput = Pick<SuiteResult, "tables" | "ratios" | "charts" | "notes">;
 export type Suite = (ctx: BenchContext) => Promise<SuiteOutput>;
+
+/**
+ * CPU time (ms) used so far by the Postgres backends serving database `db` (their command lines name it), from
+ * /proc. Backends that already exited are not counted, so sample before closing the pools being measured.
+ */
+export function postgresCpuMs(db: string): number {
+  let ticks = 0;
+  for (const pid of fs.readdirSync("/proc").filter((d) => /^\d+$/.test(d))) {
+    try {
+      if (!fs.readFileSync(`/proc/${pid}/cmdline`, "utf8").includes(` ${db} `)) continue;
+      const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
+      const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      ticks += Number(f[11]) + Number(f[12]); // utime, stime (fields 14 and 15)
+    } catch {
+      // the process ended meanwhile
+    }
+  }
+  return (ticks * 1000) / 100; // USER_HZ is 100 on Linux
+}

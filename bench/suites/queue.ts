@@ -16,7 +16,7 @@ import { migrate } from "../../runtime/migrate.ts";
 import { openPipeline } from "../../runtime/pipeline.ts";
 import { startWorker } from "../../runtime/worker.ts";
 import {
-  createBenchDatabase, median, NO_SCHEDULES, num, percentile, ratioText, saveChart, tempDir, writePipeline,
+  createBenchDatabase, median, NO_SCHEDULES, num, percentile, postgresCpuMs, ratioText, saveChart, tempDir, writePipeline,
   type BenchContext, type Ratio, type SuiteOutput, type Table,
 } from "../lib.ts";
 import { barChart } from "../svg.ts";
@@ -30,12 +30,23 @@ interface Started {
   stop(): Promise<void>;
 }
 
+interface Throughput {
+  jobsPerS: number;
+  /** CPU ms per 1,000 jobs: the database's backends, and this (worker) process. */
+  pgCpu: number;
+  nodeCpu: number;
+}
+
 type Starter = (concurrency: number, probe: Probe) => Promise<Started>;
 
 const POOL_MAX = 10; // what runtime/db.ts gives apfa's pool
 const noopTask = (probe: Probe): Task => async () => probe.onRun();
 
-function rawStarter(url: string, pollInterval: number): Starter {
+/**
+ * graphile-worker's own `run()`. With `history`, every completed job also gets the INSERT into apfa.job_history
+ * that apfa's worker writes, to show how much of the difference that one statement explains.
+ */
+function rawStarter(url: string, pollInterval: number, history = false): Starter {
   return async (concurrency, probe) => {
     const pool = new pg.Pool({ connectionString: url, max: POOL_MAX });
     pool.on("error", () => {});
@@ -44,6 +55,15 @@ function rawStarter(url: string, pollInterval: number): Starter {
       pgPool: pool, concurrency, taskList: { noop: noopTask(probe) }, noHandleSignals: true, pollInterval,
       logger: new Logger(() => () => {}),
     });
+    if (history) {
+      runner.events.on("job:complete", ({ job, error }) => {
+        pool.query(
+          `insert into apfa.job_history (job_id, task, queue, run_id, worker_id, attempt, max_attempts, outcome, error, started_at, duration_ms)
+           values ($1, $2, $3, $4, $5, $6, $7, $8, $9, to_timestamp($10 / 1000.0), $11)`,
+          [job.id, job.task_identifier, "maintenance", null, "bench", job.attempts, job.max_attempts, error ? "retry" : "success", null, Date.now(), 0],
+        ).catch(() => {});
+      });
+    }
     return { stop: async () => (await runner.stop(), await pool.end()) };
   };
 }
@@ -73,8 +93,10 @@ function apfaStarter(config: (concurrency: number) => Promise<Config>): Starter 
 }
 
 /** Jobs/s draining `n` jobs inserted before the worker starts (timed from start to every job committed done). */
-async function throughput(pool: pg.Pool, start: Starter, concurrency: number, n: number): Promise<number> {
+async function throughput(pool: pg.Pool, db: string, start: Starter, concurrency: number, n: number): Promise<Throughput> {
   await pool.query("select graphile_worker.add_job('noop', '{}'::json) from generate_series(1, $1)", [n]);
+  const pg0 = postgresCpuMs(db);
+  const cpu0 = process.cpuUsage();
   let ran = 0;
   let all!: () => void;
   const done = new Promise<void>((resolve) => (all = resolve));
@@ -83,8 +105,10 @@ async function throughput(pool: pg.Pool, start: Starter, concurrency: number, n:
   await done;
   while (Number((await pool.query("select count(*) as c from graphile_worker._private_jobs")).rows[0].c) > 0) await new Promise((r) => setTimeout(r, 5));
   const ms = performance.now() - t0;
+  const pgCpu = postgresCpuMs(db) - pg0;
+  const cpu = process.cpuUsage(cpu0);
   await w.stop();
-  return n / (ms / 1000);
+  return { jobsPerS: n / (ms / 1000), pgCpu: (pgCpu / n) * 1000, nodeCpu: ((cpu.user + cpu.system) / 1000 / n) * 1000 };
 }
 
 /** ms from calling add_job to the task starting, one job at a time on an idle worker (`queueName` = a serial queue). */
@@ -120,7 +144,7 @@ export async function queueSuite(ctx: BenchContext): Promise<SuiteOutput> {
     const config = apfaConfigs(dir, db.url);
     // graphile-worker gets apfa's configured poll interval (workers.poll_interval), so only the runtimes differ.
     const poll = durationMs((await config(1)).workers.poll_interval);
-    const starters = { raw: rawStarter(db.url, poll), apfa: apfaStarter(config) };
+    const starters = { raw: rawStarter(db.url, poll), rawHistory: rawStarter(db.url, poll, true), apfa: apfaStarter(config) };
     const n = ctx.quick ? 1000 : 10_000;
     const reps = ctx.quick ? 1 : 3;
     const concs = ctx.quick ? [4] : [1, 4, 16];
@@ -128,30 +152,44 @@ export async function queueSuite(ctx: BenchContext): Promise<SuiteOutput> {
     const ratios: Ratio[] = [];
     const tp: Table = {
       title: `No-op job throughput: ${n} jobs inserted, then drained (pool ${POOL_MAX}, pollInterval ${poll} ms for both)`,
-      columns: ["concurrency", "graphile-worker run() jobs/s", "apfa startWorker jobs/s", "apfa ÷ raw", "goal"],
+      columns: ["concurrency", "graphile-worker run() jobs/s", "apfa startWorker jobs/s", "apfa ÷ raw", "goal", "Postgres CPU ms / 1k jobs: raw", "apfa", "worker-process CPU ms / 1k jobs: raw", "apfa"],
       rows: [],
-      note: `median of ${reps} interleaved run${reps > 1 ? "s" : ""}; timed from worker start until every job is committed done`,
+      note: `median of ${reps} interleaved run${reps > 1 ? "s" : ""}; timed from worker start until every job is committed done; CPU from /proc for the database's backends and process.cpuUsage() for the worker (in the bench process)`,
     };
     const tpRaw: number[] = [];
     const tpApfa: number[] = [];
+    const med = (xs: Throughput[], k: keyof Throughput) => median(xs.map((x) => x[k]));
+    const decomposition: Table = {
+      title: "Where apfa's per-job cost goes (concurrency 4)",
+      columns: ["runtime", "jobs/s", "÷ raw", "Postgres CPU ms / 1k jobs", "worker-process CPU ms / 1k jobs"],
+      rows: [],
+      note: "apfa's worker writes one apfa.job_history row per job (runtime/worker.ts) on the pool graphile-worker uses; the middle row adds exactly that INSERT to graphile-worker's own run()",
+    };
     for (const c of concs) {
-      const r: number[] = [];
-      const a: number[] = [];
+      const r: Throughput[] = [];
+      const a: Throughput[] = [];
+      const h: Throughput[] = [];
       // Warm-up (not timed): Postgres caches and plans, module loading, apfa's parsed config.
-      await throughput(pool, starters.raw, c, 200);
-      await throughput(pool, starters.apfa, c, 200);
+      await throughput(pool, db.name, starters.raw, c, 200);
+      await throughput(pool, db.name, starters.apfa, c, 200);
       for (let i = 0; i < reps; i++) {
         ctx.log(`concurrency ${c}: run ${i + 1}/${reps}`);
-        r.push(await throughput(pool, starters.raw, c, n));
-        a.push(await throughput(pool, starters.apfa, c, n));
+        r.push(await throughput(pool, db.name, starters.raw, c, n));
+        a.push(await throughput(pool, db.name, starters.apfa, c, n));
+        if (c === 4) h.push(await throughput(pool, db.name, starters.rawHistory, c, n));
       }
-      tpRaw.push(median(r));
-      tpApfa.push(median(a));
-      const value = median(a) / median(r);
+      tpRaw.push(med(r, "jobsPerS"));
+      tpApfa.push(med(a, "jobsPerS"));
+      const value = med(a, "jobsPerS") / med(r, "jobsPerS");
       ratios.push({ id: `queue/c${c}/throughput`, label: `no-op jobs/s at concurrency ${c}: apfa ÷ graphile-worker`, value, better: "higher", goal: 0.9 });
-      tp.rows.push([c, num(median(r)), num(median(a)), ratioText(value), "≥ 0.9"]);
+      tp.rows.push([c, num(med(r, "jobsPerS")), num(med(a, "jobsPerS")), ratioText(value), "≥ 0.9", num(med(r, "pgCpu")), num(med(a, "pgCpu")), num(med(r, "nodeCpu")), num(med(a, "nodeCpu"))]);
+      if (h.length) {
+        for (const [name, xs] of [["graphile-worker run()", r], ["run() + one job_history INSERT per job", h], ["apfa startWorker", a]] as const) {
+          decomposition.rows.push([name, num(med(xs, "jobsPerS")), ratioText(med(xs, "jobsPerS") / med(r, "jobsPerS")), num(med(xs, "pgCpu")), num(med(xs, "nodeCpu"))]);
+        }
+      }
     }
-    tables.push(tp);
+    tables.push(tp, decomposition);
 
     const samples = ctx.quick ? 50 : 300;
     const serialSamples = ctx.quick ? 20 : 100;
