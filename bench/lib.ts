@@ -282,14 +282,17 @@ export type SuiteOutput = Pick<SuiteResult, "tables" | "ratios" | "charts" | "no
 export type Suite = (ctx: BenchContext) => Promise<SuiteOutput>;
 
 /**
- * CPU time (ms) used so far by the Postgres backends serving database `db` (their command lines name it), from
- * /proc. Backends that already exited are not counted, so sample before closing the pools being measured.
+ * CPU time (ms) used so far by the client backends serving database `db` (their process titles name it), from
+ * /proc; autovacuum workers are left out. Backends that already exited are not counted, so sample before
+ * closing the pools being measured.
  */
 export function postgresCpuMs(db: string): number {
   let ticks = 0;
   for (const pid of fs.readdirSync("/proc").filter((d) => /^\d+$/.test(d))) {
     try {
-      if (!fs.readFileSync(`/proc/${pid}/cmdline`, "utf8").includes(` ${db} `)) continue;
+      const title = fs.readFileSync(`/proc/${pid}/cmdline`, "utf8");
+      // Autovacuum comes and goes on its own schedule; counting it would make single runs incomparable.
+      if (!title.includes(` ${db} `) || title.includes("autovacuum")) continue;
       const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
       const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
       ticks += Number(f[11]) + Number(f[12]); // utime, stime (fields 14 and 15)
