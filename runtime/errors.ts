@@ -7,6 +7,7 @@
 export type ErrorCode =
   | "config"
   | "not_found"
+  | "access_denied"
   | "invalid_key"
   | "invalid_input"
   | "plugin"

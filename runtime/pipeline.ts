@@ -9,6 +9,7 @@ import type { PipelineConfig } from "./config/schema.ts";
 import { openDatabase, type Database } from "./db.ts";
 import { stageError } from "./errors.ts";
 import { loadPlugin } from "./plugins.ts";
+import { retryingStore } from "./store-retry.ts";
 
 export interface Pipeline {
   config: PipelineConfig;
@@ -42,7 +43,8 @@ export async function openPipeline(config: PipelineConfig, log: Logger, opts: { 
   // Plugins that talk to Postgres (notifier, source) default to the same database, embedded or not.
   const env = { ...process.env, DATABASE_URL: process.env.DATABASE_URL || db.url } as Record<string, string | undefined>;
   const base: PluginContext = { baseDir: config.baseDir, log, env };
-  const store = opts.store ?? (await createPlugin<Store>("store", config.store, { ...base, log: log.child({ stage: "store" }) }));
+  const storeLog = log.child({ stage: "store" });
+  const store = retryingStore(opts.store ?? (await createPlugin<Store>("store", config.store, { ...base, log: storeLog })), storeLog);
   const ctx = (stage: string): PluginContext => ({ ...base, store, log: log.child({ stage }) });
   const made: Array<() => Promise<void>> = [];
   const once = <T extends object>(make: () => Promise<T>) => {

@@ -26,8 +26,11 @@ export async function withRetry<T>(fn: (attempt: number) => Promise<T>, opts: Re
   }
 }
 
-/** Errors that another attempt cannot fix: missing objects, bad keys, bad config. */
+/** Error codes another attempt cannot fix: missing objects, refused access, bad keys, bad config or input. */
+const PERMANENT = new Set(["not_found", "access_denied", "invalid_key", "config", "invalid_input", "ENOENT", "EACCES", "EPERM"]);
+
+/** False for errors that another attempt cannot fix (see PERMANENT); true for everything else. */
 export function isTransient(err: unknown): boolean {
-  const code = (err as { code?: string } | null)?.code;
-  return code !== "not_found" && code !== "invalid_key" && code !== "config" && code !== "invalid_input";
+  const code = (err as { code?: unknown } | null)?.code;
+  return !(typeof code === "string" && PERMANENT.has(code));
 }

@@ -28,7 +28,7 @@ function fsError(op: string, key: string, err: unknown): ApfaError {
   const code = (err as NodeJS.ErrnoException).code;
   if (code === "ENOENT") return new ApfaError("not_found", `no object at ${key}`, { cause: err, where: "store:fs" });
   const why = code === "ENOSPC" ? "disk full" : code === "EACCES" || code === "EPERM" ? "permission denied" : code ?? "error";
-  return new ApfaError("store", `${op} ${key} failed: ${why}`, { cause: err, where: "store:fs" });
+  return new ApfaError(code === "EACCES" || code === "EPERM" ? "access_denied" : "store", `${op} ${key} failed: ${why}`, { cause: err, where: "store:fs" });
 }
 
 export default definePlugin({

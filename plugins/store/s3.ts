@@ -188,6 +188,7 @@ export default definePlugin({
         kind = "config";
         msg = `${at} failed: bucket ${bucket} does not exist at ${url.origin}; create it or set option \`create_bucket: true\``;
       } else if (["AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "Forbidden"].includes(code)) {
+        kind = "access_denied";
         msg = `${at} failed: ${code} — check the credentials in $${opts.access_key_env} / $${opts.secret_key_env} and the bucket policy`;
       } else if (NETWORK.has(code)) {
         msg = `${at} failed: cannot reach ${url.origin} (${code}) after ${attempts} attempt(s); check option \`endpoint\``;
@@ -259,6 +260,8 @@ export default definePlugin({
 
     return {
       describe: () => `s3:${where}`,
+      // Each request (each multipart part) is retried here, under runtime/retry.ts's policy and `retries`.
+      retriesItself: true,
       async put(key, data) {
         const obj = name(key);
         await ready();

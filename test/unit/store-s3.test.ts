@@ -130,7 +130,7 @@ describe("s3 store", () => {
       expect(bad.describe()).not.toContain(s);
     }
     const err = await bad.put("x", bytes("x")).catch((e) => e);
-    expect(isApfaError(err, "store")).toBe(true);
+    expect(isApfaError(err, "access_denied")).toBe(true);
     expect(err.message).toMatch(/InvalidAccessKeyId.*check the credentials in \$AWS_ACCESS_KEY_ID/);
     const shown = [errorMessage(err), JSON.stringify(err), JSON.stringify(err.cause), String(err.stack), String(err.cause?.stack)].join("\n");
     for (const s of Object.values(env)) expect(shown).not.toContain(s);
