@@ -41,6 +41,12 @@ export interface PluginDefinition<K extends PluginKind = PluginKind, O = unknown
   description: string;
   options: z.ZodType<O>;
   create(options: O, ctx: PluginContext): I | Promise<I>;
+  /**
+   * Embedders: the part of the validated options that, with the model, decides the vectors (model, dims,
+   * `max_chars`…; not threads or timeouts). A run reuses stored vectors only when this, hashed with the plugin
+   * name, is unchanged, so changing it in pipeline.yaml re-embeds everything. Default: every option.
+   */
+  identity?(options: O): unknown;
 }
 
 /** Identity helper that gives a plugin file full typing. */
@@ -112,6 +118,11 @@ export interface IndexArtifact {
   files: Record<string, Uint8Array>;
   /** The file whose SHA-256 names the version. */
   main: string;
+  /**
+   * Where the files already hold the input vectors as a little-endian f32 row-major matrix (`count × dims`
+   * from byte `offset` of `file`), so later runs can reuse them. Absent: the runtime stores `vectors.npy` too.
+   */
+  vectors?: { file: string; offset: number };
 }
 
 export interface SearchResult {
@@ -163,6 +174,12 @@ export interface Store {
   delete(key: string): Promise<void>;
   /** A human-readable location for logs (never includes credentials). */
   describe(): string;
+  /**
+   * True when the store retries transient failures itself (the s3 store retries each multipart part, which
+   * nothing outside it can do); otherwise the runtime wraps it in the one store retry policy
+   * (`runtime/store-retry.ts`). Either way, a call is retried at exactly one level.
+   */
+  retriesItself?: boolean;
   close?(): Promise<void>;
 }
 

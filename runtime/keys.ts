@@ -37,6 +37,8 @@ export const layout = {
   batchVectors: (run: string, n: number) => `batches/${run}/${String(n).padStart(6, "0")}.npy`,
   batchDocs: (run: string, n: number) => `batches/${run}/${String(n).padStart(6, "0")}.docs.jsonl`,
   batchPrefix: (run: string) => `batches/${run}/`,
+  /** The base rows a run carries into its version (written by embed_all, read by build_index). */
+  runReuse: (run: string) => `batches/${run}/reuse.jsonl`,
   indexPrefix: (version: string) => `indexes/${version}/`,
   indexFile: (version: string, file: string) => `indexes/${version}/${file}`,
   latest: "indexes/latest",

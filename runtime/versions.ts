@@ -9,7 +9,6 @@ import type { Store, SwapEvent } from "./contracts.ts";
 import { ApfaError, errorMessage } from "./errors.ts";
 import { layout } from "./keys.ts";
 import type { Pipeline } from "./pipeline.ts";
-import { withRetry, type RetryOptions } from "./retry.ts";
 
 export interface Manifest {
   version: string;
@@ -25,6 +24,14 @@ export interface Manifest {
   main: string;
   /** Every file of the version with its size and SHA-256. */
   files: Record<string, { bytes: number; sha256: string }>;
+  /**
+   * What later runs need to reuse this version's vectors (absent on versions built before incremental runs):
+   * the embedder identity the vectors belong to, where the raw f32 matrix sits, and `rows.jsonl`, one
+   * `[id, text_sha256, doc_sha256]` per row in row order (rows are sorted by id).
+   */
+  reuse?: { embedder_key: string; max_chars: number; engine_key: string; vectors: { file: string; offset: number }; rows: string };
+  /** The version this one was built from (its unchanged rows were copied), or null for a full build. */
+  built_from?: string | null;
 }
 
 export interface LatestPointer {
@@ -45,12 +52,12 @@ export function sha256(bytes: Uint8Array): string {
 }
 
 /** Writes a version's files and manifest, then publishes it. */
-export async function writeVersion(p: Pipeline, manifest: Manifest, files: Record<string, Uint8Array>, retry: RetryOptions = {}): Promise<void> {
+export async function writeVersion(p: Pipeline, manifest: Manifest, files: Record<string, Uint8Array>): Promise<void> {
   for (const [name, bytes] of Object.entries(files)) {
-    manifest.files[name] = { bytes: bytes.byteLength, sha256: sha256(bytes) };
-    await withRetry(() => p.store.put(layout.indexFile(manifest.version, name), bytes), retry);
+    manifest.files[name] ??= { bytes: bytes.byteLength, sha256: sha256(bytes) };
+    await p.store.put(layout.indexFile(manifest.version, name), bytes);
   }
-  await withRetry(() => p.store.put(layout.indexFile(manifest.version, "manifest.json"), new TextEncoder().encode(JSON.stringify(manifest, null, 2))), retry);
+  await p.store.put(layout.indexFile(manifest.version, "manifest.json"), new TextEncoder().encode(JSON.stringify(manifest, null, 2)));
   const bytes = Object.values(manifest.files).reduce((a, f) => a + f.bytes, 0);
   await p.db.pool.query(
     `insert into apfa.index_versions (version, pipeline, run_id, engine, metric, dims, count, model_id, bytes, manifest)
@@ -58,13 +65,13 @@ export async function writeVersion(p: Pipeline, manifest: Manifest, files: Recor
      on conflict (version) do update set deleted_at = null, run_id = coalesce(excluded.run_id, apfa.index_versions.run_id)`,
     [manifest.version, manifest.pipeline, manifest.run_id, manifest.engine, manifest.metric, manifest.dims, manifest.count, manifest.model_id, bytes, JSON.stringify(manifest)],
   );
-  await publishVersion(p, manifest, retry);
+  await publishVersion(p, manifest);
 }
 
 /** Points `latest` at a version (already in the store) and announces it. Used by builds and rollbacks. */
-export async function publishVersion(p: Pipeline, manifest: Manifest, retry: RetryOptions = {}): Promise<void> {
+export async function publishVersion(p: Pipeline, manifest: Manifest): Promise<void> {
   const pointer: LatestPointer = { version: manifest.version, published_at: new Date().toISOString() };
-  await withRetry(() => p.store.put(layout.latest, new TextEncoder().encode(JSON.stringify(pointer))), retry);
+  await p.store.put(layout.latest, new TextEncoder().encode(JSON.stringify(pointer)));
   await p.db.pool.query("update apfa.index_versions set published_at = now() where version = $1", [manifest.version]);
   const event: SwapEvent = { version: manifest.version, engine: manifest.engine, dims: manifest.dims, count: manifest.count, created_at: manifest.created_at };
   try {

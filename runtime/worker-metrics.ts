@@ -49,6 +49,11 @@ export function createWorkerMetrics(opts: WorkerMetricsOptions = {}) {
     registry,
     batches: new client.Counter({ name: "apfa_embedding_batches_total", help: "embed_batch attempts finished by this worker, by outcome (success, retry, failed)", labelNames: ["outcome"], ...reg }),
     documents: new client.Counter({ name: "apfa_embedding_documents_total", help: "Documents embedded and stored by this worker", ...reg }),
+    runDocs: {
+      embedded: new client.Counter({ name: "apfa_documents_embedded_total", help: "Documents embedded by the runs whose build this worker finished (new and changed documents)", ...reg }),
+      reused: new client.Counter({ name: "apfa_documents_reused_total", help: "Documents whose vectors the runs built by this worker carried over from the previous version", ...reg }),
+      removed: new client.Counter({ name: "apfa_documents_removed_total", help: "Documents of the previous version the runs built by this worker dropped (gone from the source)", ...reg }),
+    },
     taskSeconds: new client.Histogram({ name: "apfa_task_execution_seconds", help: "Job execution time by task and queue (every outcome)", labelNames: ["task", "queue"], buckets: TASK_BUCKETS, ...reg }),
     jobs: new client.Counter({ name: "apfa_jobs_total", help: "Jobs finished by this worker, by task, queue and outcome (success, retry, failed)", labelNames: ["task", "queue", "outcome"], ...reg }),
     reaped: new client.Counter({ name: "apfa_workers_reaped_total", help: "Dead workers whose jobs this worker released", ...reg }),
@@ -65,6 +70,7 @@ export function createWorkerMetrics(opts: WorkerMetricsOptions = {}) {
     async observeJob(job: Job, queue: string, outcome: JobOutcome, startedAt: number): Promise<void> {
       m.taskSeconds.observe({ task: job.task_identifier, queue }, (Date.now() - startedAt) / 1000);
       m.jobs.inc({ task: job.task_identifier, queue, outcome });
+      if (job.task_identifier === "build_index") return m.observeRun(job, outcome);
       if (job.task_identifier !== "embed_batch") return;
       m.batches.inc({ outcome });
       const { run_id, n } = (job.payload ?? {}) as { run_id?: string; n?: number };
@@ -75,6 +81,19 @@ export function createWorkerMetrics(opts: WorkerMetricsOptions = {}) {
         [run_id, n, startedAt - 1000],
       );
       if (r.rows[0]) m.documents.inc(r.rows[0].embedded ?? 0);
+    },
+    /** Counts a run's documents once, when the build that finished it succeeds. */
+    async observeRun(job: Job, outcome: JobOutcome): Promise<void> {
+      const { run_id } = (job.payload ?? {}) as { run_id?: string };
+      if (outcome !== "success" || !opts.pool || run_id === undefined) return;
+      const r = await opts.pool.query<{ e: string; u: string; d: string }>(
+        "select docs_embedded as e, docs_reused as u, docs_removed as d from apfa.runs where id = $1 and status = 'succeeded'",
+        [run_id],
+      );
+      if (!r.rows[0]) return;
+      m.runDocs.embedded.inc(Number(r.rows[0].e));
+      m.runDocs.reused.inc(Number(r.rows[0].u));
+      m.runDocs.removed.inc(Number(r.rows[0].d));
     },
     /** Starts label sets at zero so rate() works from the first scrape. */
     zero(tasks: Array<{ task: string; queue: string }>): void {

@@ -13,11 +13,13 @@ import type { Command } from "../runtime/cli.ts";
 import { cliLogger, loadOrFail, onceSignal } from "../runtime/commands/common.ts";
 import type { PipelineConfig } from "../runtime/config/schema.ts";
 import type { IndexEngine, Logger } from "../runtime/contracts.ts";
-import { checkItem, isSkip, type Doc } from "../runtime/documents.ts";
 import { ApfaError, errorMessage } from "../runtime/errors.ts";
-import { normaliseRows } from "../runtime/npy.ts";
 import { createPlugin, openPipeline, type Pipeline } from "../runtime/pipeline.ts";
-import { sha256, type Manifest } from "../runtime/versions.ts";
+import { buildVersion, type NewPart } from "../runtime/stages/build.ts";
+import { embedBatch, encodeBatch } from "../runtime/stages/embed.ts";
+import { enumerate } from "../runtime/stages/enumerate.ts";
+import { embedderKey, engineKey } from "../runtime/stages/identity.ts";
+import type { Manifest } from "../runtime/versions.ts";
 import { createApp, type CachedAnswer } from "./app.ts";
 import { opsRoutes } from "./api.ts";
 import { makeVerifier, mintToken, type AuthConfig, type Verifier } from "./auth.ts";
@@ -46,39 +48,32 @@ export function resolveAuth(config: PipelineConfig, log?: Logger): AuthConfig | 
   return { ...a, jwt_secret: fs.readFileSync(file, "utf8").trim() } as AuthConfig;
 }
 
-/** The seed's fallback: embed the whole source in-process and build an index in the local cache. */
+/**
+ * The seed's fallback: the same stages a run uses (enumerate, embed each batch, build), in-process, with the
+ * result written to the local cache instead of the store.
+ */
 async function buildFromSource(p: Pipeline, engine: IndexEngine, cacheDir: string): Promise<{ manifest: Manifest; dir: string }> {
   const embedder = await p.embedder();
-  const seen = new Set<string>();
-  const docs: Doc[] = [];
+  const parts: NewPart[] = [];
   const source = await p.source();
-  for await (const page of source.pages({ pageSize: 1000 })) {
-    for (const item of page) {
-      const r = checkItem(item, seen);
-      if (!isSkip(r)) docs.push(r);
-    }
+  try {
+    await enumerate(source, {
+      batchSize: p.config.batch_size,
+      onBatch: async (docs, n) => {
+        const b = await embedBatch(embedder, docs);
+        parts.push({ n, docs: encodeBatch(b).docs, vectors: b.vectors, rows: b.docs.length, dims: b.dims, modelId: b.modelId, maxChars: b.maxChars });
+      },
+    });
+  } finally {
+    await source.close?.();
   }
-  await source.close?.();
-  const dims = embedder.dims;
-  const vectors = new Float32Array(docs.length * dims);
-  for (let i = 0; i < docs.length; i += 256) {
-    vectors.set(await embedder.embed(docs.slice(i, i + 256).map((d) => d.text.slice(0, embedder.maxChars))), i * dims);
-  }
-  normaliseRows(vectors, dims);
-  const artifact = await engine.build(vectors, dims);
-  const docBytes = new TextEncoder().encode(docs.map((d) => JSON.stringify(d)).join("\n") + "\n");
-  const version = crypto.createHash("sha256").update(artifact.files[artifact.main]).update(docBytes).digest("hex");
-  const dir = path.join(cacheDir, version);
+  const { manifest, files } = await buildVersion({
+    pipeline: p.config.name, runId: null, engine, engineName: p.config.stages.index.plugin,
+    engineKey: await engineKey(p.config), embedderKey: await embedderKey(p.config), parts, reuse: [],
+  });
+  const dir = path.join(cacheDir, manifest.version);
   await fsp.mkdir(dir, { recursive: true });
-  const files = { ...artifact.files, "docs.jsonl": docBytes };
-  const manifest: Manifest = {
-    version, pipeline: p.config.name, engine: p.config.stages.index.plugin, metric: engine.metric, dims, count: docs.length,
-    model_id: embedder.modelId, run_id: null, created_at: new Date().toISOString(), main: artifact.main, files: {},
-  };
-  for (const [name, bytes] of Object.entries(files)) {
-    await fsp.writeFile(path.join(dir, name), bytes);
-    manifest.files[name] = { bytes: bytes.byteLength, sha256: sha256(bytes) };
-  }
+  for (const [name, bytes] of Object.entries(files)) await fsp.writeFile(path.join(dir, name), bytes);
   await fsp.writeFile(path.join(dir, "manifest.json"), JSON.stringify(manifest));
   return { manifest, dir };
 }

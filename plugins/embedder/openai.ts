@@ -90,6 +90,7 @@ export default definePlugin({
   name: NAME,
   description: "Any OpenAI-compatible /embeddings endpoint (OpenAI, TEI, vLLM, Ollama)",
   options,
+  identity: (opts: OpenaiOptions) => ({ base_url: opts.base_url, model: opts.model, dims: opts.dims ?? null, max_chars: opts.max_chars }),
   async create(opts: OpenaiOptions, ctx): Promise<Embedder> {
     const url = `${opts.base_url.replace(/\/+$/, "")}/embeddings`;
     const shownUrl = String(redact(url));

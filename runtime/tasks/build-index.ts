@@ -1,20 +1,23 @@
 /**
- * `build_index` (indexing queue): loads every batch artifact of a run, concatenates the vectors (one memcpy
- * per batch), builds with the configured engine, names the version by SHA-256 of the index file and the
- * documents, writes `indexes/<version>/` with its manifest, atomically replaces `indexes/latest`, records the
- * version and publishes a swap event. The same inputs give the same version, so a retried build is harmless.
+ * `build_index` (indexing queue): an adapter over the build stage. Reads the run's new batch parts (refusing
+ * when more are missing than `run.missing_batch_threshold` allows), the base version's rows when the run
+ * carries any, builds the version, writes `indexes/<version>/` with its manifest and publishes it. When the
+ * run changed nothing, the base version is the result as it is. The same inputs give the same version, so a
+ * retried build is harmless.
  * @module
  */
-import * as crypto from "node:crypto";
 import type { JobHelpers } from "graphile-worker";
-import { errorMessage } from "../errors.ts";
+import { errorMessage, isApfaError } from "../errors.ts";
 import { layout } from "../keys.ts";
 import { decodeNpy } from "../npy.ts";
 import type { Pipeline } from "../pipeline.ts";
-import { withRetry } from "../retry.ts";
-import { failRun, getRun } from "../runs.ts";
-import { concatBytes } from "../streams.ts";
-import { writeVersion, type Manifest } from "../versions.ts";
+import { isTransient } from "../retry.ts";
+import { failRun, getRun, listBatches, succeedRun, type RunRow } from "../runs.ts";
+import { readBase } from "../stages/base.ts";
+import { buildVersion, unchangedBase, type NewPart } from "../stages/build.ts";
+import { decodeReuse } from "../stages/enumerate.ts";
+import { engineKey } from "../stages/identity.ts";
+import { publishVersion, readLatest, readManifest, writeVersion } from "../versions.ts";
 
 export interface BuildIndexPayload {
   run_id: string;
@@ -28,95 +31,92 @@ export function makeBuildIndex(p: Pipeline) {
     if (!run) throw new Error(`run ${runId} does not exist`);
     if (run.status !== "building") return;
     const t0 = performance.now();
-    const batches = (await p.db.pool.query<{ n: number; status: string; vectors_key: string | null; docs_key: string | null }>(
-      "select n, status, vectors_key, docs_key from apfa.batches where run_id = $1 order by n",
-      [runId],
-    )).rows;
-    const retry = { onRetry: (e: unknown, a: number, d: number) => log.warn("store call failed; retrying", { attempt: a, delay_ms: d, error: errorMessage(e) }) };
-
-    const parts: Array<{ n: number; data: Float32Array; rows: number; cols: number; docs: Uint8Array }> = [];
+    const batches = await listBatches(p.db.pool, runId);
+    const parts: NewPart[] = [];
     const missing: Array<{ n: number; reason: string }> = [];
     for (const b of batches) {
-      if (b.status !== "done" || !b.vectors_key || !b.docs_key) {
+      if (b.status !== "done" || !b.vectors_key || !b.docs_key || b.dims === null || b.model_id === null || b.max_chars === null) {
         missing.push({ n: b.n, reason: `batch ${b.status}` });
         continue;
       }
       try {
-        const npy = decodeNpy(await withRetry(() => p.store.get(b.vectors_key!), retry), b.vectors_key);
-        const docs = await withRetry(() => p.store.get(b.docs_key!), retry);
-        parts.push({ n: b.n, ...npy, docs });
+        const npy = decodeNpy(await p.store.get(b.vectors_key), b.vectors_key);
+        if (npy.rows && npy.cols !== b.dims) throw new Error(`${b.vectors_key} has ${npy.cols} dims, the batch says ${b.dims}`);
+        parts.push({ n: b.n, docs: await p.store.get(b.docs_key), vectors: npy.data, rows: npy.rows, dims: b.dims, modelId: b.model_id, maxChars: b.max_chars });
       } catch (err) {
         log.error("batch artifact missing or unreadable", { batch: b.n, error: errorMessage(err) });
         missing.push({ n: b.n, reason: errorMessage(err) });
       }
     }
-    const total = batches.length || 1;
-    if (missing.length / total > p.config.run.missing_batch_threshold) {
+    if (batches.length && missing.length / batches.length > p.config.run.missing_batch_threshold) {
       const msg = `${missing.length} of ${batches.length} batches missing (threshold ${p.config.run.missing_batch_threshold}): ` +
         missing.slice(0, 10).map((m) => `#${m.n} ${m.reason}`).join("; ");
       await failRun(p.db.pool, runId, msg);
       log.error("build refused", { missing: missing.length, batches: batches.length });
       return;
     }
-    const dims = parts[0]?.cols ?? 0;
-    const bad = parts.find((x) => x.cols !== dims);
-    if (bad || dims === 0) {
-      await failRun(p.db.pool, runId, bad ? `batch ${bad.n} has ${bad.cols} dims, batch ${parts[0].n} has ${dims}` : "no vectors to index");
+
+    let version: string;
+    let timing = { load_ms: 0, assemble_ms: 0, engine_ms: 0 };
+    let count: number;
+    try {
+      const reuse = run.reuse_key ? decodeReuse(await p.store.get(run.reuse_key)) : [];
+      const baseManifest = run.base_version ? await readManifest(p.store, run.base_version) : undefined;
+      const ekey = await engineKey(p.config);
+      if (baseManifest && unchangedBase(baseManifest, reuse, parts.length, ekey)) {
+        version = baseManifest.version;
+        count = baseManifest.count;
+        if ((await readLatest(p.store))?.version !== version) await publishVersion(p, baseManifest);
+        log.info("nothing changed: the base version stands", { version });
+      } else {
+        const base = baseManifest && reuse.length ? await readBase(p.store, baseManifest) : undefined;
+        timing.load_ms = Math.round(performance.now() - t0);
+        const built = await buildVersion({
+          pipeline: p.config.name, runId, engine: await p.engine(), engineName: p.config.stages.index.plugin, engineKey: ekey,
+          embedderKey: run.embedder_key ?? "", parts, base, reuse,
+        });
+        timing = { ...timing, assemble_ms: Math.round(built.assembleMs), engine_ms: Math.round(built.engineMs) };
+        await writeVersion(p, built.manifest, built.files);
+        version = built.manifest.version;
+        count = built.manifest.count;
+        log.info("index built", { version, count, dims: built.manifest.dims, engine: built.manifest.engine, built_from: built.manifest.built_from, ...timing });
+      }
+    } catch (err) {
+      // Bad inputs (a damaged base, mixed embedders, nothing to index) do not improve with a retry; a store
+      // outage may, so it goes back to graphile-worker until the last attempt.
+      if (!isApfaError(err, "index") && isTransient(err) && helpers.job.attempts < helpers.job.max_attempts) throw err;
+      await failRun(p.db.pool, runId, `build failed: ${errorMessage(err)}`);
+      log.error("build failed", { error: errorMessage(err) });
       return;
     }
-    const count = parts.reduce((a, x) => a + x.rows, 0);
-    const vectors = new Float32Array(count * dims);
-    let off = 0;
-    for (const x of parts) {
-      vectors.set(x.data, off);
-      off += x.data.length;
-    }
-    const docs = concatBytes(parts.map((x) => x.docs));
-    const loadMs = performance.now() - t0;
-
-    const engine = await p.engine();
-    const embedder = await p.embedder();
-    const t1 = performance.now();
-    const artifact = await engine.build(vectors, dims);
-    const buildMs = performance.now() - t1;
-    const main = artifact.files[artifact.main];
-    const version = crypto.createHash("sha256").update(main).update(docs).digest("hex");
-    const manifest: Manifest = {
-      version,
-      pipeline: p.config.name,
-      engine: p.config.stages.index.plugin,
-      metric: engine.metric,
-      dims,
-      count,
-      model_id: embedder.modelId,
-      run_id: runId,
-      created_at: new Date().toISOString(),
-      main: artifact.main,
-      files: {},
-    };
-    await writeVersion(p, manifest, { ...artifact.files, "docs.jsonl": docs }, retry);
-
-    const stats = {
-      docs_read: Number(run.docs_read),
-      docs_embedded: Number(run.docs_embedded),
-      docs_skipped: Number(run.docs_skipped),
-      docs_truncated: Number(run.docs_truncated),
-      skipped: run.skipped,
-      batches: batches.length,
-      batches_missing: missing.length,
-      vectors: count,
-      duration_s: run.started_at ? (Date.now() - run.started_at.getTime()) / 1000 : undefined,
-      docs_per_s: run.started_at ? Number(run.docs_embedded) / ((Date.now() - run.started_at.getTime()) / 1000) : undefined,
-      build_load_ms: Math.round(loadMs),
-      build_engine_ms: Math.round(buildMs),
-    };
-    await p.db.pool.query(
-      `update apfa.runs set status = 'succeeded', index_version = $2, stats = $3, finished_at = now() where id = $1 and status = 'building'`,
-      [runId, version, JSON.stringify(stats)],
-    );
-    await withRetry(() => p.store.put(layout.runReport(runId), new TextEncoder().encode(JSON.stringify({ run_id: runId, version, stats }, null, 2))), retry)
+    const stats = runStats(run, { batches: batches.length, missing: missing.length, vectors: count, ...timing });
+    await succeedRun(p.db.pool, runId, version, stats);
+    await p.store.put(layout.runReport(runId), new TextEncoder().encode(JSON.stringify({ run_id: runId, version, stats }, null, 2)))
       .catch((err) => log.warn("run report not written", { error: errorMessage(err) }));
-    log.info("index built", { version, count, dims, engine: manifest.engine, load_ms: Math.round(loadMs), build_ms: Math.round(buildMs) });
-    void helpers;
+  };
+}
+
+/** The figures `apfa.runs.stats` and `runs/<run>.json` carry. */
+function runStats(run: RunRow, b: { batches: number; missing: number; vectors: number; load_ms: number; assemble_ms: number; engine_ms: number }): Record<string, unknown> {
+  const elapsed = run.started_at ? (Date.now() - run.started_at.getTime()) / 1000 : undefined;
+  return {
+    docs_read: Number(run.docs_read),
+    docs_embedded: Number(run.docs_embedded),
+    docs_reused: Number(run.docs_reused),
+    docs_changed: Number(run.docs_changed),
+    docs_removed: Number(run.docs_removed),
+    docs_skipped: Number(run.docs_skipped),
+    docs_truncated: Number(run.docs_truncated),
+    skipped: run.skipped,
+    base_version: run.base_version,
+    base_reason: run.base_reason,
+    batches: b.batches,
+    batches_missing: b.missing,
+    vectors: b.vectors,
+    duration_s: elapsed,
+    docs_per_s: elapsed ? Number(run.docs_embedded) / elapsed : undefined,
+    build_load_ms: b.load_ms,
+    build_assemble_ms: b.assemble_ms,
+    build_engine_ms: b.engine_ms,
   };
 }

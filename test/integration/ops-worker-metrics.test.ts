@@ -54,6 +54,12 @@ describe("worker /metrics", () => {
     expect(m.get('apfa_jobs_total{task="embed_batch",queue="embedding",outcome="success"}')).toBe(4);
     expect(m.get('apfa_task_execution_seconds_bucket{le="+Inf",task="embed_batch",queue="embedding"}')).toBe(4);
     expect(m.get('apfa_task_execution_seconds_sum{task="embed_batch",queue="embedding"}')).toBeGreaterThan(0);
+    // The run's own document counts arrive once its build succeeded: a first run embeds all, reuses none.
+    const d = await until("the run's documents to be counted", async () => {
+      const x = await scrape();
+      return x.get("apfa_documents_embedded_total") === 35 ? x : undefined;
+    }, 10_000);
+    expect([d.get("apfa_documents_reused_total"), d.get("apfa_documents_removed_total")]).toEqual([0, 0]);
   });
 
   it("reports waiting jobs per queue, including ones scheduled for later, but not running or dead ones", async () => {

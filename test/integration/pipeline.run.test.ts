@@ -282,7 +282,8 @@ describe("a 5,000-document run", () => {
     const embedder = (await tp.pipeline.embedder()) as HashEmbedder;
     const failedBefore = embedder.stats.failed;
     try {
-      const runId = await createRun(tp.db.pool, tp.config, "test");
+      // Full: the corpus is unchanged since the first run, which an incremental run would simply carry over.
+      const runId = await createRun(tp.db.pool, tp.config, "test", { full: true });
       // After the first attempt dies, some batches exist and their jobs may already run.
       await waitFor(async () => (await tp.db.pool.query("select 1 from apfa.job_history where run_id = $1 and task = 'embed_all'", [runId])).rowCount, (n) => n! > 0, "the first attempt to fail");
       const partial = (await tp.db.pool.query<{ n: number }>("select n from apfa.batches where run_id = $1 order by n", [runId])).rows.map((r) => r.n);

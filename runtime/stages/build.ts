@@ -1,0 +1,137 @@
+/**
+ * Stage 3: build a version from the base's carried rows plus the newly embedded batch parts. Rows are put in
+ * canonical order (by id, UTF-16 code-unit order), so a corpus gives the same rows, the same `docs.jsonl` and,
+ * for `flat`, the same file and version hash whether it was built incrementally or from scratch. Carried rows
+ * are copied from the base's vector matrix; only new batches are read. No database, no store.
+ * @module
+ */
+import * as crypto from "node:crypto";
+import type { IndexEngine } from "../contracts.ts";
+import { ApfaError } from "../errors.ts";
+import { encodeNpy } from "../npy.ts";
+import { concatBytes } from "../streams.ts";
+import { sha256, type Manifest } from "../versions.ts";
+import type { BaseData } from "./base.ts";
+import { textHash, type ReuseEntry } from "./enumerate.ts";
+import { digest } from "./identity.ts";
+
+/** One embedded batch as the build reads it back. */
+export interface NewPart {
+  n: number;
+  /** `.docs.jsonl` bytes: one document line per vector row. */
+  docs: Uint8Array;
+  vectors: Float32Array;
+  rows: number;
+  dims: number;
+  modelId: string;
+  maxChars: number;
+}
+
+export interface BuildInput {
+  pipeline: string;
+  runId: string | null;
+  engine: IndexEngine;
+  engineName: string;
+  engineKey: string;
+  embedderKey: string;
+  parts: NewPart[];
+  base?: BaseData;
+  reuse: ReuseEntry[];
+}
+
+export interface BuiltVersion {
+  manifest: Manifest;
+  files: Record<string, Uint8Array>;
+  assembleMs: number;
+  engineMs: number;
+}
+
+const enc = new TextEncoder();
+const fail = (msg: string) => new ApfaError("index", msg, { where: "build" });
+
+/**
+ * True when the run changes nothing the base serves: no new vectors, every base row carried (entries name
+ * distinct rows, one per id, so the count says all) with its document line unchanged, and the same engine
+ * settings. The base version is then the result, as it is, whatever order the source yielded it in.
+ */
+export function unchangedBase(base: Manifest, reuse: ReuseEntry[], newParts: number, engineKey: string): boolean {
+  return newParts === 0 && base.reuse?.engine_key === engineKey && reuse.length === base.count && reuse.every((e) => e.doc === undefined);
+}
+
+export async function buildVersion(input: BuildInput): Promise<BuiltVersion> {
+  const t0 = performance.now();
+  const { base, parts } = input;
+  const first = parts[0];
+  const dims = first?.dims ?? base?.dims ?? 0;
+  const modelId = first?.modelId ?? base?.manifest.model_id ?? "";
+  const maxChars = first?.maxChars ?? base?.maxChars ?? 0;
+  for (const p of parts) {
+    if (p.dims !== dims || p.modelId !== modelId || p.maxChars !== maxChars) {
+      throw fail(`batch ${p.n} was embedded by ${p.modelId} (${p.dims} dims, max_chars ${p.maxChars}), batch ${first.n} by ${modelId} (${dims} dims, max_chars ${maxChars})`);
+    }
+  }
+  if (base && parts.length && base.dims !== dims) throw fail(`new batches have ${dims} dims, the base version ${base.dims}`);
+  if (dims === 0) throw fail("no vectors to index");
+
+  // Every row of the next version: where its document line and vector come from.
+  type Row = { id: string; line: Uint8Array; src: Float32Array; at: number; th: string; dh: string };
+  const rows: Row[] = [];
+  for (const e of input.reuse) {
+    if (!base) throw fail("a reuse list without a base version");
+    const line = e.doc === undefined ? base.docLines[e.row] : enc.encode(e.doc);
+    rows.push({ id: base.ids[e.row], line, src: base.vectors, at: e.row * dims, th: base.textHashes[e.row], dh: e.doc === undefined ? base.docHashes[e.row] : digest(line) });
+  }
+  for (const p of parts) {
+    let start = 0;
+    for (let i = 0; i < p.rows; i++) {
+      let end = p.docs.indexOf(0x0a, start);
+      if (end < 0) end = p.docs.byteLength;
+      const line = p.docs.subarray(start, end);
+      start = end + 1;
+      const doc = JSON.parse(new TextDecoder().decode(line)) as { id: string; text: string };
+      rows.push({ id: doc.id, line, src: p.vectors, at: i * dims, th: textHash(doc.text, p.maxChars), dh: digest(line) });
+    }
+  }
+  rows.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  for (let i = 1; i < rows.length; i++) if (rows[i].id === rows[i - 1].id) throw fail(`document id ${JSON.stringify(rows[i].id)} appears twice`);
+  if (!rows.length) throw fail("no vectors to index");
+
+  const vectors = new Float32Array(rows.length * dims);
+  const lines: Uint8Array[] = [];
+  const nl = enc.encode("\n");
+  rows.forEach((r, i) => {
+    vectors.set(r.src.subarray(r.at, r.at + dims), i * dims);
+    lines.push(r.line, nl);
+  });
+  const docs = concatBytes(lines);
+  const rowsFile = enc.encode(rows.map((r) => JSON.stringify([r.id, r.th, r.dh])).join("\n") + "\n");
+  const assembleMs = performance.now() - t0;
+
+  const t1 = performance.now();
+  const artifact = await input.engine.build(vectors, dims);
+  const engineMs = performance.now() - t1;
+  const files: Record<string, Uint8Array> = { ...artifact.files, "docs.jsonl": docs, "rows.jsonl": rowsFile };
+  let where = artifact.vectors;
+  if (!where) {
+    const [header] = encodeNpy(vectors, rows.length, dims);
+    files["vectors.npy"] = concatBytes(encodeNpy(vectors, rows.length, dims));
+    where = { file: "vectors.npy", offset: header.byteLength };
+  }
+  const version = crypto.createHash("sha256").update(files[artifact.main]).update(docs).digest("hex");
+  const manifest: Manifest = {
+    version,
+    pipeline: input.pipeline,
+    engine: input.engineName,
+    metric: input.engine.metric,
+    dims,
+    count: rows.length,
+    model_id: modelId,
+    run_id: input.runId,
+    created_at: new Date().toISOString(),
+    main: artifact.main,
+    files: Object.fromEntries(Object.entries(files).map(([name, b]) => [name, { bytes: b.byteLength, sha256: sha256(b) }])),
+    reuse: { embedder_key: input.embedderKey, max_chars: maxChars, engine_key: input.engineKey, vectors: where, rows: "rows.jsonl" },
+    built_from: base?.version ?? null,
+  };
+  return { manifest, files, assembleMs, engineMs };
+}

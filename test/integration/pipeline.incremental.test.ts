@@ -1,0 +1,158 @@
+/**
+ * Incremental runs against a real Postgres and the fs store: a rerun of an unchanged corpus embeds nothing and
+ * keeps the version; edits, inserts and deletes embed exactly the changed documents and the result equals a
+ * `--full` rebuild (same version hash on `flat`); a new embedder identity or a damaged base means a full run.
+ * Each "did not embed" is proven by the embedder's own call counter and the run's counters.
+ */
+import * as fsp from "node:fs/promises";
+import * as path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { layout } from "../../runtime/keys.ts";
+import { followRun } from "../../runtime/progress.ts";
+import { createRun, type RunRow } from "../../runtime/runs.ts";
+import { readLatest, readManifest, type Manifest } from "../../runtime/versions.ts";
+import { startWorker, type WorkerHandle } from "../../runtime/worker.ts";
+import type { HashEmbedder } from "../fixtures/plugins/hash-embedder.ts";
+import { openTestPipeline, type TestPipeline } from "../helpers/pg.ts";
+
+const N = 300;
+const id = (i: number) => `doc-${String(i).padStart(4, "0")}`;
+type Doc = { id: string; text: string; tier?: string };
+
+function corpus(): Doc[] {
+  return Array.from({ length: N }, (_, i) => ({ id: id(i), text: `document ${i} about loans, savings and rate ${i % 17}`, tier: i % 2 ? "a" : "b" }));
+}
+
+async function runOnce(tp: TestPipeline, docs: Doc[], opts: { full?: boolean } = {}): Promise<RunRow> {
+  // Written in a shuffled order: the version must not depend on the order a source yields documents in.
+  const shuffled = [...docs].sort((a, b) => (a.text.length % 3) - (b.text.length % 3) || (a.id < b.id ? 1 : -1));
+  await fsp.writeFile(path.join(tp.dir, "docs.jsonl"), shuffled.map((d) => JSON.stringify({ id: d.id, text: d.text, metadata: { tier: d.tier } })).join("\n") + "\n");
+  const runId = await createRun(tp.db.pool, tp.config, "test", opts);
+  return followRun(tp.db.pool, runId, { tty: false, write: () => {}, intervalMs: 50 });
+}
+
+async function servedDocs(tp: TestPipeline, version: string): Promise<Array<{ id: string; text: string; metadata: Record<string, unknown> }>> {
+  const text = new TextDecoder().decode(await tp.pipeline.store.get(layout.indexFile(version, "docs.jsonl")));
+  return text.trim().split("\n").map((l) => JSON.parse(l));
+}
+
+async function versionFiles(tp: TestPipeline, m: Manifest): Promise<Record<string, Uint8Array>> {
+  const out: Record<string, Uint8Array> = {};
+  for (const f of Object.keys(m.files)) out[f] = await tp.pipeline.store.get(layout.indexFile(m.version, f));
+  return out;
+}
+
+for (const engine of ["flat", "hnsw"] as const) {
+  describe(`incremental runs (${engine})`, () => {
+    let tp: TestPipeline;
+    let worker: WorkerHandle;
+    let embedder: HashEmbedder;
+    let first: RunRow;
+    let docs = corpus();
+
+    beforeAll(async () => {
+      tp = await openTestPipeline({ batch_size: 40, stages: { index: { plugin: engine }, embedder: { options: { dims: 32 } } } });
+      worker = await startWorker(tp.pipeline, { cron: false });
+      embedder = (await tp.pipeline.embedder()) as HashEmbedder;
+      first = await runOnce(tp, docs);
+    }, 120_000);
+    afterAll(async () => {
+      await worker?.stop("test done");
+      await tp?.close();
+    });
+
+    it("the first run embeds everything and records what later runs reuse", async () => {
+      expect(first.status).toBe("succeeded");
+      expect([Number(first.docs_embedded), Number(first.docs_reused), Number(first.docs_removed)]).toEqual([N, 0, 0]);
+      expect(first.base_version).toBeNull();
+      expect(first.base_reason).toBe("no previous version");
+      const m = await readManifest(tp.pipeline.store, first.index_version!);
+      expect(m.reuse?.rows).toBe("rows.jsonl");
+      expect(m.reuse?.vectors.file).toBe(engine === "flat" ? "index.faiss" : "vectors.npy");
+      // Canonical order: by id, whatever order the source gave.
+      expect((await servedDocs(tp, m.version)).map((d) => d.id)).toEqual(corpus().map((d) => d.id));
+    });
+
+    it("an unchanged corpus embeds nothing, reuses every document and keeps the version", async () => {
+      const texts = embedder.stats.texts;
+      const r = await runOnce(tp, docs);
+      expect(r.status).toBe("succeeded");
+      expect(embedder.stats.texts).toBe(texts);
+      expect([Number(r.docs_embedded), Number(r.docs_reused), Number(r.docs_removed), r.batches_total]).toEqual([0, N, 0, 0]);
+      expect(r.base_version).toBe(first.index_version);
+      expect(r.index_version).toBe(first.index_version);
+      const versions = await tp.db.pool.query("select count(*)::int as n from apfa.index_versions");
+      expect(versions.rows[0].n).toBe(1);
+      const batches = await tp.db.pool.query("select count(*)::int as n from apfa.batches where run_id = $1", [r.id]);
+      expect(batches.rows[0].n).toBe(0);
+    });
+
+    it("edits, inserts and deletes embed exactly the changed documents; the result equals a --full rebuild", async () => {
+      const texts = embedder.stats.texts;
+      docs = corpus();
+      for (const i of [3, 50, 120, 121, 299]) docs[i] = { ...docs[i], text: `${docs[i].text} (edited)` };
+      docs[7] = { ...docs[7], tier: "platinum" }; // metadata only: the vector stays, the served document changes
+      const gone = [docs[10].id, docs[200].id];
+      docs = docs.filter((d) => !gone.includes(d.id));
+      docs.push({ id: "new-1", text: "a brand new loan product" }, { id: "new-2", text: "another new one" }, { id: "doc-0000a", text: "sorts between" });
+
+      const r = await runOnce(tp, docs);
+      expect(r.status).toBe("succeeded");
+      expect([Number(r.docs_embedded), Number(r.docs_changed), Number(r.docs_removed), Number(r.docs_reused)]).toEqual([8, 5, 2, N - 7]);
+      expect(embedder.stats.texts - texts).toBe(8);
+      const m = await readManifest(tp.pipeline.store, r.index_version!);
+      expect(m.built_from).toBe(first.index_version);
+      expect(m.count).toBe(N + 1);
+      const served = await servedDocs(tp, m.version);
+      const byId = new Map(served.map((d) => [d.id, d]));
+      expect(gone.some((g) => byId.has(g))).toBe(false);
+      expect(byId.get(docs.find((d) => d.id === id(3))!.id)?.text).toMatch(/\(edited\)$/);
+      expect(byId.get("new-1")?.text).toBe("a brand new loan product");
+      expect(byId.get(id(7))?.metadata).toEqual({ tier: "platinum" });
+      expect(served.map((d) => d.id)).toEqual(docs.map((d) => d.id).sort());
+
+      const full = await runOnce(tp, docs, { full: true });
+      expect(full.status).toBe("succeeded");
+      expect([Number(full.docs_embedded), Number(full.docs_reused), full.base_reason]).toEqual([N + 1, 0, "full run requested"]);
+      const fm = await readManifest(tp.pipeline.store, full.index_version!);
+      const a = await versionFiles(tp, m);
+      const b = await versionFiles(tp, fm);
+      expect(new TextDecoder().decode(b["docs.jsonl"])).toBe(new TextDecoder().decode(a["docs.jsonl"]));
+      expect(b["rows.jsonl"]).toEqual(a["rows.jsonl"]);
+      const va = a[m.reuse!.vectors.file].subarray(m.reuse!.vectors.offset);
+      const vb = b[fm.reuse!.vectors.file].subarray(fm.reuse!.vectors.offset);
+      expect(Buffer.compare(Buffer.from(va), Buffer.from(vb))).toBe(0);
+      if (engine === "flat") expect(full.index_version).toBe(r.index_version);
+    });
+
+    it.runIf(engine === "flat")("a base whose files fail their checksum means a full run, with the reason", async () => {
+      const latest = (await readLatest(tp.pipeline.store))!.version;
+      const m = await readManifest(tp.pipeline.store, latest);
+      const file = path.join(tp.dir, "store", layout.indexFile(latest, m.reuse!.vectors.file));
+      const bytes = await fsp.readFile(file);
+      bytes[bytes.length - 1] ^= 0xff;
+      await fsp.writeFile(file, bytes);
+      const r = await runOnce(tp, docs);
+      expect(r.status).toBe("succeeded");
+      expect([Number(r.docs_embedded), Number(r.docs_reused)]).toEqual([docs.length, 0]);
+      expect(r.base_reason).toMatch(/unusable as a base.*fails its checksum/);
+      // The rebuilt version is the same corpus: it repairs the damaged files under the same hash.
+      expect(r.index_version).toBe(latest);
+    });
+    it.runIf(engine === "flat")("a changed embedder option re-embeds everything without being told", async () => {
+      const opts = tp.config.stages.embedder.options as Record<string, unknown>;
+      const before = opts.max_chars;
+      opts.max_chars = 4000;
+      try {
+        const r = await runOnce(tp, docs);
+        expect(r.status).toBe("succeeded");
+        expect([Number(r.docs_embedded), Number(r.docs_reused)]).toEqual([docs.length, 0]);
+        expect(r.base_version).toBeNull();
+        expect(r.base_reason).toMatch(/embedder or an option that changes its vectors changed/);
+      } finally {
+        opts.max_chars = before;
+      }
+    });
+
+  });
+}
