@@ -21,7 +21,7 @@ export function describeProgress(r: RunRow, now = Date.now()): { line: string; f
   const fraction = total ? done / total : 0;
   const eta = total && done && r.status === "embedding" ? (elapsed / done) * (total - done) : NaN;
   const batches = total === null ? `${r.batches_done} batches (enumerating)` : `${done}/${total} batches`;
-  const reuse = r.status === "enumerating" ? "" : `  reused ${Number(r.docs_reused ?? 0)}  removed ${Number(r.docs_removed ?? 0)}`;
+  const reuse = r.status === "pending" || r.status === "enumerating" ? "" : `  reused ${Number(r.docs_reused ?? 0)}  removed ${Number(r.docs_removed ?? 0)}`;
   return { line: `${r.status.padEnd(11)} ${batches}  ${embedded} docs embedded${reuse}  ${rate.toFixed(1)} docs/s  ETA ${fmtEta(eta)}`, fraction };
 }
 

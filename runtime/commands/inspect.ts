@@ -194,7 +194,11 @@ export interface RunInfo {
   batches_failed: number;
   docs_read: number;
   docs_embedded: number;
+  docs_reused: number;
+  docs_removed: number;
   docs_skipped: number;
+  /** The version the run carried unchanged documents from (null: it embedded everything). */
+  base_version: string | null;
   index_version: string | null;
   error: string | null;
   created_at: Date;
@@ -209,7 +213,8 @@ export interface RunInfo {
 export async function inspectRuns(db: Queryable, pipeline: string, limit = 20): Promise<RunInfo[]> {
   const r = await db.query<RunInfo>(
     `select id, status, trigger, batches_total, batches_done, batches_failed, docs_read::float8 as docs_read,
-            docs_embedded::float8 as docs_embedded, docs_skipped::float8 as docs_skipped, index_version, error,
+            docs_embedded::float8 as docs_embedded, docs_reused::float8 as docs_reused, docs_removed::float8 as docs_removed,
+            docs_skipped::float8 as docs_skipped, base_version, index_version, error,
             created_at, started_at, finished_at,
             case when status = 'succeeded' then 1
                  when coalesce(batches_total, 0) = 0 then 0
@@ -311,9 +316,9 @@ export const inspect: Command = {
         return 0;
       }
       const r = await inspectRuns(db.pool, config.name, limit);
-      out(r, () => table(["run", "status", "trigger", "progress", "docs", "created", "index / error"], r.map((x) => [
+      out(r, () => table(["run", "status", "trigger", "progress", "embedded", "reused", "removed", "created", "index / error"], r.map((x) => [
         x.id, x.status, x.trigger, `${Math.round(x.progress * 100)}% (${x.batches_done + x.batches_failed}/${x.batches_total ?? "?"})`,
-        String(x.docs_embedded), iso(x.created_at), x.error ?? (x.index_version ? x.index_version.slice(0, 16) : "-"),
+        String(x.docs_embedded), String(x.docs_reused), String(x.docs_removed), iso(x.created_at), x.error ?? (x.index_version ? x.index_version.slice(0, 16) : "-"),
       ])));
       return 0;
     } finally {

@@ -116,11 +116,13 @@ function renderRuns({ runs }) {
         el("div", { class: `bar ${r.status}`, role: "progressbar", "aria-valuenow": pct, "aria-valuemin": 0, "aria-valuemax": 100 }, styled(el("span"), pct)),
         el("span", { class: "label" }, `${pct}% · ${batches}`))),
       el("td", { class: "num" }, num(r.docs_embedded)),
+      el("td", { class: "num", title: r.base_version ? `carried over from ${r.base_version}` : "no base version: everything embedded" }, num(r.docs_reused)),
+      el("td", { class: "num" }, num(r.docs_removed)),
       el("td", { class: "num" }, r.docs_per_s === null ? "–" : r.docs_per_s.toFixed(1)),
       el("td", {}, when(r.started_at ?? r.created_at)),
       el("td", {}, r.error ? errorCell(r.error) : short(r.index_version, 16)),
     );
-  }), "No runs yet. Press “Rebuild index” to start one.", 8);
+  }), "No runs yet. Press “Rebuild index” to start one.", 10);
 }
 
 function styled(node, pct) {

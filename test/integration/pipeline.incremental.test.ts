@@ -125,6 +125,19 @@ for (const engine of ["flat", "hnsw"] as const) {
       if (engine === "flat") expect(full.index_version).toBe(r.index_version);
     });
 
+    it.runIf(engine === "flat")("two runs started at once each diff against their own base and agree", async () => {
+      docs = docs.map((d, i) => (i % 50 === 1 ? { ...d, text: `${d.text} (twice)` } : d));
+      await fsp.writeFile(path.join(tp.dir, "docs.jsonl"), docs.map((d) => JSON.stringify({ id: d.id, text: d.text, metadata: { tier: d.tier } })).join("\n") + "\n");
+      const ids = await Promise.all([createRun(tp.db.pool, tp.config, "schedule"), createRun(tp.db.pool, tp.config, "manual")]);
+      const [a, b] = await Promise.all(ids.map((x) => followRun(tp.db.pool, x, { tty: false, write: () => {}, intervalMs: 50 })));
+      expect([a.status, b.status]).toEqual(["succeeded", "succeeded"]);
+      expect(a.base_version).toBe(b.base_version);
+      const edited = docs.filter((d) => d.text.endsWith("(twice)")).length;
+      expect([Number(a.docs_embedded), Number(b.docs_embedded)]).toEqual([edited, edited]);
+      expect(a.index_version).toBe(b.index_version);
+      expect((await servedDocs(tp, a.index_version!)).filter((d) => d.text.endsWith("(twice)"))).toHaveLength(edited);
+    });
+
     it.runIf(engine === "flat")("a base whose files fail their checksum means a full run, with the reason", async () => {
       const latest = (await readLatest(tp.pipeline.store))!.version;
       const m = await readManifest(tp.pipeline.store, latest);
