@@ -9,7 +9,9 @@ alter table apfa.runs
   add column docs_reused     bigint not null default 0,
   add column docs_changed    bigint not null default 0,
   add column docs_removed    bigint not null default 0,
-  add column reuse_key       text;
+  add column reuse_key       text,
+  add column source_cursor   text,
+  add column source_read     text;
 
 alter table apfa.batches
   add column model_id        text,

@@ -89,7 +89,28 @@ export interface Source {
   count?(): Promise<number | undefined>;
   /** Yields pages of at most `pageSize` items, in a stable order. */
   pages(opts: { pageSize: number; signal?: AbortSignal }): AsyncIterable<SourceItem[]>;
+  /**
+   * After `pages` or a `changes` read has been consumed: the position (a watermark, a table version) from which
+   * `changes` can later report what changed since. Undefined when the source cannot tell.
+   */
+  cursor?(): string | undefined;
+  /**
+   * What may have changed since `cursor`, so an incremental run need not read every record: the result must be
+   * the same as reading everything. Undefined when this source cannot tell from that cursor (the run then reads
+   * everything and compares hashes).
+   */
+  changes?(cursor: string, opts: { pageSize: number; signal?: AbortSignal }): Promise<SourceChanges | undefined>;
   close?(): Promise<void>;
+}
+
+/** What a source reports as changed since a cursor. */
+export interface SourceChanges {
+  /** Every record added or updated after the cursor (unchanged ones may be among them). Read first. */
+  pages: AsyncIterable<SourceItem[]>;
+  /** The id of every record the source holds now (deletions are the base ids missing here). Read second. */
+  ids(): AsyncIterable<unknown[]>;
+  /** The records with these ids (ids the source holds that the run knows nothing of). Read last. */
+  get(ids: string[]): Promise<SourceItem[]>;
 }
 
 export function isMalformed(item: SourceItem): item is SourceMalformed {

@@ -45,6 +45,8 @@ export interface RunRow {
   base_reason: string | null;
   embedder_key: string | null;
   reuse_key: string | null;
+  source_read: string | null;
+  source_cursor: string | null;
   index_version: string | null;
   error: string | null;
   stats: Record<string, unknown> | null;
@@ -190,6 +192,9 @@ export interface EnumerationCounts {
   changed: number;
   removed: number;
   reuseKey: string | null;
+  /** How the source was read (`full`, `changes since …`) and where the read ended. */
+  sourceRead: string;
+  sourceCursor: string | null;
   /** Documents in the next version: embedded plus reused. */
   kept: number;
 }
@@ -206,9 +211,10 @@ export async function finishEnumerating(pool: pg.Pool, config: PipelineConfig, r
               error = case when $9::bigint = 0 then 'the source yielded no valid documents' else error end,
               finished_at = case when $9::bigint = 0 then now() else finished_at end,
               batches_total = $2, docs_read = $3, docs_skipped = $4, skipped = $5, skipped_samples = $6,
-              docs_reused = $7, docs_changed = $8, docs_removed = $10, reuse_key = $11, enumerated_at = now()
+              docs_reused = $7, docs_changed = $8, docs_removed = $10, reuse_key = $11, source_read = $12, source_cursor = $13,
+              enumerated_at = now()
         where id = $1 and status = 'enumerating'`,
-      [runId, c.batches, c.read, skippedTotal, JSON.stringify(c.skipped), JSON.stringify(c.samples), c.reused, c.changed, c.kept, c.removed, c.reuseKey],
+      [runId, c.batches, c.read, skippedTotal, JSON.stringify(c.skipped), JSON.stringify(c.samples), c.reused, c.changed, c.kept, c.removed, c.reuseKey, c.sourceRead, c.sourceCursor],
     );
     await fanIn(client, config, runId);
   });

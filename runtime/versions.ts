@@ -29,7 +29,16 @@ export interface Manifest {
    * the embedder identity the vectors belong to, where the raw f32 matrix sits, and `rows.jsonl`, one
    * `[id, text_sha256, doc_sha256]` per row in row order (rows are sorted by id).
    */
-  reuse?: { embedder_key: string; max_chars: number; engine_key: string; vectors: { file: string; offset: number }; rows: string };
+  reuse?: {
+    embedder_key: string;
+    max_chars: number;
+    engine_key: string;
+    vectors: { file: string; offset: number };
+    rows: string;
+    /** The source settings the rows were read with, and where that read ended (`Source.cursor`), if it can tell. */
+    source_key?: string;
+    source_cursor?: string;
+  };
   /** The version this one was built from (its unchanged rows were copied), or null for a full build. */
   built_from?: string | null;
 }

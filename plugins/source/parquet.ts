@@ -149,8 +149,8 @@ export async function* parquetRecords(
 }
 
 /** Rebuffers records into pages of `pageSize`. */
-export async function* paginate(items: AsyncIterable<SourceItem>, pageSize: number, signal?: AbortSignal): AsyncIterable<SourceItem[]> {
-  let page: SourceItem[] = [];
+export async function* paginate<T = SourceItem>(items: AsyncIterable<T>, pageSize: number, signal?: AbortSignal): AsyncIterable<T[]> {
+  let page: T[] = [];
   for await (const item of items) {
     if (signal?.aborted) return;
     page.push(item);

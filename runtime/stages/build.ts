@@ -34,6 +34,8 @@ export interface BuildInput {
   engineName: string;
   engineKey: string;
   embedderKey: string;
+  /** The source settings and the cursor their read ended at, for the next run's changes read. */
+  source?: { key: string; cursor?: string };
   parts: NewPart[];
   base?: BaseData;
   reuse: ReuseEntry[];
@@ -130,7 +132,10 @@ export async function buildVersion(input: BuildInput): Promise<BuiltVersion> {
     created_at: new Date().toISOString(),
     main: artifact.main,
     files: Object.fromEntries(Object.entries(files).map(([name, b]) => [name, { bytes: b.byteLength, sha256: sha256(b) }])),
-    reuse: { embedder_key: input.embedderKey, max_chars: maxChars, engine_key: input.engineKey, vectors: where, rows: "rows.jsonl" },
+    reuse: {
+      embedder_key: input.embedderKey, max_chars: maxChars, engine_key: input.engineKey, vectors: where, rows: "rows.jsonl",
+      source_key: input.source?.key, source_cursor: input.source?.cursor,
+    },
     built_from: base?.version ?? null,
   };
   return { manifest, files, assembleMs, engineMs };

@@ -43,6 +43,11 @@ export function embedderKey(config: PipelineConfig): Promise<string> {
   return stageKey("embedder", config.stages.embedder, config.baseDir);
 }
 
+/** The identity of the source settings (a cursor from one query means nothing to another). */
+export function sourceKey(config: PipelineConfig): Promise<string> {
+  return stageKey("source", config.stages.source, config.baseDir);
+}
+
 /** The identity of the index this pipeline's engine builds from given vectors. */
 export function engineKey(config: PipelineConfig): Promise<string> {
   return stageKey("index", config.stages.index, config.baseDir);

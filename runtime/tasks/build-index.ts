@@ -16,7 +16,7 @@ import { failRun, getRun, listBatches, succeedRun, type RunRow } from "../runs.t
 import { readBase } from "../stages/base.ts";
 import { buildVersion, unchangedBase, type NewPart } from "../stages/build.ts";
 import { decodeReuse } from "../stages/enumerate.ts";
-import { engineKey } from "../stages/identity.ts";
+import { engineKey, sourceKey } from "../stages/identity.ts";
 import { publishVersion, readLatest, readManifest, writeVersion } from "../versions.ts";
 
 export interface BuildIndexPayload {
@@ -73,7 +73,7 @@ export function makeBuildIndex(p: Pipeline) {
         timing.load_ms = Math.round(performance.now() - t0);
         const built = await buildVersion({
           pipeline: p.config.name, runId, engine: await p.engine(), engineName: p.config.stages.index.plugin, engineKey: ekey,
-          embedderKey: run.embedder_key ?? "", parts, base, reuse,
+          embedderKey: run.embedder_key ?? "", source: { key: await sourceKey(p.config), cursor: run.source_cursor ?? undefined }, parts, base, reuse,
         });
         timing = { ...timing, assemble_ms: Math.round(built.assembleMs), engine_ms: Math.round(built.engineMs) };
         await writeVersion(p, built.manifest, built.files);
@@ -110,6 +110,7 @@ function runStats(run: RunRow, b: { batches: number; missing: number; vectors: n
     skipped: run.skipped,
     base_version: run.base_version,
     base_reason: run.base_reason,
+    source_read: run.source_read,
     batches: b.batches,
     batches_missing: b.missing,
     vectors: b.vectors,

@@ -13,7 +13,7 @@ import type { Pipeline } from "../pipeline.ts";
 import { activeRuns, addJob, cancelRuns, createRun, failRun, finishEnumerating, fixBase, recordBatch, startEnumerating } from "../runs.ts";
 import { planBase } from "../stages/base.ts";
 import { encodeReuse, enumerate } from "../stages/enumerate.ts";
-import { embedderKey } from "../stages/identity.ts";
+import { embedderKey, sourceKey } from "../stages/identity.ts";
 
 export interface EmbedAllPayload {
   run_id?: string;
@@ -69,9 +69,13 @@ export function makeEmbedAll(p: Pipeline) {
     let result;
     try {
       source = await p.source();
+      // A source that can tell what changed since the base was read is asked only that (same result, less reading).
+      const skey = await sourceKey(p.config);
+      const since = base?.manifest.reuse?.source_key === skey ? base.manifest.reuse.source_cursor : undefined;
       result = await enumerate(source, {
         batchSize: p.config.batch_size,
         base,
+        since,
         onBatch: async (docs, n) => {
           const inputKey = layout.batchInput(runId, n);
           const body = new TextEncoder().encode(docs.map((d) => JSON.stringify(d)).join("\n") + "\n");
@@ -104,11 +108,13 @@ export function makeEmbedAll(p: Pipeline) {
       changed: result.changed,
       removed: result.removed,
       reuseKey: result.reuse.length ? layout.runReuse(runId) : null,
+      sourceRead: result.mode,
+      sourceCursor: result.cursor ?? null,
       kept: result.toEmbed + result.reuse.length,
     });
     log.info("run enumerated", {
       batches: result.batches, enqueued_now: enqueued, docs_read: result.read, to_embed: result.toEmbed, reused: result.reuse.length,
-      changed: result.changed, removed: result.removed, skipped: result.skipped, base: base?.version ?? null,
+      changed: result.changed, removed: result.removed, skipped: result.skipped, base: base?.version ?? null, source_read: result.mode,
     });
   };
 }
