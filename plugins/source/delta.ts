@@ -270,6 +270,24 @@ export default definePlugin({
       if (!ctx.store) throw new ApfaError("config", "source option `key` needs a configured store");
       return storeTable(ctx.store, opts.key!);
     };
+    /** The table version the last read saw. */
+    let mark: string | undefined;
+    const refuseDeletionVectors = (t: DeltaTableFiles, snap: DeltaSnapshot) => {
+      const dv = snap.files.find((f) => f.deletionVector);
+      if (dv) {
+        throw new ApfaError("invalid_input", `${t.name}/${dv.path} has a deletion vector, which apfa's delta source does not support; purge them first (REORG TABLE ... APPLY (PURGE))`);
+      }
+    };
+    async function* records(t: DeltaTableFiles, files: DeltaFile[]) {
+      for (const f of files) {
+        const pf = await t.open(f.path);
+        try {
+          yield* parquetRecords(pf, { ...opts, extra: f.partitionValues });
+        } finally {
+          await pf.close();
+        }
+      }
+    }
     return {
       // From the `numRecords` stats writers put in add actions; unknown when a file lacks them.
       async count() {
@@ -279,21 +297,58 @@ export default definePlugin({
       async *pages({ pageSize, signal }) {
         const t = table();
         const snap = await loadSnapshot(t, opts.version, log);
-        const dv = snap.files.find((f) => f.deletionVector);
-        if (dv) {
-          throw new ApfaError("invalid_input", `${t.name}/${dv.path} has a deletion vector, which apfa's delta source does not support; purge them first (REORG TABLE ... APPLY (PURGE))`);
+        refuseDeletionVectors(t, snap);
+        yield* paginate(records(t, snap.files), pageSize, signal);
+        mark = String(snap.version);
+      },
+      cursor: () => mark,
+      /**
+       * From the commit log: the rows of every data file live now that was not live at the cursor's version (a
+       * file is immutable, so rows in files live then and now are unchanged), and the id column of every live file.
+       * Undefined when the log no longer reaches back to that version.
+       */
+      async changes(since, { pageSize, signal }) {
+        const from = Number(since);
+        if (!/^\d+$/.test(since)) return undefined;
+        const t = table();
+        const now = await loadSnapshot(t, opts.version, log);
+        if (now.version < from) return undefined;
+        const then = await loadSnapshot(t, from, log).catch((err: unknown) => {
+          log.info("delta log no longer reaches the last read version; reading the whole table", { since, error: errorMessage(err) });
+          return undefined;
+        });
+        if (!then) return undefined;
+        refuseDeletionVectors(t, now);
+        // The id must be a data column to read it alone; a partition-column id needs the full read.
+        if (now.files[0]) {
+          const pf = await t.open(now.files[0].path);
+          const cols = await readFooter(pf).then(columnNames).finally(() => pf.close());
+          if (!cols.includes(opts.id_field)) return undefined;
         }
-        async function* records() {
-          for (const f of snap.files) {
-            const pf = await t.open(f.path);
-            try {
-              yield* parquetRecords(pf, { ...opts, extra: f.partitionValues });
-            } finally {
-              await pf.close();
+        const old = new Set(then.files.map((f) => f.path));
+        const added = now.files.filter((f) => !old.has(f.path));
+        return {
+          pages: (async function* () {
+            yield* paginate(records(t, added), pageSize, signal);
+            mark = String(now.version);
+          })(),
+          ids: async function* () {
+            for (const f of now.files) {
+              const pf = await t.open(f.path);
+              try {
+                for await (const rows of parquetRowGroups(pf, await readFooter(pf), [opts.id_field])) yield rows.map((r) => r[opts.id_field]);
+              } finally {
+                await pf.close();
+              }
             }
-          }
-        }
-        yield* paginate(records(), pageSize, signal);
+          },
+          async get(ids) {
+            const want = new Set(ids);
+            const out = [];
+            for await (const r of records(t, now.files)) if (want.has(String(r.id))) out.push(r);
+            return out;
+          },
+        };
       },
     };
   },

@@ -52,6 +52,32 @@ async function readAll(o: Record<string, unknown>): Promise<SourceItem[]> {
 const idsOf = (items: SourceItem[]) => items.map((i) => (i as { id: unknown }).id);
 
 describe("delta source", () => {
+  it("reports what changed since a read from the commit log: rows of files added since, and every live id", async () => {
+    const w = await buildTable(path.join(root, "changes"));
+    const src = delta.create(delta.options.parse({ path: "changes" }), ctx);
+    for await (const _ of src.pages({ pageSize: 100 })) void _;
+    expect(src.cursor!()).toBe("2");
+    // v3: rewrite the card file with d5 edited and d9 deleted; v4: a new file with d20.
+    const f2 = { path: "kind=card/part-00002.parquet" } as Parameters<typeof w.remove>[0];
+    const rewritten = docs(5, 9).map((r) => (r.id === "d5" ? { ...r, text: "doc 5, edited" } : r));
+    await w.commit([w.remove(f2), { add: await w.addFile("kind=card/part-00005.parquet", rewritten, { kind: "card" }) }]);
+    await w.commit([{ add: await w.addFile("kind=loan/part-00006.parquet", docs(20, 21), { kind: "loan" }) }]);
+
+    const ch = (await src.changes!("2", { pageSize: 3 }))!;
+    const changed: SourceItem[] = [];
+    for await (const p of ch.pages) changed.push(...p);
+    expect(idsOf(changed)).toEqual([...ids(5, 9), "d20"]);
+    expect(changed[0]).toMatchObject({ text: "doc 5, edited" });
+    const live: unknown[] = [];
+    for await (const p of ch.ids()) live.push(...p);
+    expect(live.map(String).sort()).toEqual([...ids(5, 9), ...ids(10, 13), "d20"].sort());
+    expect(idsOf(await ch.get(["d11", "nope"]))).toEqual(["d11"]);
+    expect(src.cursor!()).toBe("4");
+    // A cursor the log cannot reach (or that is not a version) means a full read.
+    expect(await src.changes!("not-a-version", { pageSize: 3 })).toBeUndefined();
+    expect(await src.changes!("99", { pageSize: 3 })).toBeUndefined();
+  });
+
   it("leaves out the rows of a removed file and adds partition values to metadata", async () => {
     const items = await readAll({ path: "plain" });
     expect(idsOf(items)).not.toContain("d0");
