@@ -54,7 +54,7 @@ const idsOf = (items: SourceItem[]) => items.map((i) => (i as { id: unknown }).i
 describe("delta source", () => {
   it("reports what changed since a read from the commit log: rows of files added since, and every live id", async () => {
     const w = await buildTable(path.join(root, "changes"));
-    const src = delta.create(delta.options.parse({ path: "changes" }), ctx);
+    const src = await delta.create(delta.options.parse({ path: "changes" }), ctx);
     for await (const _ of src.pages({ pageSize: 100 })) void _;
     expect(src.cursor!()).toBe("2");
     // v3: rewrite the card file with d5 edited and d9 deleted; v4: a new file with d20.
