@@ -14,6 +14,7 @@ import * as crypto from "node:crypto";
 import type { Store } from "../contracts.ts";
 import { ApfaError, errorMessage } from "../errors.ts";
 import { layout } from "../keys.ts";
+import { isTransient } from "../retry.ts";
 import { sha256, readLatest, readManifest, type Manifest } from "../versions.ts";
 
 /** What the planner needs of the base: one entry per row, by id. */
@@ -78,7 +79,10 @@ function parseRows(bytes: Uint8Array, m: Manifest): Omit<BaseRows, "version" | "
 export async function planBase(store: Store, opts: { pipeline: string; embedderKey: string; full: boolean; version?: string | null }): Promise<BasePlan> {
   if (opts.full) return { base: undefined, reason: "full run requested" };
   if (opts.version === null) return { base: undefined, reason: "no base version" };
-  const latest = opts.version ? { version: opts.version } : await readLatest(store).catch((err) => ({ error: errorMessage(err) }));
+  const latest = opts.version ? { version: opts.version } : await readLatest(store).catch((err) => {
+    if (outage(err)) throw err;
+    return { error: errorMessage(err) };
+  });
   if (!latest) return { base: undefined, reason: "no previous version" };
   if ("error" in latest) return { base: undefined, reason: `the latest pointer is unreadable: ${latest.error}` };
   try {
@@ -91,8 +95,15 @@ export async function planBase(store: Store, opts: { pipeline: string; embedderK
     const rows = parseRows(await verified(store, m, m.reuse.rows), m);
     return { base: { version: m.version, manifest: m, maxChars: m.reuse.max_chars, ...rows }, reason: `built from ${m.version}` };
   } catch (err) {
+    // A store that is down says nothing about the base: the job retries rather than re-embed everything.
+    if (outage(err)) throw err;
     return { base: undefined, reason: `latest version ${latest.version.slice(0, 12)} is unusable as a base (${errorMessage(err)}); embedding everything` };
   }
+}
+
+/** A store failure another attempt may not see (the store's own errors other than missing or refused). */
+function outage(err: unknown): boolean {
+  return err instanceof ApfaError && isTransient(err) && err.code !== "index";
 }
 
 async function verifyStream(store: Store, m: Manifest, file: string): Promise<void> {

@@ -52,7 +52,12 @@ export function makeEmbedAll(p: Pipeline) {
     // Every attempt of a run plans against the base the first attempt chose, so their batches agree.
     const key = await embedderKey(p.config);
     const earlier = run.base_reason !== null;
-    const plan = await planBase(p.store, { pipeline: p.config.name, embedderKey: key, full: run.full_run, version: earlier ? run.base_version : undefined });
+    const plan = await planBase(p.store, { pipeline: p.config.name, embedderKey: key, full: run.full_run, version: earlier ? run.base_version : undefined })
+      .catch(async (err) => {
+        const msg = `reading the previous version failed: ${errorMessage(err)}`;
+        if (helpers.job.attempts >= helpers.job.max_attempts) await failRun(p.db.pool, runId, msg);
+        throw new Error(msg, { cause: err });
+      });
     if (earlier && (plan.base?.version ?? null) !== run.base_version) {
       const msg = `the base version ${run.base_version} an earlier attempt planned against is no longer usable (${plan.reason}); start a new run`;
       await failRun(p.db.pool, runId, msg);
