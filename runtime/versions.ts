@@ -41,6 +41,8 @@ export interface Manifest {
   };
   /** The version this one was built from (its unchanged rows were copied), or null for a full build. */
   built_from?: string | null;
+  /** `update`: the engine changed the base's index (IndexEngine.update); `full`: built from all vectors. */
+  index_build?: "full" | "update";
 }
 
 export interface LatestPointer {

@@ -35,7 +35,12 @@ export interface BaseData extends BaseRows {
   /** Row i's document line, without its newline (views into docs.jsonl). */
   docLines: Uint8Array[];
   vectors: Float32Array;
+  /** The engine's own files (for `IndexEngine.update`), when asked for. */
+  engineFiles?: Record<string, Uint8Array>;
 }
+
+/** Files of a version that are not the engine's. */
+const RUNTIME_FILES = new Set(["docs.jsonl", "rows.jsonl", "vectors.npy", "manifest.json"]);
 
 export type BasePlan = { base: BaseRows; reason: string } | { base: undefined; reason: string };
 
@@ -122,9 +127,14 @@ async function verifyStream(store: Store, m: Manifest, file: string): Promise<vo
  * Loads and checks everything the build copies from the base. A damaged file is an `index` error naming it
  * (the run fails, and the next run's plan finds the same damage and embeds everything); store errors pass on.
  */
-export async function readBase(store: Store, m: Manifest): Promise<BaseData> {
+export async function readBase(store: Store, m: Manifest, opts: { engineFiles?: boolean } = {}): Promise<BaseData> {
   try {
-    return await loadBase(store, m);
+    const base = await loadBase(store, m);
+    if (opts.engineFiles) {
+      base.engineFiles = {};
+      for (const f of Object.keys(m.files)) if (!RUNTIME_FILES.has(f)) base.engineFiles[f] = await verified(store, m, f);
+    }
+    return base;
   } catch (err) {
     if (err instanceof ApfaError) throw err;
     throw new ApfaError("index", `base version ${m.version}: ${errorMessage(err)}`, { cause: err });

@@ -76,12 +76,13 @@ export async function buildVersion(input: BuildInput): Promise<BuiltVersion> {
   if (dims === 0) throw fail("no vectors to index");
 
   // Every row of the next version: where its document line and vector come from.
-  type Row = { id: string; line: Uint8Array; src: Float32Array; at: number; th: string; dh: string };
+  // `prev`: the base row whose vector this row keeps, -1 for a new vector.
+  type Row = { id: string; line: Uint8Array; src: Float32Array; at: number; th: string; dh: string; prev: number };
   const rows: Row[] = [];
   for (const e of input.reuse) {
     if (!base) throw fail("a reuse list without a base version");
     const line = e.doc === undefined ? base.docLines[e.row] : enc.encode(e.doc);
-    rows.push({ id: base.ids[e.row], line, src: base.vectors, at: e.row * dims, th: base.textHashes[e.row], dh: e.doc === undefined ? base.docHashes[e.row] : digest(line) });
+    rows.push({ id: base.ids[e.row], line, src: base.vectors, at: e.row * dims, th: base.textHashes[e.row], dh: e.doc === undefined ? base.docHashes[e.row] : digest(line), prev: e.row });
   }
   for (const p of parts) {
     let start = 0;
@@ -91,7 +92,7 @@ export async function buildVersion(input: BuildInput): Promise<BuiltVersion> {
       const line = p.docs.subarray(start, end);
       start = end + 1;
       const doc = JSON.parse(new TextDecoder().decode(line)) as { id: string; text: string };
-      rows.push({ id: doc.id, line, src: p.vectors, at: i * dims, th: textHash(doc.text, p.maxChars), dh: digest(line) });
+      rows.push({ id: doc.id, line, src: p.vectors, at: i * dims, th: textHash(doc.text, p.maxChars), dh: digest(line), prev: -1 });
     }
   }
   rows.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
@@ -110,7 +111,11 @@ export async function buildVersion(input: BuildInput): Promise<BuiltVersion> {
   const assembleMs = performance.now() - t0;
 
   const t1 = performance.now();
-  const artifact = await input.engine.build(vectors, dims);
+  // An engine that can change the base's index (hnsw adds and removes on a copy of its graph) does; else a build.
+  const prev = base?.engineFiles && input.engine.update
+    ? await input.engine.update({ files: base.engineFiles, count: base.manifest.count, dims }, { vectors, dims, prevRow: Int32Array.from(rows, (r) => r.prev) })
+    : undefined;
+  const artifact = prev ?? (await input.engine.build(vectors, dims));
   const engineMs = performance.now() - t1;
   const files: Record<string, Uint8Array> = { ...artifact.files, "docs.jsonl": docs, "rows.jsonl": rowsFile };
   let where = artifact.vectors;
@@ -137,6 +142,7 @@ export async function buildVersion(input: BuildInput): Promise<BuiltVersion> {
       source_key: input.source?.key, source_cursor: input.source?.cursor,
     },
     built_from: base?.version ?? null,
+    index_build: prev ? "update" : "full",
   };
   return { manifest, files, assembleMs, engineMs };
 }

@@ -69,17 +69,19 @@ export function makeBuildIndex(p: Pipeline) {
         if ((await readLatest(p.store))?.version !== version) await publishVersion(p, baseManifest);
         log.info("nothing changed: the base version stands", { version });
       } else {
-        const base = baseManifest && reuse.length ? await readBase(p.store, baseManifest) : undefined;
+        const engine = await p.engine();
+        const sameEngine = baseManifest?.engine === p.config.stages.index.plugin && baseManifest.reuse?.engine_key === ekey;
+        const base = baseManifest && reuse.length ? await readBase(p.store, baseManifest, { engineFiles: sameEngine && Boolean(engine.update) }) : undefined;
         timing.load_ms = Math.round(performance.now() - t0);
         const built = await buildVersion({
-          pipeline: p.config.name, runId, engine: await p.engine(), engineName: p.config.stages.index.plugin, engineKey: ekey,
+          pipeline: p.config.name, runId, engine, engineName: p.config.stages.index.plugin, engineKey: ekey,
           embedderKey: run.embedder_key ?? "", source: { key: await sourceKey(p.config), cursor: run.source_cursor ?? undefined }, parts, base, reuse,
         });
         timing = { ...timing, assemble_ms: Math.round(built.assembleMs), engine_ms: Math.round(built.engineMs) };
         await writeVersion(p, built.manifest, built.files);
         version = built.manifest.version;
         count = built.manifest.count;
-        log.info("index built", { version, count, dims: built.manifest.dims, engine: built.manifest.engine, built_from: built.manifest.built_from, ...timing });
+        log.info("index built", { version, count, dims: built.manifest.dims, engine: built.manifest.engine, built_from: built.manifest.built_from, index_build: built.manifest.index_build, ...timing });
       }
     } catch (err) {
       // Bad inputs (a damaged base, mixed embedders, nothing to index) do not improve with a retry; a store

@@ -31,6 +31,33 @@ describe("hnsw engine", () => {
     for (const d of dirs) await fsp.rm(d, { recursive: true, force: true });
   });
 
+  it("update removes and adds on a copy of the previous graph; every row still finds itself", async () => {
+    const dims = 32;
+    // A search this wide is exact on 2,300 vectors, so a miss below is a wrong key, not approximation.
+    const engine = make({ expansion_search: 2048 });
+    const old = randomUnitVectors(2000, dims, 41);
+    const first = await engine.build(old, dims);
+    // Drop every 10th row, keep the rest in a new order, and add 300 new vectors.
+    const kept = Array.from({ length: 2000 }, (_, i) => i).filter((i) => i % 10 !== 0).reverse();
+    const fresh = randomUnitVectors(300, dims, 42);
+    const next = new Float32Array((kept.length + 300) * dims);
+    kept.forEach((p, r) => next.set(old.subarray(p * dims, (p + 1) * dims), r * dims));
+    next.set(fresh, kept.length * dims);
+    const prevRow = Int32Array.from([...kept, ...Array(300).fill(-1)]);
+    const updated = (await engine.update!({ files: first.files, count: 2000, dims }, { vectors: next, dims, prevRow }))!;
+    expect(Object.keys(updated.files).sort()).toEqual(["hnsw.json", FILE, "keys.u32"]);
+    const dir = await writeArtifact(updated);
+    dirs.push(dir);
+    const s = await engine.open(dir, { dims, count: kept.length + 300 });
+    let self = 0;
+    for (let r = 0; r < kept.length + 300; r += 3) if ((await s.search(next.slice(r * dims, (r + 1) * dims), 1)).rows[0] === r) self++;
+    expect(self).toBe(Math.ceil((kept.length + 300) / 3));
+    await s.close();
+    // 200 removed of 2000 built: past a 5 % threshold the next run asks for a full build.
+    const strict = make({ rebuild_after_removed: 0.05 });
+    expect(await strict.update!({ files: first.files, count: 2000, dims }, { vectors: next, dims, prevRow })).toBeUndefined();
+  });
+
   it("reaches recall@10 ≥ 0.9 against flat on 20k clustered vectors", async () => {
     const dims = 128;
     const count = 20_000;
