@@ -17,6 +17,7 @@ export const SUITES: Record<string, () => Promise<Suite>> = {
   queue: async () => (await import("./suites/queue.ts")).queueSuite,
   index: async () => (await import("./suites/index.ts")).indexSuite,
   serve: async () => (await import("./suites/serve.ts")).serveSuite,
+  incremental: async () => (await import("./suites/incremental.ts")).incrementalSuite,
 };
 
 export interface BenchOptions {
