@@ -93,6 +93,15 @@ export async function publishVersion(p: Pipeline, manifest: Manifest): Promise<v
   }
 }
 
+/**
+ * The files a server needs to serve a version: all but those only later runs read (`rows.jsonl`, and the
+ * `vectors.npy` the runtime adds for engines whose own files do not hold the raw matrix).
+ */
+export function servingFiles(m: Manifest): Array<[string, { bytes: number; sha256: string }]> {
+  const runOnly = new Set(m.reuse ? [m.reuse.rows, ...(m.reuse.vectors.file === "vectors.npy" ? ["vectors.npy"] : [])] : []);
+  return Object.entries(m.files).filter(([name]) => !runOnly.has(name));
+}
+
 export async function readLatest(store: Store): Promise<LatestPointer | undefined> {
   if (!(await store.stat(layout.latest))) return undefined;
   const ptr = JSON.parse(new TextDecoder().decode(await store.get(layout.latest))) as LatestPointer;

@@ -13,7 +13,7 @@ import * as path from "node:path";
 import type { IndexEngine, Logger, Searcher, Store } from "../runtime/contracts.ts";
 import { ApfaError, errorMessage } from "../runtime/errors.ts";
 import { layout } from "../runtime/keys.ts";
-import { assertVersion, readLatest, readManifest, type Manifest } from "../runtime/versions.ts";
+import { assertVersion, readLatest, readManifest, servingFiles, type Manifest } from "../runtime/versions.ts";
 import { loadDocTable, type DocTable } from "./doc-table.ts";
 import type { ServerMetrics } from "./metrics.ts";
 
@@ -158,7 +158,7 @@ export function createIndexHolder(opts: IndexHolderOptions) {
     check(manifest, version);
     const dir = path.join(opts.cacheDir, version);
     await fsp.mkdir(dir, { recursive: true });
-    for (const [name, expect] of Object.entries(manifest.files)) {
+    for (const [name, expect] of servingFiles(manifest)) {
       const dest = path.join(dir, name);
       const st = await fsp.stat(dest).catch(() => null);
       // A file renamed into place was verified when it was copied; a size match is enough to reuse it.

@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { layout } from "../../runtime/keys.ts";
 import { followRun } from "../../runtime/progress.ts";
 import { createRun, type RunRow } from "../../runtime/runs.ts";
-import { readLatest, readManifest, type Manifest } from "../../runtime/versions.ts";
+import { readLatest, readManifest, servingFiles, type Manifest } from "../../runtime/versions.ts";
 import { startWorker, type WorkerHandle } from "../../runtime/worker.ts";
 import type { HashEmbedder } from "../fixtures/plugins/hash-embedder.ts";
 import { openTestPipeline, type TestPipeline } from "../helpers/pg.ts";
@@ -84,6 +84,8 @@ for (const engine of ["flat", "hnsw"] as const) {
       const m = await readManifest(tp.pipeline.store, first.index_version!);
       expect(m.reuse?.rows).toBe("rows.jsonl");
       expect(m.reuse?.vectors.file).toBe(engine === "flat" ? "index.faiss" : "vectors.npy");
+      // Servers download what they serve; the rows file and an added vector copy are for later runs only.
+      expect(servingFiles(m).map(([f]) => f).sort()).toEqual(engine === "flat" ? ["docs.jsonl", "index.faiss"] : ["docs.jsonl", "index.usearch"]);
       // Canonical order: by id, whatever order the source gave.
       expect((await servedDocs(tp, m.version)).map((d) => d.id)).toEqual(corpus().map((d) => d.id));
     });
