@@ -1,7 +1,9 @@
 /**
- * Cron expressions in the dialect graphile-worker's crontab accepts (five numeric fields, UTC: `*`, `*\/n`,
- * `n`, `a-b`, and comma lists of those). Problems name the field, so `apfa lint` can say "hour: 25 is out of
- * range 0-23" rather than "invalid cron". Next fire times come from cron-parser.
+ * Cron expressions in exactly the dialect graphile-worker's crontab accepts (five numeric fields, UTC: `*`,
+ * `*\/n`, `n`, `a-b` with b > a, and comma lists of those; day-of-week 7 is Sunday): what `apfa lint` passes,
+ * `apfa worker` runs (test/unit/cron-dialect.test.ts holds the two against each other). Problems name the field,
+ * so `apfa lint` can say "hour: 25 is out of range 0-23" rather than "invalid cron". Next fire times come from
+ * cron-parser.
  * @module
  */
 import { CronExpressionParser } from "cron-parser";
@@ -21,7 +23,7 @@ function partProblem(part: string, f: (typeof FIELDS)[number]): string | undefin
   if (part === "*") return undefined;
   if ((m = /^\*\/(.*)$/.exec(part))) {
     const step = num(m[1]);
-    if (!(step >= 1 && step <= f.max)) return `${f.name}: step "${m[1]}" in "${part}" must be a number 1-${f.max}`;
+    if (!(step >= 1)) return `${f.name}: step "${m[1]}" in "${part}" must be a whole number of at least 1`;
     return undefined;
   }
   if ((m = /^(\w+)-(\w+)$/.exec(part))) {
@@ -29,7 +31,8 @@ function partProblem(part: string, f: (typeof FIELDS)[number]): string | undefin
     const b = num(m[2]);
     if (Number.isNaN(a) || Number.isNaN(b)) return `${f.name}: "${part}" must be numeric (names like MON/JAN are not supported)`;
     if (a < f.min || b > f.max) return `${f.name}: range ${part} is outside ${range}`;
-    if (a > b) return `${f.name}: range ${part} runs backwards`;
+    // graphile-worker refuses a range whose end is not larger than its start ("1-1" too): write "1".
+    if (a >= b) return a === b ? `${f.name}: range ${part} has one value; write ${a}` : `${f.name}: range ${part} runs backwards`;
     return undefined;
   }
   const n = num(part);
