@@ -71,6 +71,12 @@ async function importPlugin(kind: PluginKind, name: string, baseDir: string): Pr
   if (!def || typeof def !== "object" || typeof def.create !== "function" || !def.options) {
     throw new ApfaError("plugin", `${kind} plugin "${name}" must default-export definePlugin({ kind, name, options, create })`);
   }
+  if (typeof (def.options as { safeParse?: unknown }).safeParse !== "function") {
+    throw new ApfaError("plugin", `${kind} plugin "${name}": \`options\` must be a zod schema (e.g. z.strictObject({ ... })), got ${Array.isArray(def.options) ? "an array" : typeof def.options}`);
+  }
+  if (def.identity !== undefined && typeof def.identity !== "function") {
+    throw new ApfaError("plugin", `${kind} plugin "${name}": \`identity\` must be a function of the options`);
+  }
   if (def.kind !== kind) {
     throw new ApfaError("plugin", `plugin "${name}" is a ${def.kind} plugin, but stage needs a ${kind} plugin`);
   }

@@ -72,6 +72,18 @@ describe("loadConfig collects every problem with its location", () => {
     expect(await cron("* * *")).toEqual(["cron expression has 3 fields; expected 5: minute hour day-of-month month day-of-week"]);
   });
 
+  it("a plugin whose options are not a zod schema is a located problem, not a crash", async () => {
+    const dir = await fsp.mkdtemp(path.join(os.tmpdir(), "apfa-lint-plugin-"));
+    try {
+      await fsp.writeFile(path.join(dir, "bad.mjs"), 'export default { kind: "source", name: "bad", description: "x", options: {}, create() {} };\n');
+      const r = await loadConfig(path.join(dir, "pipeline.yaml"), { text: "stages:\n  source:\n    plugin: ./bad.mjs\n", env: {} });
+      expect(brief(r.problems)).toEqual([{ at: "3:13", path: "stages.source.plugin", kind: "plugin" }]);
+      expect(r.problems[0].message).toMatch(/source plugin "\.\/bad\.mjs": `options` must be a zod schema/);
+    } finally {
+      await fsp.rm(dir, { recursive: true, force: true });
+    }
+  });
+
   it("locates a YAML syntax error and stops there", async () => {
     const r = await lintText('name: ok\nbatch_size: 10\nqueues: { embedding: 2\nretention_days: 3\n');
     expect(r.problems.length).toBeGreaterThanOrEqual(1);
