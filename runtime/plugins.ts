@@ -65,9 +65,15 @@ async function importPlugin(kind: PluginKind, name: string, baseDir: string): Pr
   try {
     mod = await import(spec);
   } catch (err) {
-    throw new ApfaError("plugin", `cannot load ${kind} plugin "${name}": ${errorMessage(err)}`, { cause: err });
+    // Under Node's TypeScript loader, a `.ts` file outside a `"type": "module"` package is taken for CommonJS and
+    // its ESM syntax then fails as a require cycle; tsx's scoped import loads it as the author wrote it.
+    const retried = /\.[cm]?ts$/.test(name) && /require\(\) ES Module .* in a cycle/.test(errorMessage(err)) ? await importTypeScript(spec).catch(() => undefined) : undefined;
+    if (!retried) throw new ApfaError("plugin", `cannot load ${kind} plugin "${name}": ${errorMessage(err)}`, { cause: err });
+    mod = retried;
   }
-  const def = mod.default as PluginDefinition | undefined;
+  // A module loaded as CommonJS carries its ESM default export one level down.
+  const outer = mod.default as { create?: unknown; default?: unknown } | undefined;
+  const def = (outer && typeof outer === "object" && !("create" in outer) && "default" in outer ? outer.default : outer) as PluginDefinition | undefined;
   if (!def || typeof def !== "object" || typeof def.create !== "function" || !def.options) {
     throw new ApfaError("plugin", `${kind} plugin "${name}" must default-export definePlugin({ kind, name, options, create })`);
   }
@@ -81,4 +87,11 @@ async function importPlugin(kind: PluginKind, name: string, baseDir: string): Pr
     throw new ApfaError("plugin", `plugin "${name}" is a ${def.kind} plugin, but stage needs a ${kind} plugin`);
   }
   return def;
+}
+
+/** Node only (Deno runs TypeScript itself): tsx's `tsImport`, imported when first needed. */
+async function importTypeScript(spec: string): Promise<{ default?: unknown }> {
+  if ("Deno" in globalThis) throw new Error("not under Node");
+  const { tsImport } = (await import("tsx/esm/api")) as { tsImport(spec: string, parent: string): Promise<{ default?: unknown }> };
+  return tsImport(spec, import.meta.url);
 }

@@ -179,6 +179,24 @@ describe("apfa CLI", () => {
     expect(r.stderr).toContain("5 problems in bad.yaml");
   });
 
+  it("loads a .ts plugin by path from a folder with no package.json, and checks its options", async () => {
+    const dir = await fsp.mkdtemp(path.join(os.tmpdir(), "apfa-ts-plugin-"));
+    try {
+      await fsp.symlink(path.join(ROOT, "node_modules"), path.join(dir, "node_modules"));
+      await fsp.writeFile(path.join(dir, "my-source.ts"), [
+        'import { z } from "zod";',
+        "const options = z.strictObject({ folder: z.string() });",
+        'export default { kind: "source" as const, name: "mine", description: "t", options, create: () => ({ async *pages() {} }) };',
+      ].join("\n"));
+      await fsp.writeFile(path.join(dir, "pipeline.yaml"), "stages:\n  source:\n    plugin: ./my-source.ts\n    options: { folder: 3 }\n");
+      const r = await apfa(["lint", "pipeline.yaml"], { cwd: dir });
+      expect(r.stdout).toBe("pipeline.yaml:4:24  stages.source.options.folder  expected string, got number\n");
+      expect(r.code).toBe(1);
+    } finally {
+      await fsp.rm(dir, { recursive: true, force: true });
+    }
+  });
+
   it("lint exits 0 and says ok for the shipped pipeline.yaml", async () => {
     const r = await apfa(["lint", "pipeline.yaml"]);
     expect(r.stderr).toBe("");
