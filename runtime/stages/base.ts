@@ -14,7 +14,6 @@ import * as crypto from "node:crypto";
 import type { Store } from "../contracts.ts";
 import { ApfaError, errorMessage } from "../errors.ts";
 import { layout } from "../keys.ts";
-import { isTransient } from "../retry.ts";
 import { sha256, readLatest, readManifest, type Manifest } from "../versions.ts";
 
 /** What the planner needs of the base: one entry per row, by id. */
@@ -106,9 +105,12 @@ export async function planBase(store: Store, opts: { pipeline: string; embedderK
   }
 }
 
-/** A store failure another attempt may not see (the store's own errors other than missing or refused). */
+/**
+ * A store or database failure that says nothing about the base (down, full, access refused): the job retries.
+ * Missing files and bad content are damage, and mean a full run.
+ */
 function outage(err: unknown): boolean {
-  return err instanceof ApfaError && isTransient(err) && err.code !== "index";
+  return err instanceof ApfaError && ["store", "access_denied", "database", "timeout"].includes(err.code);
 }
 
 async function verifyStream(store: Store, m: Manifest, file: string): Promise<void> {

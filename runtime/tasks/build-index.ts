@@ -11,7 +11,6 @@ import { errorMessage, isApfaError } from "../errors.ts";
 import { layout } from "../keys.ts";
 import { decodeNpy } from "../npy.ts";
 import type { Pipeline } from "../pipeline.ts";
-import { isTransient } from "../retry.ts";
 import { failRun, getRun, listBatches, succeedRun, type RunRow } from "../runs.ts";
 import { readBase } from "../stages/base.ts";
 import { buildVersion, unchangedBase, type NewPart } from "../stages/build.ts";
@@ -84,9 +83,9 @@ export function makeBuildIndex(p: Pipeline) {
         log.info("index built", { version, count, dims: built.manifest.dims, engine: built.manifest.engine, built_from: built.manifest.built_from, index_build: built.manifest.index_build, ...timing });
       }
     } catch (err) {
-      // Bad inputs (a damaged base, mixed embedders, nothing to index) do not improve with a retry; a store
-      // outage may, so it goes back to graphile-worker until the last attempt.
-      if (!isApfaError(err, "index") && isTransient(err) && helpers.job.attempts < helpers.job.max_attempts) throw err;
+      // Bad inputs (a damaged base, mixed embedders, nothing to index) do not improve with a retry; a store that
+      // is down, full or refusing access may once someone fixes it, so that goes back to graphile-worker.
+      if (!isApfaError(err, "index") && helpers.job.attempts < helpers.job.max_attempts) throw err;
       await failRun(p.db.pool, runId, `build failed: ${errorMessage(err)}`);
       log.error("build failed", { error: errorMessage(err) });
       return;

@@ -89,7 +89,7 @@ async function checkVersion(store: string, version: string): Promise<Manifest> {
   const dir = path.join(store, "indexes", version);
   const m = JSON.parse(await fsp.readFile(path.join(dir, "manifest.json"), "utf8")) as Manifest;
   expect(m.version).toBe(version);
-  expect(Object.keys(m.files).sort()).toEqual([m.main, "docs.jsonl"].sort());
+  expect(Object.keys(m.files).sort()).toEqual([m.main, "docs.jsonl", "rows.jsonl"].sort());
   for (const [name, f] of Object.entries(m.files)) {
     const bytes = await fsp.readFile(path.join(dir, name));
     expect(bytes.byteLength, `${version}/${name} size`).toBe(f.bytes);
@@ -170,7 +170,8 @@ describe.skipIf(!isRoot)("fs store faults (needs root: mount, setpriv)", () => {
     // The full corpus needs ~2.1 MiB of batch files and ~1.8 MiB of index: the batch artifacts overflow the disk.
     await fsp.writeFile(path.join(p.dir, "docs.jsonl"), corpus);
     const usedBefore = await used(store);
-    const runId = await createRun(db!.pool, p.config, "fault-test");
+    // Full: every document is embedded again, so the batch files are as large as this test sizes the disk for.
+    const runId = await createRun(db!.pool, p.config, "fault-test", { full: true });
     const batchErrors = await waitFor(async () => {
       const e = await retries(runId, "embed_batch");
       return e.length > 0 && e;
@@ -206,9 +207,11 @@ describe.skipIf(!isRoot)("fs store faults (needs root: mount, setpriv)", () => {
     const grownAt = Date.now();
     resize(store, "200m");
     const done = await finished(db!.pool, runId, 180_000);
-    watch.stop();
     expect(done.status, done.error ?? "").toBe("succeeded");
     const v2 = done.index_version!;
+    // The pointer moves just before the run is marked done; let the 50 ms watcher take its look at it.
+    await waitFor(async () => watch.seen.some((s) => s.version === v2), 5_000, "the watcher to see the new version");
+    watch.stop();
     expect(v2).not.toBe(v1);
     expect((await latest(store))?.version).toBe(v2);
     const m = await checkVersion(store, v2);
