@@ -302,3 +302,17 @@ export function postgresCpuMs(db: string): number {
   }
   return (ticks * 1000) / 100; // USER_HZ is 100 on Linux
 }
+
+/** Seconds from the fan-in to build_index starting (job history is written just after the job ends, so wait for it). */
+export async function buildWait(pool: pg.Pool, runId: string): Promise<number> {
+  for (let i = 0; i < 50; i++) {
+    const r = (await pool.query<{ s: number }>(
+      `select extract(epoch from h.started_at - r.embedded_at)::float8 as s from apfa.job_history h join apfa.runs r on r.id = h.run_id
+        where h.run_id = $1 and h.task = 'build_index' order by h.id desc limit 1`,
+      [runId],
+    )).rows[0];
+    if (r) return Math.max(0, r.s);
+    await new Promise((res) => setTimeout(res, 100));
+  }
+  return NaN;
+}

@@ -15,7 +15,7 @@ import { migrate } from "../../runtime/migrate.ts";
 import { createRun } from "../../runtime/runs.ts";
 import { MINILM_L6_SHAPE, makeBertModel } from "../../test/fixtures/tiny-bert.ts";
 import {
-  createBenchDatabase, median, NO_SCHEDULES, num, peakRssMiB, ratioText, repeatDocs, ROOT, saveChart, spawnTs, stopChild,
+  buildWait, createBenchDatabase, median, NO_SCHEDULES, num, peakRssMiB, ratioText, repeatDocs, ROOT, saveChart, spawnTs, stopChild,
   tempDir, waitMessage, writePipeline, type BenchContext, type Ratio, type SuiteOutput, type Table,
 } from "../lib.ts";
 import { barChart, lineChart } from "../svg.ts";
@@ -129,20 +129,6 @@ async function pipelineRun(env: Env, model: Model, docs: number, batch: number, 
   } finally {
     await stopChild(child);
   }
-}
-
-/** Seconds from the fan-in to build_index starting (job history is written just after the job ends, so wait for it). */
-async function buildWait(pool: pg.Pool, runId: string): Promise<number> {
-  for (let i = 0; i < 50; i++) {
-    const r = (await pool.query<{ s: number }>(
-      `select extract(epoch from h.started_at - r.embedded_at)::float8 as s from apfa.job_history h join apfa.runs r on r.id = h.run_id
-        where h.run_id = $1 and h.task = 'build_index' order by h.id desc limit 1`,
-      [runId],
-    )).rows[0];
-    if (r) return Math.max(0, r.s);
-    await new Promise((res) => setTimeout(res, 100));
-  }
-  return NaN;
 }
 
 export async function embeddingSuite(ctx: BenchContext): Promise<SuiteOutput> {

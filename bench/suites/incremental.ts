@@ -21,7 +21,7 @@ import { followRun } from "../../runtime/progress.ts";
 import { createRun } from "../../runtime/runs.ts";
 import type { Manifest } from "../../runtime/versions.ts";
 import {
-  createBenchDatabase, median, NO_SCHEDULES, num, ratioText, ROOT, saveChart, spawnTs, stopChild, tempDir, waitMessage, writePipeline,
+  buildWait, createBenchDatabase, median, NO_SCHEDULES, num, ratioText, ROOT, saveChart, spawnTs, stopChild, tempDir, waitMessage, writePipeline,
   type BenchContext, type Ratio, type SuiteOutput, type Table,
 } from "../lib.ts";
 import { lineChart } from "../svg.ts";
@@ -134,20 +134,6 @@ function rawBaseline(corpusFile: string, storeDir: string): Raw {
   new Uint8Array(vectors.buffer).set(raw.subarray(m.reuse.vectors.offset, m.reuse.vectors.offset + vectors.byteLength));
   const t3 = performance.now();
   return { readMs: t1 - t0, hashMs: t2 - t1, vectorsMs: t3 - t2, totalMs: t3 - t0 };
-}
-
-/** Seconds from the fan-in to build_index starting (job history is written just after the job ends, so wait for it). */
-async function buildWait(pool: pg.Pool, runId: string): Promise<number> {
-  for (let i = 0; i < 50; i++) {
-    const r = (await pool.query<{ s: number }>(
-      `select extract(epoch from h.started_at - r.embedded_at)::float8 as s from apfa.job_history h join apfa.runs r on r.id = h.run_id
-        where h.run_id = $1 and h.task = 'build_index' order by h.id desc limit 1`,
-      [runId],
-    )).rows[0];
-    if (r) return Math.max(0, r.s);
-    await new Promise((res) => setTimeout(res, 100));
-  }
-  return NaN;
 }
 
 async function timedRun(env: Env, config: PipelineConfig, step: string, pct: number, change: Change, before: number, full = false): Promise<RunResult> {
