@@ -93,13 +93,23 @@ export async function publishVersion(p: Pipeline, manifest: Manifest): Promise<v
   }
 }
 
-/**
- * The files a server needs to serve a version: all but those only later runs read (`rows.jsonl`, and the
- * `vectors.npy` the runtime adds for engines whose own files do not hold the raw matrix).
- */
+/** The per-row reuse file and the vector copy the runtime adds for engines whose files lack the raw matrix. */
+export const ROWS_FILE = "rows.jsonl";
+export const VECTORS_FILE = "vectors.npy";
+
+/** True for a file only later runs read (not the engine's, not the served documents). */
+function runOnly(m: Manifest, name: string): boolean {
+  return name === m.reuse?.rows || (name === VECTORS_FILE && m.reuse?.vectors.file === VECTORS_FILE);
+}
+
+/** The files a server needs to serve a version: all but those only later runs read. */
 export function servingFiles(m: Manifest): Array<[string, { bytes: number; sha256: string }]> {
-  const runOnly = new Set(m.reuse ? [m.reuse.rows, ...(m.reuse.vectors.file === "vectors.npy" ? ["vectors.npy"] : [])] : []);
-  return Object.entries(m.files).filter(([name]) => !runOnly.has(name));
+  return Object.entries(m.files).filter(([name]) => !runOnly(m, name));
+}
+
+/** The engine's own files of a version (what `IndexEngine.update` changes). */
+export function engineFileNames(m: Manifest): string[] {
+  return Object.keys(m.files).filter((name) => name !== "docs.jsonl" && !runOnly(m, name));
 }
 
 export async function readLatest(store: Store): Promise<LatestPointer | undefined> {

@@ -14,7 +14,7 @@ import * as crypto from "node:crypto";
 import type { Store } from "../contracts.ts";
 import { ApfaError, errorMessage } from "../errors.ts";
 import { layout } from "../keys.ts";
-import { sha256, readLatest, readManifest, type Manifest } from "../versions.ts";
+import { engineFileNames, sha256, readLatest, readManifest, type Manifest } from "../versions.ts";
 
 /** What the planner needs of the base: one entry per row, by id. */
 export interface BaseRows {
@@ -37,9 +37,6 @@ export interface BaseData extends BaseRows {
   /** The engine's own files (for `IndexEngine.update`), when asked for. */
   engineFiles?: Record<string, Uint8Array>;
 }
-
-/** Files of a version that are not the engine's. */
-const RUNTIME_FILES = new Set(["docs.jsonl", "rows.jsonl", "vectors.npy", "manifest.json"]);
 
 export type BasePlan = { base: BaseRows; reason: string } | { base: undefined; reason: string };
 
@@ -134,7 +131,7 @@ export async function readBase(store: Store, m: Manifest, opts: { engineFiles?: 
     const base = await loadBase(store, m);
     if (opts.engineFiles) {
       base.engineFiles = {};
-      for (const f of Object.keys(m.files)) if (!RUNTIME_FILES.has(f)) base.engineFiles[f] = await verified(store, m, f);
+      for (const f of engineFileNames(m)) base.engineFiles[f] = await verified(store, m, f);
     }
     return base;
   } catch (err) {

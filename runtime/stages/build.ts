@@ -10,7 +10,7 @@ import type { IndexEngine } from "../contracts.ts";
 import { ApfaError } from "../errors.ts";
 import { encodeNpy } from "../npy.ts";
 import { concatBytes } from "../streams.ts";
-import { sha256, type Manifest } from "../versions.ts";
+import { ROWS_FILE, sha256, VECTORS_FILE, type Manifest } from "../versions.ts";
 import type { BaseData } from "./base.ts";
 import { textHash, type ReuseEntry } from "./enumerate.ts";
 import { digest } from "./identity.ts";
@@ -117,12 +117,12 @@ export async function buildVersion(input: BuildInput): Promise<BuiltVersion> {
     : undefined;
   const artifact = prev ?? (await input.engine.build(vectors, dims));
   const engineMs = performance.now() - t1;
-  const files: Record<string, Uint8Array> = { ...artifact.files, "docs.jsonl": docs, "rows.jsonl": rowsFile };
+  const files: Record<string, Uint8Array> = { ...artifact.files, "docs.jsonl": docs, [ROWS_FILE]: rowsFile };
   let where = artifact.vectors;
   if (!where) {
     const [header] = encodeNpy(vectors, rows.length, dims);
-    files["vectors.npy"] = concatBytes(encodeNpy(vectors, rows.length, dims));
-    where = { file: "vectors.npy", offset: header.byteLength };
+    files[VECTORS_FILE] = concatBytes(encodeNpy(vectors, rows.length, dims));
+    where = { file: VECTORS_FILE, offset: header.byteLength };
   }
   const version = crypto.createHash("sha256").update(files[artifact.main]).update(docs).digest("hex");
   const manifest: Manifest = {
@@ -138,7 +138,7 @@ export async function buildVersion(input: BuildInput): Promise<BuiltVersion> {
     main: artifact.main,
     files: Object.fromEntries(Object.entries(files).map(([name, b]) => [name, { bytes: b.byteLength, sha256: sha256(b) }])),
     reuse: {
-      embedder_key: input.embedderKey, max_chars: maxChars, engine_key: input.engineKey, vectors: where, rows: "rows.jsonl",
+      embedder_key: input.embedderKey, max_chars: maxChars, engine_key: input.engineKey, vectors: where, rows: ROWS_FILE,
       source_key: input.source?.key, source_cursor: input.source?.cursor,
     },
     built_from: base?.version ?? null,
