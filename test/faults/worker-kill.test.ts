@@ -35,26 +35,36 @@ async function holderOf(task: string): Promise<number | undefined> {
   return r.rows[0]?.pid;
 }
 
+/** A 10,000-document project on a fresh database (its pool alongside), and three worker processes on it, ready. */
+async function threeWorkers(o: { store: object; batch_size: number; embedDelayMs: number }) {
+  db = await withTestDatabase({ prefix: "apfa_fault" });
+  const p = await makeProject(10_000, {
+    database: { url: db.url },
+    store: o.store,
+    queues: { embedding: 2 },
+    batch_size: o.batch_size,
+    stages: {
+      source: { plugin: "jsonl", options: { path: "docs.jsonl" } },
+      embedder: { plugin: path.join(FIXTURES, "hash-embedder.ts"), options: { delay_ms: o.embedDelayMs } },
+      notifier: { plugin: "postgres", options: { url: db.url } },
+    },
+    workers: { heartbeat_interval: "1s", heartbeat_timeout: "4s" },
+    run: { max_attempts: 10 },
+  });
+  await migrate(db.pool, silentLogger);
+  workers = [0, 1, 2].map(() => spawnWorker(p.yaml));
+  await Promise.all(workers.map((w) => ready(w)));
+  return { ...p, pool: db.pool };
+}
+
 for (const when of ["embedding", "uploading", "building"] as const) {
   it(`kill -9 while ${when}: the run completes with every id exactly once`, async () => {
-    db = await withTestDatabase({ prefix: "apfa_fault" });
-    const p = await makeProject(10_000, {
-      database: { url: db.url },
+    const p = await threeWorkers({
       store: { plugin: path.join(FIXTURES, "slow-fs-store.ts"), options: { dir: "store", put_delay_ms: when === "uploading" ? 400 : 60 } },
-      queues: { embedding: 2 },
       batch_size: 250,
-      stages: {
-        source: { plugin: "jsonl", options: { path: "docs.jsonl" } },
-        embedder: { plugin: path.join(FIXTURES, "hash-embedder.ts"), options: { delay_ms: when === "embedding" ? 400 : 50 } },
-        notifier: { plugin: "postgres", options: { url: db.url } },
-      },
-      workers: { heartbeat_interval: "1s", heartbeat_timeout: "4s" },
-      run: { max_attempts: 10 },
+      embedDelayMs: when === "embedding" ? 400 : 50,
     });
-    await migrate(db.pool, silentLogger);
-    workers = [0, 1, 2].map(() => spawnWorker(p.yaml));
-    await Promise.all(workers.map((w) => ready(w)));
-    const runId = await createRun(db.pool, p.config, "fault-test");
+    const runId = await createRun(p.pool, p.config, "fault-test");
 
     let victim: number;
     if (when === "building") {
@@ -67,34 +77,18 @@ for (const when of ["embedding", "uploading", "building"] as const) {
     expect(killed, `pid ${victim} is one of ours`).toBeDefined();
     killed.proc.kill("SIGKILL");
 
-    const run = await finished(db.pool, runId, 180_000);
+    const run = await finished(p.pool, runId, 180_000);
     expect(run.status, run.error ?? "").toBe("succeeded");
     assertExactlyOnce(await indexIds(path.join(p.dir, "store"), run.index_version!), p.ids);
-    const reaped = await db.pool.query("select id from apfa.workers where pid = $1 and reaped_at is not null", [victim]);
+    const reaped = await p.pool.query("select id from apfa.workers where pid = $1 and reaped_at is not null", [victim]);
     expect(reaped.rowCount).toBe(1);
   }, 300_000);
 }
 
 it("kill -9 during an incremental run of 10,000 documents with 10 % changed: every current id exactly once", async () => {
-  db = await withTestDatabase({ prefix: "apfa_fault" });
-  const p = await makeProject(10_000, {
-    database: { url: db.url },
-    store: { plugin: "fs", options: { dir: "store" } },
-    queues: { embedding: 2 },
-    batch_size: 100,
-    stages: {
-      source: { plugin: "jsonl", options: { path: "docs.jsonl" } },
-      // Slow enough that the changed batches are still running when the victim is chosen.
-      embedder: { plugin: path.join(FIXTURES, "hash-embedder.ts"), options: { delay_ms: 1500 } },
-      notifier: { plugin: "postgres", options: { url: db.url } },
-    },
-    workers: { heartbeat_interval: "1s", heartbeat_timeout: "4s" },
-    run: { max_attempts: 10 },
-  });
-  await migrate(db.pool, silentLogger);
-  workers = [0, 1, 2].map(() => spawnWorker(p.yaml));
-  await Promise.all(workers.map((w) => ready(w)));
-  const first = await finished(db.pool, await createRun(db.pool, p.config, "fault-test"), 180_000);
+  // Slow enough that the changed batches are still running when the victim is chosen.
+  const p = await threeWorkers({ store: { plugin: "fs", options: { dir: "store" } }, batch_size: 100, embedDelayMs: 1500 });
+  const first = await finished(p.pool, await createRun(p.pool, p.config, "fault-test"), 180_000);
   expect(first.status, first.error ?? "").toBe("succeeded");
 
   // 600 edits, 200 deletes, 200 inserts.
@@ -106,11 +100,11 @@ it("kill -9 during an incremental run of 10,000 documents with 10 % changed: eve
   for (let i = 0; i < 200; i++) now.push({ id: `new-${i}`, text: `new savings product ${i}` });
   await fsp.writeFile(file, now.map((d) => JSON.stringify(d)).join("\n") + "\n");
 
-  const runId = await createRun(db.pool, p.config, "fault-test");
+  const runId = await createRun(p.pool, p.config, "fault-test");
   const victim = await waitFor(() => holderOf("embed_batch"), 60_000, "an embed_batch job of the incremental run to be running");
   workers.find((w) => w.proc.pid === victim)!.proc.kill("SIGKILL");
 
-  const run = await finished(db.pool, runId, 180_000);
+  const run = await finished(p.pool, runId, 180_000);
   expect(run.status, run.error ?? "").toBe("succeeded");
   expect(run.base_version).toBe(first.index_version);
   expect([Number(run.docs_embedded), Number(run.docs_changed), Number(run.docs_removed), Number(run.docs_reused)]).toEqual([800, 600, 200, 9200]);
@@ -118,6 +112,6 @@ it("kill -9 during an incremental run of 10,000 documents with 10 % changed: eve
   assertExactlyOnce(ids, now.map((d) => d.id));
   const served = (await fsp.readFile(path.join(p.dir, "store", "indexes", run.index_version!, "docs.jsonl"), "utf8")).trim().split("\n").map((l) => JSON.parse(l) as { id: string; text: string });
   expect(served.filter((d) => d.text.endsWith("(revised terms)")).length).toBe(600);
-  const reaped = await db.pool.query("select id from apfa.workers where pid = $1 and reaped_at is not null", [victim]);
+  const reaped = await p.pool.query("select id from apfa.workers where pid = $1 and reaped_at is not null", [victim]);
   expect(reaped.rowCount).toBe(1);
 }, 400_000);
