@@ -152,12 +152,26 @@ export interface SearchResult {
   scores: number[];
 }
 
+/** The rows a metadata filter lets through (runtime/filter.ts), as the server hands them to a searcher. */
+export interface RowFilter {
+  /** Passing rows, ascending. */
+  rows: Uint32Array;
+  /** True when `row` passes (constant time). */
+  has(row: number): boolean;
+}
+
 export interface Searcher {
   count: number;
   dims: number;
   /** Bytes this searcher keeps resident (0 when memory-mapped). */
   memoryBytes: number;
   search(query: Float32Array, k: number): Promise<SearchResult>;
+  /**
+   * The best `k` rows among those `filter` lets through (fewer only when fewer pass). Exact engines must return
+   * exactly the top k of the passing rows. Optional: without it `filteredSearch` (runtime/filtered-search.ts)
+   * over-fetches through `search`, which is what approximate engines document as their filtered recall.
+   */
+  searchFiltered?(query: Float32Array, k: number, filter: RowFilter): Promise<SearchResult>;
   close(): Promise<void>;
 }
 

@@ -19,6 +19,7 @@ import { z } from "zod";
 import { definePlugin, type IndexEngine, type Searcher } from "../../runtime/contracts.ts";
 import { checkVectors } from "./_check.ts";
 import { ApfaError } from "../../runtime/errors.ts";
+import { overFetch } from "../../runtime/filtered-search.ts";
 
 export const NAME = "flat";
 
@@ -151,30 +152,54 @@ export default definePlugin({
   },
 });
 
+/**
+ * Filters passing at most this share of the rows are searched by copying their vectors out and scanning only
+ * those; above it, over-fetching from the whole matrix (exact too) needs fewer bytes touched.
+ */
+const GATHER_SHARE = 0.25;
+
 function flatSearcher(vectors: Float32Array, dims: number, count: number, threads: number): Searcher {
   let closed = false;
   // Dropped on close, so a stray reference to a retired searcher does not pin its vectors.
   let data = vectors;
+  const check = (query: Float32Array) => {
+    if (closed) throw fail("search on a closed index");
+    if (!(query instanceof Float32Array) || query.length !== dims) {
+      throw fail(`query must be a Float32Array of ${dims} floats, got ${query?.length ?? typeof query}`);
+    }
+  };
+  /** usearch's exact scan of `matrix` (`total` rows); `rowOf` maps its rows back to the index's. */
+  const scan = (matrix: Float32Array, total: number, query: Float32Array, k: number, rowOf?: Uint32Array) => {
+    const n = Math.min(Math.floor(k), total);
+    if (!(n >= 1)) return { rows: [], scores: [] };
+    const m = usearch.exactSearch(matrix, atBufferStart(query), dims, n, usearch.MetricKind.IP, threads) as Usearch.Matches;
+    const rows = new Array<number>(n);
+    const scores = new Array<number>(n);
+    // usearch's "ip" distance is 1 - inner product; k is small, so this loop is over results only.
+    for (let i = 0; i < n; i++) {
+      rows[i] = rowOf ? rowOf[Number(m.keys[i])] : Number(m.keys[i]);
+      scores[i] = 1 - m.distances[i];
+    }
+    return { rows, scores };
+  };
   return {
     count,
     dims,
     memoryBytes: vectors.byteLength,
     async search(query, k) {
-      if (closed) throw fail("search on a closed index");
-      if (!(query instanceof Float32Array) || query.length !== dims) {
-        throw fail(`query must be a Float32Array of ${dims} floats, got ${query?.length ?? typeof query}`);
+      check(query);
+      return scan(data, count, query, k);
+    },
+    async searchFiltered(query, k, filter) {
+      check(query);
+      const passing = filter.rows;
+      if (passing.length > count * GATHER_SHARE) {
+        const { rows, scores } = await overFetch(async (q, n) => scan(data, count, q, n), count, query, Math.min(k, passing.length), filter);
+        return { rows, scores };
       }
-      const n = Math.min(Math.floor(k), count);
-      if (!(n >= 1)) return { rows: [], scores: [] };
-      const m = usearch.exactSearch(data, atBufferStart(query), dims, n, usearch.MetricKind.IP, threads) as Usearch.Matches;
-      const rows = new Array<number>(n);
-      const scores = new Array<number>(n);
-      // usearch's "ip" distance is 1 - inner product; k is small, so this loop is over results only.
-      for (let i = 0; i < n; i++) {
-        rows[i] = Number(m.keys[i]);
-        scores[i] = 1 - m.distances[i];
-      }
-      return { rows, scores };
+      const sub = new Float32Array(passing.length * dims);
+      for (let i = 0; i < passing.length; i++) sub.set(data.subarray(passing[i] * dims, (passing[i] + 1) * dims), i * dims);
+      return scan(sub, passing.length, query, k, passing);
     },
     async close() {
       closed = true;

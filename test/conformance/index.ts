@@ -10,6 +10,7 @@ import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { IndexArtifact, IndexEngine, Searcher } from "../../runtime/contracts.ts";
 import { isApfaError } from "../../runtime/errors.ts";
+import { filteredSearch, rowFilter } from "../../runtime/filtered-search.ts";
 
 export interface IndexSuiteOptions {
   /** Exact engines must match brute force on top-10; approximate ones need `minRecall`. */
@@ -169,6 +170,37 @@ export function testIndexEngine(name: string, make: () => IndexEngine | Promise<
         hits += r.rows.filter((x) => ref.rows.includes(x)).length;
       }
       expect(hits / (nq * 10)).toBeGreaterThanOrEqual(opts.exact ? 1 : minRecall);
+    });
+
+    // Filters from broad to very selective: every 2nd row, every 7th, a run of 30, 5 scattered rows.
+    const filters: Array<[string, (r: number) => boolean]> = [
+      ["half", (r) => r % 2 === 0], ["1 in 7", (r) => r % 7 === 3], ["a block of 30", (r) => r >= 100 && r < 130], ["5 rows", (r) => r % 113 === 5],
+    ];
+    for (const [label, pass] of filters) {
+      it(`filtered search (${label}): only passing rows, never fewer than k when k pass${opts.exact ? ", exactly the top k" : ""}`, async () => {
+        const passing = Uint32Array.from({ length: count }, (_, i) => i).filter(pass);
+        const filter = rowFilter(passing, count);
+        let hits = 0;
+        let want = 0;
+        for (let q = 0; q < 10; q++) {
+          const query = queries.subarray(q * dims, (q + 1) * dims);
+          const all = bruteForce(vectors, dims, query, 0).all;
+          const ref = [...passing].sort((a, b) => all[b] - all[a]).slice(0, 10);
+          const r = await filteredSearch(searcher, query, 10, filter);
+          expect(r.rows.every((x) => pass(x)), "a row that does not pass").toBe(true);
+          expect(new Set(r.rows).size).toBe(r.rows.length);
+          expect(r.rows).toHaveLength(ref.length);
+          for (let i = 0; i < r.rows.length; i++) expect(r.scores[i]).toBeCloseTo(all[r.rows[i]], 4);
+          if (opts.exact) for (let i = 0; i < ref.length; i++) if (r.rows[i] !== ref[i]) expect(Math.abs(all[r.rows[i]] - all[ref[i]])).toBeLessThan(1e-6);
+          hits += r.rows.filter((x) => ref.includes(x)).length;
+          want += ref.length;
+        }
+        expect(hits / want).toBeGreaterThanOrEqual(opts.exact ? 1 : minRecall);
+      });
+    }
+
+    it("filtered search with no passing row returns nothing", async () => {
+      expect(await filteredSearch(searcher, queries.subarray(0, dims), 5, rowFilter(new Uint32Array(0), count))).toEqual({ rows: [], scores: [] });
     });
 
     it("rejects a query of the wrong length", async () => {
