@@ -260,6 +260,24 @@ export interface Advice {
   fallback_reason?: string;
 }
 
+/** Constraints a question states (runtime/question.ts); the server passes what it extracted and filtered on. */
+export interface StatedFacts {
+  /** The person's credit score (300-850). */
+  credit_score?: number;
+  /** The amount they want to borrow, in dollars. */
+  amount?: number;
+  /** The repayment term they want, in months. */
+  term_months?: number;
+  /** The highest APR they accept, in percent. */
+  max_apr?: number;
+  /** What the loan is for, as a `category` of the sample corpus (`debt-consolidation`, `auto`…). */
+  category?: string;
+}
+
 export interface Generator {
-  generate(input: { query: string; docs: RetrievedDoc[]; signal?: AbortSignal }): Promise<Advice>;
+  /**
+   * `facts`: the constraints the question states, when the server read them (generators may read the question
+   * themselves when absent). Documents that fit them come first in `docs`.
+   */
+  generate(input: { query: string; docs: RetrievedDoc[]; facts?: StatedFacts; signal?: AbortSignal }): Promise<Advice>;
 }

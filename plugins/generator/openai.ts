@@ -7,9 +7,10 @@
  * @module
  */
 import { z } from "zod";
-import { type Advice, definePlugin, type Generator, type RetrievedDoc } from "../../runtime/contracts.ts";
+import { type Advice, definePlugin, type Generator, type RetrievedDoc, type StatedFacts } from "../../runtime/contracts.ts";
 import { ApfaError } from "../../runtime/errors.ts";
 import { redact } from "../../runtime/log.ts";
+import { checkEligibility, describeFacts, extractFacts, hasFacts, isProduct } from "../../runtime/question.ts";
 import { DEFAULT_DISCLAIMER, renderAdvice } from "./template.ts";
 
 export const NAME = "openai";
@@ -54,14 +55,27 @@ const completion = z.object({
   choices: z.array(z.object({ message: z.object({ content: z.string().nullish() }) })).min(1),
 });
 
-/** The user message: the question, then each document with its id, score, text and metadata. */
-export function buildPrompt(query: string, docs: RetrievedDoc[]): string {
+/**
+ * The user message: the question; the constraints it states, if any, with each product's eligibility worked out
+ * (the same facts the template answers from, so the model need not do the arithmetic); then each document with
+ * its id, score, text and metadata.
+ */
+export function buildPrompt(query: string, docs: RetrievedDoc[], facts: StatedFacts = extractFacts(query)): string {
   const parts = docs.map((d) => {
     const text = d.text.length > 2000 ? d.text.slice(0, 2000) + "…" : d.text;
     const meta = JSON.stringify(d.metadata);
     return `[${d.id}] (relevance ${d.score.toFixed(3)})\n${text}\nmetadata: ${meta.length > 1000 ? meta.slice(0, 1000) + "…" : meta}`;
   });
-  return `Question: ${query}\n\nDocuments:\n\n${parts.join("\n\n")}`;
+  let stated = "";
+  if (hasFacts(facts)) {
+    const lines = docs.filter((d) => isProduct(d.metadata)).map((d) => {
+      const e = checkEligibility(d.metadata, facts);
+      return e.fails.length ? `- [${d.id}] NOT open to this person: ${e.fails.join("; ")}` : `- [${d.id}] open to this person${e.meets.length ? `: ${e.meets.join("; ")}` : ""}`;
+    });
+    stated = `\n\nStated by the person: ${describeFacts(facts)}\nStructured facts: ${JSON.stringify(facts)}\n` +
+      `Eligibility (recommend only products open to this person; if none is, say so and name the nearest):\n${lines.join("\n") || "- no loan products retrieved"}`;
+  }
+  return `Question: ${query}${stated}\n\nDocuments:\n\n${parts.join("\n\n")}`;
 }
 
 /** Drops `[x]` citations of ids we did not give the model (it sometimes invents them); links `[t](u)` stay. */
@@ -81,7 +95,7 @@ export default definePlugin({
     if (!key) log.warn(`${opts.api_key_env} is not set; calling ${redact(url)} without an Authorization header`);
     const scrub = (s: string) => String(redact(key ? s.split(key).join("***") : s));
 
-    async function complete(query: string, docs: RetrievedDoc[], signal: AbortSignal): Promise<string> {
+    async function complete(query: string, docs: RetrievedDoc[], facts: StatedFacts, signal: AbortSignal): Promise<string> {
       const res = await fetch(url, {
         method: "POST",
         signal,
@@ -90,7 +104,7 @@ export default definePlugin({
           model: opts.model,
           temperature: opts.temperature,
           max_tokens: opts.max_tokens,
-          messages: [{ role: "system", content: opts.system_prompt }, { role: "user", content: buildPrompt(query, docs) }],
+          messages: [{ role: "system", content: opts.system_prompt }, { role: "user", content: buildPrompt(query, docs, facts) }],
         }),
       });
       if (!res.ok) {
@@ -113,15 +127,16 @@ export default definePlugin({
     }
 
     return {
-      async generate({ query, docs, signal }): Promise<Advice> {
+      async generate({ query, docs, facts: given, signal }): Promise<Advice> {
         const used = docs.slice(0, opts.max_docs);
+        const facts = given ?? extractFacts(query);
         // Nothing retrieved: the grounded answer is "nothing found", which needs no LLM call.
         if (!used.length) return { advice: renderAdvice(query, used), generator: "template" };
         if (signal?.aborted) throw new ApfaError("timeout", "request aborted", { cause: signal.reason, status: 499, where: `generator:${NAME}` });
         const deadline = AbortSignal.timeout(opts.timeout_ms);
         const combined = signal ? AbortSignal.any([signal, deadline]) : deadline;
         try {
-          let text = keepKnownCitations(await complete(query, used, combined), new Set(used.map((d) => d.id)));
+          let text = keepKnownCitations(await complete(query, used, facts, combined), new Set(used.map((d) => d.id)));
           if (!/not (financial|investment) advice/i.test(text)) text += `\n\n${DEFAULT_DISCLAIMER}`;
           return { advice: text, generator: NAME };
         } catch (err) {
@@ -130,7 +145,7 @@ export default definePlugin({
           const reason = deadline.aborted ? `timeout after ${opts.timeout_ms} ms`
             : scrub(err instanceof Error ? (err.cause instanceof Error ? `${err.message}: ${err.cause.message}` : err.message) : String(err));
           log.warn("LLM call failed; answering with the template generator", { reason });
-          return { advice: renderAdvice(query, used), generator: "template", fallback_reason: reason };
+          return { advice: renderAdvice(query, used, {}, facts), generator: "template", fallback_reason: reason };
         }
       },
     };

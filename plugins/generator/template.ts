@@ -3,10 +3,16 @@
  * documents. Loan products are listed and compared on what the question asks about (rate, term, amount,
  * credit score), a customer profile is summarised and used to check eligibility, and every statement cites
  * its document as `[id]`. Nothing is invented: a field the metadata lacks is simply not mentioned.
+ *
+ * When the question states constraints (runtime/question.ts: a credit score, an amount, a term, an APR ceiling,
+ * a purpose) the answer is about this person: the products open to them, ranked by what they asked for, then
+ * those that are not and why; when none is open it says so and shows the nearest. Nothing is called easy to
+ * qualify for unless the stated facts meet it.
  * @module
  */
 import { z } from "zod";
 import { type Advice, definePlugin, type Generator, type RetrievedDoc } from "../../runtime/contracts.ts";
+import { checkEligibility, describeFacts, extractFacts, hasFacts, metaNumber as num, type QuestionFacts } from "../../runtime/question.ts";
 
 export const NAME = "template";
 
@@ -36,14 +42,6 @@ const ASPECTS: Record<Aspect, RegExp> = {
   credit: /\b(credit|scores?|fico|qualify|eligib\w*|approv\w*)\b/,
   fees: /\bfees?\b/,
 };
-
-/** A number from metadata that may be written "6.9%", "$40,000" or 40000. */
-function num(v: unknown): number | undefined {
-  if (typeof v === "number") return Number.isFinite(v) ? v : undefined;
-  if (typeof v !== "string") return undefined;
-  const m = /-?\d[\d,]*(\.\d+)?/.exec(v);
-  return m ? Number(m[0].replace(/,/g, "")) : undefined;
-}
 
 function pick(meta: Record<string, unknown>, ...keys: string[]): unknown {
   for (const k of keys) if (meta[k] !== undefined && meta[k] !== null && meta[k] !== "") return meta[k];
@@ -96,17 +94,6 @@ function toProduct(doc: RetrievedDoc): Product {
   return { doc, name: show(pick(m, "name", "title", "product") ?? doc.id, 80), apr, termMax, maxAmount, minScore, facts };
 }
 
-/** What the question itself states: an amount to borrow, a credit score, a term. */
-function fromQuery(q: string): { amount?: number; score?: number; term?: number } {
-  const a = /\$\s?(\d[\d,]*(?:\.\d+)?)\s*(k\b)?|\b(\d+(?:\.\d+)?)\s*k\b/.exec(q);
-  const amount = a ? Number((a[1] ?? a[3]).replace(/,/g, "")) * (a[2] || a[3] ? 1000 : 1) : undefined;
-  const s = /\b(?:credit|score|fico)\D{0,20}(\d{3})\b/.exec(q);
-  const score = s && +s[1] >= 300 && +s[1] <= 850 ? +s[1] : undefined;
-  const t = /\b(\d+)\s*(months?|mos?|years?|yrs?)\b/.exec(q);
-  const term = t ? +t[1] * (t[2].startsWith("y") ? 12 : 1) : undefined;
-  return { amount, score, term };
-}
-
 function fits(p: Product, want: { amount?: number; score?: number; term?: number }): string[] {
   const out: string[] = [];
   if (want.score !== undefined && p.minScore !== undefined) {
@@ -123,8 +110,42 @@ const MONEY_KEY = /^(?!.*(ratio|dti|_to_|rate|score|count|months|pct|percent)).*
 
 const cite = (p: Product) => `${p.name} [${p.doc.id}]`;
 
+/** How an eligibility answer orders the open products: by what the question asks for, rate when it names nothing. */
+const RANKS: Array<{ re: RegExp; label: string; key: (p: Product) => number | undefined; best: (p: Product) => string }> = [
+  { re: /\b(easiest|qualify|eligib\w*|approv\w*)\b/, label: "lowest credit score requirement first", key: (p) => p.minScore,
+    best: (p) => `Easiest to qualify for: ${cite(p)} (minimum credit score ${p.minScore}).` },
+  { re: /\b(longest|long(er)? terms?|lower (monthly )?payments?|smallest payments?)\b/, label: "longest term first", key: (p) => (p.termMax === undefined ? undefined : -p.termMax),
+    best: (p) => `Longest term: ${cite(p)} at up to ${p.termMax} months.` },
+  { re: /\b(largest|biggest|most|max(imum)? amount|highest limit)\b/, label: "largest amount first", key: (p) => (p.maxAmount === undefined ? undefined : -p.maxAmount),
+    best: (p) => `Largest amount: ${cite(p)} at ${money(p.maxAmount!, p.doc.metadata.currency)}.` },
+];
+const BY_RATE = { label: "lowest APR first", key: (p: Product) => p.apr, best: (p: Product) => `Lowest APR: ${cite(p)} at ${p.apr}%.` };
+
+/** The answer for a question that states constraints: open products, those that are not and why, the nearest. */
+function eligibilityAnswer(q: string, products: Product[], facts: QuestionFacts): string[] {
+  const rank = RANKS.find((r) => r.re.test(q)) ?? BY_RATE;
+  const order = (a: Product, b: Product) => (rank.key(a) ?? Infinity) - (rank.key(b) ?? Infinity);
+  const checked = products.map((p) => ({ p, e: checkEligibility(p.doc.metadata, facts) }));
+  const open = checked.filter((c) => !c.e.fails.length).sort((a, b) => order(a.p, b.p));
+  const closed = checked.filter((c) => c.e.fails.length).sort((a, b) => a.e.gap - b.e.gap || order(a.p, b.p));
+  const out = [`What you told me: ${describeFacts(facts)}.`];
+  if (open.length) {
+    out.push(`Open to you (${rank.label}):`);
+    for (const { p, e } of open) out.push(`- ${cite(p)}: ${p.facts.join(", ") || "no details given"}.${e.meets.length ? ` For you: ${e.meets.join("; ")}.` : ""}`);
+  } else {
+    out.push("None of the products I found is open to you on what you told me. The nearest options, and what stands in the way:");
+  }
+  if (closed.length) {
+    if (open.length) out.push("", "Not open to you:");
+    for (const { p, e } of closed) out.push(`- ${cite(p)}: ${p.facts.join(", ") || "no details given"}. Not open to you: ${e.fails.join("; ")}.`);
+  }
+  // The best pick is named only among the open products: never a product these facts do not meet.
+  if (open.length && rank.key(open[0].p) !== undefined && (open.length > 1 || rank === RANKS[0])) out.push("", rank.best(open[0].p));
+  return out;
+}
+
 /** The template answer; also the fallback of the LLM generators. */
-export function renderAdvice(query: string, docs: RetrievedDoc[], opts: Partial<TemplateOptions> = {}): string {
+export function renderAdvice(query: string, docs: RetrievedDoc[], opts: Partial<TemplateOptions> = {}, stated: QuestionFacts = extractFacts(query)): string {
   const disclaimer = opts.disclaimer ?? DEFAULT_DISCLAIMER;
   const seen = new Set<string>();
   const used = docs
@@ -142,18 +163,21 @@ export function renderAdvice(query: string, docs: RetrievedDoc[], opts: Partial<
   const profiles = used.filter(isProfile);
   const products = used.filter(isProduct).map(toProduct);
   const others = used.filter((d) => !isProduct(d) && !isProfile(d));
-  const want = fromQuery(q);
+  const want: { amount?: number; score?: number; term?: number } = { amount: stated.amount, score: stated.credit_score, term: stated.term_months };
   const out: string[] = [];
+  // Constraints stated in the question: answer for this person (a retrieved profile may be someone else).
+  const personal = hasFacts(stated) && products.length > 0;
 
   for (const d of profiles) {
     const skip = new Set(["type", "id", "name", "customer_id"]);
     const facts = Object.entries(d.metadata).filter(([k, v]) => !skip.has(k) && v !== null && v !== undefined).slice(0, 8)
       .map(([k, v]) => `${k.replace(/_/g, " ")} ${MONEY_KEY.test(k) && num(v) !== undefined ? money(num(v)!) : show(v, 60)}`);
     out.push(`Customer profile [${d.id}]: ${facts.length ? facts.join(", ") : show(d.text, 160)}.`);
-    want.score ??= num(d.metadata.credit_score);
+    if (!personal) want.score ??= num(d.metadata.credit_score);
   }
 
-  if (products.length) {
+  if (personal) out.push(...eligibilityAnswer(q, products, stated));
+  else if (products.length) {
     // Order by what the question is about; rate when it names nothing or several things (the usual first question).
     const primary = aspects.find((a) => a !== "fees") ?? "rate";
     const keyOf: Record<Aspect, (p: Product) => number | undefined> = {
@@ -209,8 +233,8 @@ export default definePlugin({
   options,
   create(opts: TemplateOptions): Generator {
     return {
-      async generate({ query, docs }): Promise<Advice> {
-        return { advice: renderAdvice(query, docs, opts), generator: NAME };
+      async generate({ query, docs, facts }): Promise<Advice> {
+        return { advice: renderAdvice(query, docs, opts, facts ?? extractFacts(query)), generator: NAME };
       },
     };
   },

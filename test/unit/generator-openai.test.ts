@@ -134,3 +134,17 @@ it("openai options reject a key written into the config and unknown fields", () 
   expect(openai.options.safeParse({ api_key: KEY }).success).toBe(false);
   expect(openai.options.parse({})).toMatchObject({ api_key_env: "OPENAI_API_KEY", timeout_ms: 15000 });
 });
+
+it("openai puts the question's stated constraints and each product's eligibility in the prompt", async () => {
+  const out = await (await make()).generate({ query: "I have a 650 credit score and need $45,000", docs: SAMPLE_DOCS });
+  expect(out.generator).toBe("openai");
+  const prompt: string = calls[0].body.messages[1].content;
+  expect(prompt).toContain("Stated by the person: credit score 650; borrow $45,000");
+  expect(prompt).toContain(`Structured facts: {"credit_score":650,"amount":45000}`);
+  expect(prompt).toMatch(/\[loan-flex-84\] open to this person: a credit score of 650 meets its minimum of 620; covers \$45,000/);
+  expect(prompt).toMatch(/\[loan-everyday\] NOT open to this person: a credit score of 650 is below its minimum of 700; it lends at most \$40,000/);
+  // No stated constraints: the prompt is as before.
+  calls = [];
+  await (await make()).generate({ query: "tell me about loans", docs: SAMPLE_DOCS });
+  expect(calls[0].body.messages[1].content).not.toContain("Stated by the person");
+});
