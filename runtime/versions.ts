@@ -8,6 +8,7 @@ import * as crypto from "node:crypto";
 import type { Store, SwapEvent } from "./contracts.ts";
 import { ApfaError, errorMessage } from "./errors.ts";
 import { layout } from "./keys.ts";
+import { LEXICAL_FILE } from "./lexical.ts";
 import type { Pipeline } from "./pipeline.ts";
 
 export interface Manifest {
@@ -109,7 +110,7 @@ export function servingFiles(m: Manifest): Array<[string, { bytes: number; sha25
 
 /** The engine's own files of a version (what `IndexEngine.update` changes). */
 export function engineFileNames(m: Manifest): string[] {
-  return Object.keys(m.files).filter((name) => name !== "docs.jsonl" && !runOnly(m, name));
+  return Object.keys(m.files).filter((name) => name !== "docs.jsonl" && name !== LEXICAL_FILE && !runOnly(m, name));
 }
 
 export async function readLatest(store: Store): Promise<LatestPointer | undefined> {

@@ -1,6 +1,6 @@
 /**
  * The HTTP API on h3 (web-standard Request/Response, so Node and Deno serve the same app):
- * `POST /generate-advice`, `POST /search` (JWT), `GET /health`, `/ready`, `/metrics`, `/index`.
+ * `POST /generate-advice`, `POST /search` (JWT), `GET /health`, `/ready`, `/metrics`, `/index`, `/openapi.json`.
  * @module
  */
 import { getRequestIP, H3, type H3Event } from "h3";
@@ -8,12 +8,16 @@ import { z } from "zod";
 import type { PipelineConfig } from "../runtime/config/schema.ts";
 import type { Embedder, Generator, Logger, RetrievedDoc } from "../runtime/contracts.ts";
 import { ApfaError, errorMessage } from "../runtime/errors.ts";
+import { eligibilityPredicate, extractFacts, hasFacts, purposePredicate, type QuestionFacts } from "../runtime/question.ts";
 import { AuthError, type Verifier } from "./auth.ts";
 import type { ResponseCache } from "./cache.ts";
 import { errorResponse, HttpError, json, readJson, validate } from "./http.ts";
 import type { IndexHolder, Lease } from "./index-holder.ts";
 import type { ServerMetrics } from "./metrics.ts";
 import { createRateLimiter } from "./rate-limit.ts";
+import { openapiDocument } from "./openapi.ts";
+import { compiled, requestBody } from "./request.ts";
+import { createRetriever, type CompiledFilter } from "./retrieval.ts";
 
 export interface AppDeps {
   config: PipelineConfig;
@@ -41,15 +45,15 @@ export interface CachedAnswer {
   advice?: string;
   generator?: string;
   fallback_reason?: string;
+  /** The constraints the question stated, as /generate-advice read them. */
+  stated?: QuestionFacts;
 }
 
 export function createApp(deps: AppDeps): H3 {
   const { config, holder, embedder, generator, cache, verifier, metrics, log } = deps;
   const limits = config.server;
-  const body = z.strictObject({
-    query: z.string().refine((q) => q.trim().length > 0, "must not be empty").refine((q) => q.length <= limits.max_query_chars, `must be at most ${limits.max_query_chars} characters`),
-    k: z.int().min(1).max(limits.max_k).default(5),
-  });
+  const body = requestBody(limits);
+  const retriever = createRetriever(limits.retrieval, log);
 
   /** Methods per fixed path, so a wrong method gets 405 with `Allow` instead of 404. */
   const known = new Map<string, string[]>();
@@ -98,16 +102,27 @@ export function createApp(deps: AppDeps): H3 {
     return res;
   };
 
-  async function retrieve(lease: Lease, query: string, k: number): Promise<Hit[]> {
+  async function retrieve(lease: Lease, query: string, k: number, opts: { filter?: CompiledFilter; mode?: "vector" | "hybrid"; facts?: QuestionFacts }): Promise<Hit[]> {
     const t0 = performance.now();
-    const vec = await embedder.embed([query]);
+    const vector = await embedder.embed([query]);
     metrics.embedQuery.observe((performance.now() - t0) / 1000);
     const t1 = performance.now();
-    const r = await lease.index.searcher.search(vec, Math.min(k, lease.index.manifest.count));
+    const ix = lease.index;
+    const search = (filter?: CompiledFilter) => retriever.search(ix, { vector, text: query, k: Math.min(k, ix.manifest.count), filter, mode: opts.mode });
+    const and = (a: CompiledFilter, b?: CompiledFilter): CompiledFilter => (b ? { key: `${a.key}&${b.key}`, test: (m) => a.test(m) && b.test(m) } : a);
+    let ranked = await search(opts.filter);
+    if (opts.facts && hasFacts(opts.facts)) {
+      // The products open to the person first; when fewer than k are, the nearest for the same purpose after them.
+      const fk = JSON.stringify(opts.facts);
+      const open = await search(and({ key: `open:${fk}`, test: eligibilityPredicate(opts.facts) }, opts.filter));
+      const seen = new Set(open.map((r) => r.row));
+      const near = open.length < k ? (await search(and({ key: `purpose:${opts.facts.category ?? ""}`, test: purposePredicate(opts.facts) }, opts.filter))).filter((r) => !seen.has(r.row)) : [];
+      ranked = [...open, ...near].slice(0, k);
+    }
     metrics.search.observe((performance.now() - t1) / 1000);
-    return r.rows.map((row, i) => {
-      const d = JSON.parse(lease.index.docs.get(row)) as { id: string; text: string; metadata?: Record<string, unknown> };
-      return { id: d.id, score: r.scores[i], text: d.text, metadata: d.metadata ?? {} };
+    return ranked.map(({ row, score }) => {
+      const d = JSON.parse(ix.docs.get(row)) as { id: string; text: string; metadata?: Record<string, unknown> };
+      return { id: d.id, score, text: d.text, metadata: d.metadata ?? {} };
     });
   }
 
@@ -119,22 +134,24 @@ export function createApp(deps: AppDeps): H3 {
     const wait = loopback && limits.rate_limit?.exempt_loopback !== false ? 0 : limiter.take(ip);
     if (wait > 0) return errorResponse(429, "rate_limited", `too many requests; retry in ${wait} s`, undefined, { "retry-after": String(wait) });
     await guard(event);
-    const { query, k } = validate(body, await readJson(event.req, limits.body_limit_bytes));
+    const { query, k, filter: rawFilter, mode } = validate(body, await readJson(event.req, limits.body_limit_bytes));
+    const filter = compiled(rawFilter);
+    const facts = kind === "advice" && limits.retrieval.question_filters ? extractFacts(query) : undefined;
     const lease = holder.acquire();
     if (!lease) throw new ApfaError("index", "no index is loaded yet", { status: 503 });
     try {
       const version = lease.index.version;
-      const ck = `${kind}:${query}`;
+      const ck = `${kind}:${mode ?? limits.retrieval.mode}:${filter?.key ?? ""}:${query}`;
       const cached = await cache.get(version, ck, k);
       let value = cached;
       if (!value) {
-        const hits = await retrieve(lease, query, k);
+        const hits = await retrieve(lease, query, k, { filter, mode, facts });
         if (kind === "search") value = { hits };
         else {
           const docs: RetrievedDoc[] = hits.map((h) => ({ id: h.id, score: h.score, text: h.text, metadata: h.metadata }));
-          const a = await generator.generate({ query, docs, signal: event.req.signal });
+          const a = await generator.generate({ query, docs, facts, signal: event.req.signal });
           if (a.fallback_reason) metrics.generatorFallbacks.inc();
-          value = { hits, advice: a.advice, generator: a.generator, fallback_reason: a.fallback_reason };
+          value = { hits, advice: a.advice, generator: a.generator, fallback_reason: a.fallback_reason, ...(facts && hasFacts(facts) ? { stated: facts } : {}) };
         }
         await cache.set(version, ck, k, value);
       }
@@ -147,6 +164,7 @@ export function createApp(deps: AppDeps): H3 {
         index_version: version,
         cached: Boolean(cached),
         generator: value.generator,
+        ...(value.stated ? { stated: value.stated } : {}),
         ...(value.fallback_reason ? { fallback_reason: value.fallback_reason } : {}),
       });
     } finally {
@@ -162,6 +180,8 @@ export function createApp(deps: AppDeps): H3 {
   add("POST", "/search", route("search", (e) => answer(e, "search")));
   add("POST", "/generate-advice", route("generate-advice", (e) => answer(e, "advice")));
   add("GET", "/health", route("health", () => json({ status: "ok" })));
+  const openapi = openapiDocument(limits);
+  add("GET", "/openapi.json", route("openapi", () => json(openapi)));
   add("GET", "/ready", route("ready", () => {
     const s = holder.status();
     return json({ ...s, auth: verifier ? "jwt" : "none" }, s.ready ? 200 : 503);

@@ -21,6 +21,8 @@ export type LoadSource = "store" | "local-cache" | "sync-build";
 
 export interface LoadedIndex {
   version: string;
+  /** The local directory holding the version's files. */
+  dir: string;
   manifest: Manifest;
   searcher: Searcher;
   /** Raw JSON line per row; parsed only for hits. */
@@ -146,7 +148,7 @@ export function createIndexHolder(opts: IndexHolderOptions) {
       await searcher.close();
       throw new SwapRefused("count_mismatch", `version ${manifest.version.slice(0, 12)}: ${searcher.count} vectors, ${docs.count} documents, manifest says ${manifest.count}`);
     }
-    return { version: manifest.version, manifest, searcher, docs, source, loadMs: performance.now() - t0, fetchMs, loadedAt: new Date(), _refs: 0, _retired: false };
+    return { version: manifest.version, dir, manifest, searcher, docs, source, loadMs: performance.now() - t0, fetchMs, loadedAt: new Date(), _refs: 0, _retired: false };
   }
 
   /** Downloads (or reuses a verified local copy of) a version and opens it. */

@@ -134,6 +134,14 @@ export const pipelineSchema = z.strictObject({
       exempt_loopback: z.boolean().default(true)
         .describe("Clients on 127.0.0.0/8 and ::1 are not limited (local load tests, sidecars); a reverse proxy should limit instead"),
     }).prefault({}),
+    retrieval: z.strictObject({
+      mode: z.enum(["vector", "hybrid"]).default("vector")
+        .describe("`hybrid` fuses vector results with the version's lexical (BM25) index, so exact names, ids and numbers find their documents; a request's `mode` overrides it"),
+      candidates: z.int().min(1).max(1000).default(50).describe("Results taken from the vector and the lexical side before fusing (hybrid)"),
+      rrf_k: z.number().min(1).max(1000).default(60).describe("The constant of reciprocal-rank fusion: each list adds 1/(rrf_k + rank)"),
+      question_filters: z.boolean().default(true)
+        .describe("/generate-advice reads the constraints a question states (credit score, amount, term, APR ceiling, purpose) and retrieves the products that fit them first"),
+    }).prefault({}),
     swap_poll_s: z.number().min(1).default(30).describe("Safety-net check of `latest` every N seconds"),
     cache_dir: z.string().default(".apfa/cache").describe("Local copy of the served index (fallback when the store is down)"),
   }).prefault({}),

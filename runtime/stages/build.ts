@@ -9,6 +9,7 @@ import * as crypto from "node:crypto";
 import type { IndexEngine } from "../contracts.ts";
 import { ApfaError } from "../errors.ts";
 import { encodeNpy } from "../npy.ts";
+import { buildLexical, LEXICAL_FILE } from "../lexical.ts";
 import { concatBytes } from "../streams.ts";
 import { ROWS_FILE, sha256, VECTORS_FILE, type Manifest } from "../versions.ts";
 import type { BaseData } from "./base.ts";
@@ -46,6 +47,8 @@ export interface BuiltVersion {
   files: Record<string, Uint8Array>;
   assembleMs: number;
   engineMs: number;
+  /** Building `lexical.json` (the BM25 index of hybrid retrieval) from the documents. */
+  lexicalMs: number;
 }
 
 const enc = new TextEncoder();
@@ -54,10 +57,12 @@ const fail = (msg: string) => new ApfaError("index", msg, { where: "build" });
 /**
  * True when the run changes nothing the base serves: no new vectors, every base row carried (entries name
  * distinct rows, one per id, so the count says all) with its document line unchanged, and the same engine
- * settings. The base version is then the result, as it is, whatever order the source yielded it in.
+ * settings. The base version is then the result, as it is, whatever order the source yielded it in. A base built
+ * before versions carried a lexical index is built again, so hybrid retrieval finds one.
  */
 export function unchangedBase(base: Manifest, reuse: ReuseEntry[], newParts: number, engineKey: string): boolean {
-  return newParts === 0 && base.reuse?.engine_key === engineKey && reuse.length === base.count && reuse.every((e) => e.doc === undefined);
+  return newParts === 0 && base.reuse?.engine_key === engineKey && base.files[LEXICAL_FILE] !== undefined && reuse.length === base.count &&
+    reuse.every((e) => e.doc === undefined);
 }
 
 export async function buildVersion(input: BuildInput): Promise<BuiltVersion> {
@@ -117,7 +122,12 @@ export async function buildVersion(input: BuildInput): Promise<BuiltVersion> {
     : undefined;
   const artifact = prev ?? (await input.engine.build(vectors, dims));
   const engineMs = performance.now() - t1;
-  const files: Record<string, Uint8Array> = { ...artifact.files, "docs.jsonl": docs, [ROWS_FILE]: rowsFile };
+  // Rebuilt from the documents every time, incremental runs too: at 100k documents it costs seconds
+  // (docs/index-engines.md), far less than the embedding an incremental run saves.
+  const t2 = performance.now();
+  const lexical = buildLexical(docs);
+  const lexicalMs = performance.now() - t2;
+  const files: Record<string, Uint8Array> = { ...artifact.files, "docs.jsonl": docs, [ROWS_FILE]: rowsFile, [LEXICAL_FILE]: lexical };
   let where = artifact.vectors;
   if (!where) {
     const [header] = encodeNpy(vectors, rows.length, dims);
@@ -144,5 +154,5 @@ export async function buildVersion(input: BuildInput): Promise<BuiltVersion> {
     built_from: base?.version ?? null,
     index_build: prev ? "update" : "full",
   };
-  return { manifest, files, assembleMs, engineMs };
+  return { manifest, files, assembleMs, engineMs, lexicalMs };
 }

@@ -56,7 +56,7 @@ export function makeBuildIndex(p: Pipeline) {
     }
 
     let version: string;
-    let timing = { load_ms: 0, assemble_ms: 0, engine_ms: 0 };
+    let timing = { load_ms: 0, assemble_ms: 0, engine_ms: 0, lexical_ms: 0 };
     let count: number;
     try {
       const reuse = run.reuse_key ? decodeReuse(await p.store.get(run.reuse_key)) : [];
@@ -76,7 +76,7 @@ export function makeBuildIndex(p: Pipeline) {
           pipeline: p.config.name, runId, engine, engineName: p.config.stages.index.plugin, engineKey: ekey,
           embedderKey: run.embedder_key ?? "", source: { key: await sourceKey(p.config), cursor: run.source_cursor ?? undefined }, parts, base, reuse,
         });
-        timing = { ...timing, assemble_ms: Math.round(built.assembleMs), engine_ms: Math.round(built.engineMs) };
+        timing = { ...timing, assemble_ms: Math.round(built.assembleMs), engine_ms: Math.round(built.engineMs), lexical_ms: Math.round(built.lexicalMs) };
         await writeVersion(p, built.manifest, built.files);
         version = built.manifest.version;
         count = built.manifest.count;

@@ -8,6 +8,7 @@ import * as fsp from "node:fs/promises";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { layout } from "../../runtime/keys.ts";
+import { LEXICAL_FILE, loadLexical } from "../../runtime/lexical.ts";
 import { followRun } from "../../runtime/progress.ts";
 import { createRun, type RunRow } from "../../runtime/runs.ts";
 import { readLatest, readManifest, servingFiles, type Manifest } from "../../runtime/versions.ts";
@@ -85,8 +86,9 @@ for (const engine of ["flat", "hnsw"] as const) {
       const m = await readManifest(tp.pipeline.store, first.index_version!);
       expect(m.reuse?.rows).toBe("rows.jsonl");
       expect(m.reuse?.vectors.file).toBe(engine === "flat" ? "index.faiss" : "vectors.npy");
-      // Servers download what they serve; the rows file and an added vector copy are for later runs only.
-      expect(servingFiles(m).map(([f]) => f).sort()).toEqual(engine === "flat" ? ["docs.jsonl", "index.faiss"] : ["docs.jsonl", "index.usearch"]);
+      // Servers download what they serve (the lexical index of hybrid retrieval too); the rows file and an added
+      // vector copy are for later runs only.
+      expect(servingFiles(m).map(([f]) => f).sort()).toEqual(engine === "flat" ? ["docs.jsonl", "index.faiss", "lexical.json"] : ["docs.jsonl", "index.usearch", "lexical.json"]);
       // Canonical order: by id, whatever order the source gave.
       expect((await servedDocs(tp, m.version)).map((d) => d.id)).toEqual(corpus().map((d) => d.id));
     });
@@ -128,6 +130,10 @@ for (const engine of ["flat", "hnsw"] as const) {
       expect(byId.get("new-1")?.text).toBe("a brand new loan product");
       expect(byId.get(id(7))?.metadata).toEqual({ tier: "platinum" });
       expect(served.map((d) => d.id)).toEqual(docs.map((d) => d.id).sort());
+      // The incremental version carries a lexical index of its own documents: the new one is found, a deleted one is not.
+      const lexical = loadLexical(new TextDecoder().decode(await tp.pipeline.store.get(layout.indexFile(m.version, LEXICAL_FILE))));
+      expect(served[lexical.search("new-2", 1)[0]]?.id).toBe("new-2");
+      expect(lexical.search(gone[0], 5).map((row) => served[row].id)).not.toContain(gone[0]);
 
       if (engine === "hnsw") {
         // The graph was changed in place (7 of 300 vectors removed, 8 added), and its keys still find the rows.
