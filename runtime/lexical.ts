@@ -104,6 +104,8 @@ export function buildLexical(docs: Uint8Array): Uint8Array {
 export interface Lexical {
   /** Best-first rows for `query` (BM25), at most `k`, only rows `pass` accepts when given. */
   search(query: string, k: number, pass?: (row: number) => boolean): number[];
+  /** As `search`, with the BM25 scores. */
+  scored(query: string, k: number, pass?: (row: number) => boolean): Array<{ row: number; score: number }>;
 }
 
 /** Opens `lexical.json` (its text). */
@@ -111,25 +113,37 @@ export function loadLexical(json: string): Lexical {
   const file = JSON.parse(json) as { format: number; common: string[]; index: unknown };
   const ms = MiniSearch.loadJS<LexDoc>(file.index as Parameters<typeof MiniSearch.loadJS>[0], OPTIONS);
   const common = new Set(file.common);
-  return {
-    search(query, k, pass) {
+  const lexical: Lexical = {
+    search: (query, k, pass) => lexical.scored(query, k, pass).map((h) => h.row),
+    scored(query, k, pass) {
       const terms = tokenizeQuery(query).map(processTerm).filter((t): t is string => Boolean(t));
       // Only common words ("loan credit"): keep them, a rare-word-free query still deserves an answer.
       const rare = terms.filter((t) => !common.has(t));
       const q = (rare.length ? rare : terms).join(" ");
       if (!q) return [];
       const hits = ms.search(q, { ...(pass ? { filter: (r) => pass(r.id as number) } : {}), tokenize: (s) => s.split(" "), processTerm: (t) => t });
-      return hits.slice(0, k).map((h) => h.id as number);
+      return hits.slice(0, k).map((h) => ({ row: h.id as number, score: h.score }));
     },
   };
+  return lexical;
 }
 
 /**
  * Reciprocal-rank fusion: each list adds `1 / (c + rank)` (rank from 1) to its rows' scores; best first.
- * `c` = 60 as in Cormack et al. (2009), so neither list's top hit can be outvoted by one list alone.
+ * `c` = 60 as in Cormack et al. (2009), so neither list's top hit can be outvoted by one list alone. Equal scores
+ * (two lists' top hits, each found by one list only) go to the better single rank, then to the earlier list:
+ * the server passes the lexical list first, so an exact id or name beats an equally ranked vector neighbour.
  */
 export function fuseRanks(lists: number[][], k: number, c = 60): Array<{ row: number; score: number }> {
-  const score = new Map<number, number>();
-  for (const list of lists) list.forEach((row, i) => score.set(row, (score.get(row) ?? 0) + 1 / (c + i + 1)));
-  return [...score].map(([row, s]) => ({ row, score: s })).sort((a, b) => b.score - a.score || a.row - b.row).slice(0, k);
+  const acc = new Map<number, { score: number; rank: number; list: number }>();
+  lists.forEach((list, li) => list.forEach((row, i) => {
+    const a = acc.get(row);
+    if (!a) acc.set(row, { score: 1 / (c + i + 1), rank: i, list: li });
+    else {
+      a.score += 1 / (c + i + 1);
+      if (i < a.rank) Object.assign(a, { rank: i, list: li });
+    }
+  }));
+  return [...acc].sort(([ra, a], [rb, b]) => b.score - a.score || a.rank - b.rank || a.list - b.list || ra - rb)
+    .slice(0, k).map(([row, a]) => ({ row, score: a.score }));
 }

@@ -109,7 +109,7 @@ export function createRetriever(cfg: RetrievalConfig, log: Logger) {
       const vec = rf ? await filteredSearch(ix.searcher, q.vector, n, rf) : await ix.searcher.search(q.vector, Math.min(n, count));
       if (!lex) return vec.rows.map((row, i) => ({ row, score: vec.scores[i] }));
       const words = lex.search(q.text, n, rf?.has);
-      return fuseRanks([vec.rows, words], q.k, cfg.rrf_k);
+      return fuseRanks([words, vec.rows], q.k, cfg.rrf_k);
     },
   };
 }
