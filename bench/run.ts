@@ -18,6 +18,7 @@ export const SUITES: Record<string, () => Promise<Suite>> = {
   index: async () => (await import("./suites/index.ts")).indexSuite,
   serve: async () => (await import("./suites/serve.ts")).serveSuite,
   incremental: async () => (await import("./suites/incremental.ts")).incrementalSuite,
+  quality: async () => (await import("./suites/quality.ts")).qualitySuite,
 };
 
 export interface BenchOptions {

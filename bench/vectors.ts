@@ -41,7 +41,7 @@ function normalise(v: Float32Array, dims: number): void {
 let embedder: Promise<Embedder> | undefined;
 
 /** use-lite vectors (512-d) of `docs`, cached by name. */
-async function embedCached(name: string, docs: CorpusDoc[], log: (m: string) => void): Promise<Float32Array> {
+export async function embedCached(name: string, docs: CorpusDoc[], log: (m: string) => void): Promise<Float32Array> {
   const file = path.join(CACHE, `${name}.f32`);
   if (fs.existsSync(file) && fs.statSync(file).size === docs.length * 512 * 4) {
     const b = fs.readFileSync(file);

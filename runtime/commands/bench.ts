@@ -2,10 +2,10 @@
 import type { Command } from "../cli.ts";
 
 export const bench: Command = {
-  summary: "Run the benchmark suites (embedding, queue, index, serve, incremental): tables, bench/results/<suite>.json, BENCHMARKS.md with SVG charts.",
+  summary: "Run the benchmark suites (embedding, queue, index, serve, incremental, quality): tables, bench/results/<suite>.json, BENCHMARKS.md with SVG charts.",
   usage: [
     "apfa bench [suite...] [--quick] [--large] [--compare] [--accept] [--profile] [--report]",
-    "Suites: embedding, queue, index, serve, incremental (unchanged and 0.1-100 % changed re-runs against a full run; all by default)",
+    "Suites: embedding, queue, index, serve, incremental (unchanged and 0.1-100 % changed re-runs against a full run), quality (recall@10, nDCG@10 and ineligible recommendations on labelled queries; filtered hnsw recall); all by default",
     "  --quick     small sizes, about a minute per suite (CI proves the suites run); writes under bench/results/quick/",
     "  --large     adds the 1M-vector index and the use-lite batch/concurrency sweeps",
     "  --compare   exit 1 when a ratio is more than 20% worse than bench/baseline.json",
