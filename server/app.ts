@@ -110,8 +110,9 @@ export function createApp(deps: AppDeps): H3 {
     const ix = lease.index;
     const search = (filter?: CompiledFilter) => retriever.search(ix, { vector, text: query, k: Math.min(k, ix.manifest.count), filter, mode: opts.mode });
     const and = (a: CompiledFilter, b?: CompiledFilter): CompiledFilter => (b ? { key: `${a.key}&${b.key}`, test: (m) => a.test(m) && b.test(m) } : a);
-    let ranked = await search(opts.filter);
-    if (opts.facts && hasFacts(opts.facts)) {
+    let ranked;
+    if (!opts.facts || !hasFacts(opts.facts)) ranked = await search(opts.filter);
+    else {
       // The products open to the person first; when fewer than k are, the nearest for the same purpose after them.
       const fk = JSON.stringify(opts.facts);
       const open = await search(and({ key: `open:${fk}`, test: eligibilityPredicate(opts.facts) }, opts.filter));
