@@ -110,15 +110,25 @@ export function createApp(deps: AppDeps): H3 {
     const ix = lease.index;
     const search = (filter?: CompiledFilter) => retriever.search(ix, { vector, text: query, k: Math.min(k, ix.manifest.count), filter, mode: opts.mode });
     const and = (a: CompiledFilter, b?: CompiledFilter): CompiledFilter => (b ? { key: `${a.key}&${b.key}`, test: (m) => a.test(m) && b.test(m) } : a);
-    let ranked;
-    if (!opts.facts || !hasFacts(opts.facts)) ranked = await search(opts.filter);
-    else {
-      // The products open to the person first; when fewer than k are, the nearest for the same purpose after them.
+    let ranked = opts.facts && hasFacts(opts.facts) ? [] : await search(opts.filter);
+    if (opts.facts && hasFacts(opts.facts)) {
+      // The products open to the person first; when fewer than k are, the nearest for the same purpose, then
+      // whatever plain retrieval finds (a corpus without product metadata answers as it did without facts).
       const fk = JSON.stringify(opts.facts);
-      const open = await search(and({ key: `open:${fk}`, test: eligibilityPredicate(opts.facts) }, opts.filter));
-      const seen = new Set(open.map((r) => r.row));
-      const near = open.length < k ? (await search(and({ key: `purpose:${opts.facts.category ?? ""}`, test: purposePredicate(opts.facts) }, opts.filter))).filter((r) => !seen.has(r.row)) : [];
-      ranked = [...open, ...near].slice(0, k);
+      const steps = [
+        and({ key: `open:${fk}`, test: eligibilityPredicate(opts.facts) }, opts.filter),
+        and({ key: `purpose:${opts.facts.category ?? ""}`, test: purposePredicate(opts.facts) }, opts.filter),
+        opts.filter,
+      ];
+      const seen = new Set<number>();
+      for (const f of steps) {
+        if (ranked.length >= k) break;
+        for (const r of await search(f)) {
+          if (seen.has(r.row) || ranked.length >= k) continue;
+          seen.add(r.row);
+          ranked.push(r);
+        }
+      }
     }
     metrics.search.observe((performance.now() - t1) / 1000);
     return ranked.map(({ row, score }) => {

@@ -130,3 +130,19 @@ describe("hybrid retrieval", () => {
     expect(body.components.schemas.Query.properties.filter.$ref).toBe("#/components/schemas/Filter");
   });
 });
+
+describe("a corpus without product metadata", () => {
+  it("answers a question that states a purpose and a score as it did before: from plain retrieval", async () => {
+    const hash = (await import("../fixtures/plugins/hash-embedder.ts")).default;
+    const weak = await hash.create(hash.options.parse({ dims: 32 }), { baseDir: "/", log: silentLogger, env: {} });
+    const docs = Array.from({ length: 20 }, (_, i) => ({ id: `d${i}`, text: `personal loan ${i} for debt consolidation` }));
+    const app = await servedApp(docs, weak);
+    try {
+      const { body } = await app.post("/generate-advice", { query: "I have a 650 credit score and want to consolidate card debt", k: 3 });
+      expect(body.stated).toEqual({ credit_score: 650, category: "debt-consolidation" });
+      expect(body.sources).toHaveLength(3);
+    } finally {
+      await app.close();
+    }
+  });
+});
