@@ -1,5 +1,5 @@
 /**
- * The metadata filter grammar of `/search` and `/generate-advice` (docs/filters.md):
+ * The metadata filter grammar of `/search` and `/generate-advice` (docs/retrieval.md):
  *
  * ```
  * filter    := { clause, ... }                       every clause must hold (an implicit and)
@@ -38,7 +38,6 @@ export class FilterError extends Error {
 
 const OPS = ["eq", "ne", "gt", "gte", "lt", "lte", "in", "nin", "exists"] as const;
 type Op = (typeof OPS)[number];
-const COMBINATORS = new Set(["and", "or", "not"]);
 const PATH = /^[A-Za-z_][A-Za-z0-9_-]{0,63}(\.[A-Za-z0-9_-]{1,64}){0,7}$/;
 /** Bounds that keep one filter cheap to check per document. */
 const MAX_DEPTH = 8;
@@ -149,6 +148,5 @@ export function filterKey(filter: unknown): string {
   return JSON.stringify(filter, (_k, v: unknown) => (isObject(v) ? Object.fromEntries(Object.keys(v).sort().map((k) => [k, v[k]])) : v));
 }
 
-// COMBINATORS is exported for the OpenAPI document's description.
-export const FILTER_COMBINATORS = [...COMBINATORS];
-export const FILTER_OPERATORS = [...OPS];
+/** The operators a condition may use (for the OpenAPI document). */
+export const FILTER_OPERATORS: readonly string[] = OPS;

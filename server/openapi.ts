@@ -69,7 +69,7 @@ export function openapiDocument(limits: { max_query_chars: number; max_k: number
   });
   return {
     openapi: "3.1.0",
-    info: { title: "apfa", version: "1", description: "Retrieval and advice over the served index version (docs/filters.md)." },
+    info: { title: "apfa", version: "1", description: "Retrieval and advice over the served index version (docs/retrieval.md)." },
     paths: {
       "/search": post("Documents nearest the query, optionally filtered on metadata", {
         type: "object", properties: { hits: { type: "array", items: hit }, index_version: { type: "string" }, cached: { type: "boolean" } },

@@ -15,7 +15,7 @@ export function requestBody(limits: { max_query_chars: number; max_k: number }) 
       .describe("The question or search text"),
     k: z.int().min(1).max(limits.max_k).default(5).describe("How many documents to retrieve"),
     filter: z.record(z.string(), z.unknown()).optional()
-      .describe("Metadata filter (docs/filters.md): {\"type\": \"loan_product\", \"min_credit_score\": {\"lte\": 650}}; equality, eq/ne/gt/gte/lt/lte/in/nin/exists, and/or/not"),
+      .describe("Metadata filter (docs/retrieval.md): {\"type\": \"loan_product\", \"min_credit_score\": {\"lte\": 650}}; equality, eq/ne/gt/gte/lt/lte/in/nin/exists, and/or/not"),
     mode: z.enum(["vector", "hybrid"]).optional().describe("Retrieval mode; default server.retrieval.mode"),
   });
 }
