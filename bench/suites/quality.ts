@@ -1,7 +1,7 @@
 /**
  * Quality suite: does retrieval bring back the right documents, and does the answer recommend only products the
  * person qualifies for? On the sample corpus (1,000 documents) embedded with use-lite, a labelled query set
- * generated from the documents' metadata (bench/quality-queries.ts; 240 queries, 60 with --quick) goes through
+ * generated from the documents' metadata (bench/quality-queries.ts; 240 queries; --quick: 60 on 300 documents) goes through
  * the real app in four modes: vector-only, vector + the question's constraints as filters, hybrid (vector +
  * BM25, reciprocal-rank fusion), hybrid + filters. Also: the recall of the approximate engine (hnsw) under
  * selective filters against exact filtered search, and the lexical index's build cost.
@@ -33,10 +33,12 @@ type ModeId = (typeof MODES)[number]["id"];
 interface Scores { recall: number[]; ndcg: number[]; ineligibleAnswers: number; answers: number; ineligibleTop10: number[] }
 
 export async function qualitySuite(ctx: BenchContext): Promise<SuiteOutput> {
-  const corpus = generateCorpus();
+  // --quick proves the suite runs (CI): 300 documents embed in seconds where no cached vectors exist.
+  const size = ctx.quick ? 300 : 1000;
+  const corpus = generateCorpus({ count: size });
   const queries = labelledQueries(corpus, ctx.quick ? 60 : 240);
   const meta = new Map(corpus.map((d) => [d.id, d.metadata]));
-  const vectors = await embedCached("use-lite-corpus-1000", corpus, ctx.log);
+  const vectors = await embedCached(`use-lite-corpus-${size}`, corpus, ctx.log);
   const embedder = await useLite.create(useLite.options.parse({ threads: 2 }), pctx);
   // Two servers on the same version: one answers from plain retrieval, one reads the question's constraints.
   const plain = await servedApp(corpus, embedder, { vectors, retrieval: { question_filters: false } });
@@ -77,7 +79,7 @@ export async function qualitySuite(ctx: BenchContext): Promise<SuiteOutput> {
   const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length);
   const eligibleCount = queries.filter((q) => q.person).length;
   const tables: Table[] = [{
-    title: `Retrieval quality, ${queries.length} labelled queries (${eligibleCount} eligibility, ${queries.filter((q) => q.kind === "name").length} name, ${queries.filter((q) => q.kind === "id").length} id), use-lite, flat`,
+    title: `Retrieval quality on ${size.toLocaleString("en-US")} sample documents, ${queries.length} labelled queries (${eligibleCount} eligibility, ${queries.filter((q) => q.kind === "name").length} name, ${queries.filter((q) => q.kind === "id").length} id), use-lite, flat`,
     columns: ["mode", "recall@10", "nDCG@10", "nDCG@10 ÷ vector-only", "ineligible share of retrieved products", "answers recommending an ineligible product"],
     rows: MODES.map((m) => {
       const s = scores[m.id];
@@ -104,7 +106,7 @@ export async function qualitySuite(ctx: BenchContext): Promise<SuiteOutput> {
 async function filteredRecall(ctx: BenchContext): Promise<Table> {
   const dims = 384;
   const count = ctx.quick ? 5000 : 50_000;
-  const rv = await realVectors(1000, ctx.quick ? 20 : 200, dims, ctx.log);
+  const rv = await realVectors(ctx.quick ? 100 : 1000, ctx.quick ? 20 : 200, dims, ctx.log);
   const parts = expand(rv, count, 1000, noiseForCosine(medianNeighbourCosine(rv)));
   const vectors = new Float32Array(count * dims);
   parts.forEach((p, i) => vectors.set(p, i * 1000 * dims));
