@@ -89,7 +89,7 @@ async function checkVersion(store: string, version: string): Promise<Manifest> {
   const dir = path.join(store, "indexes", version);
   const m = JSON.parse(await fsp.readFile(path.join(dir, "manifest.json"), "utf8")) as Manifest;
   expect(m.version).toBe(version);
-  expect(Object.keys(m.files).sort()).toEqual([m.main, "docs.jsonl", "rows.jsonl"].sort());
+  expect(Object.keys(m.files).sort()).toEqual([m.main, "docs.jsonl", "rows.jsonl", "lexical.json"].sort());
   for (const [name, f] of Object.entries(m.files)) {
     const bytes = await fsp.readFile(path.join(dir, name));
     expect(bytes.byteLength, `${version}/${name} size`).toBe(f.bytes);
