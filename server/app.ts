@@ -8,6 +8,7 @@ import { z } from "zod";
 import type { PipelineConfig } from "../runtime/config/schema.ts";
 import type { Embedder, Generator, Logger, RetrievedDoc } from "../runtime/contracts.ts";
 import { ApfaError, errorMessage } from "../runtime/errors.ts";
+import { createAdmission } from "./admission.ts";
 import { AuthError, type Verifier } from "./auth.ts";
 import type { ResponseCache } from "./cache.ts";
 import { errorResponse, HttpError, json, readJson, validate } from "./http.ts";
@@ -159,8 +160,25 @@ export function createApp(deps: AppDeps): H3 {
     if (method === "GET") app.get(p, handler);
     else app.post(p, handler);
   };
-  add("POST", "/search", route("search", (e) => answer(e, "search")));
-  add("POST", "/generate-advice", route("generate-advice", (e) => answer(e, "advice")));
+  // Overload is an answer: past the bounded queue a request gets a 503 at once, before its body is read.
+  const overload = limits.overload;
+  const admission = createAdmission(overload);
+  metrics.admission = admission.stats;
+  const admitted = (name: string, fn: (event: H3Event) => Promise<Response>) => route(name, async (event) => {
+    const entered = admission.enter(event.req.signal);
+    if (!entered) {
+      metrics.overloadRejected.inc({ route: name });
+      return errorResponse(503, "overloaded", `the server is at capacity (${overload.max_active} requests active, ${overload.max_queued} waiting); retry in ${overload.retry_after_s} s`, undefined, { "retry-after": String(overload.retry_after_s) });
+    }
+    const release = await entered; // rejects when the client leaves while queued: the route answers 499
+    try {
+      return await fn(event);
+    } finally {
+      release();
+    }
+  });
+  add("POST", "/search", admitted("search", (e) => answer(e, "search")));
+  add("POST", "/generate-advice", admitted("generate-advice", (e) => answer(e, "advice")));
   add("GET", "/health", route("health", () => json({ status: "ok" })));
   add("GET", "/ready", route("ready", () => {
     const s = holder.status();
