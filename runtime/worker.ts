@@ -107,19 +107,25 @@ async function releaseOrphans(p: Pipeline, poolIds: string[], running: string[])
  * Every runner in the process hears each `jobs:insert` and fetches at once, and graphile-worker's fetch locks
  * every available named queue with SKIP LOCKED, so the runner owning a serial queue's new job can find that
  * queue locked by another runner's fetch, come up empty and sleep a whole poll interval (the queue bench saw
- * p95 200× graphile-worker alone). After a notification, an empty fetch on a serial runner is retried at once
- * (graphile-worker's public `nudge`), a few times, by when the other fetches have ended.
+ * p95 200× graphile-worker alone). After a notification, a serial runner whose fetch came up empty asks
+ * (a plain read, no locks) whether a job of its own tasks is ready, and if so fetches again at once through
+ * graphile-worker's public `nudge`. Runners with nothing waiting do not retry, so they do not contend again.
  */
-function retryContendedFetch(events: WorkerEvents, retries = 3): void {
+function retryContendedFetch(p: Pipeline, events: WorkerEvents, tasks: string[], retries = 3): void {
   let left = 0;
   events.on("pool:listen:notification", ({ message }) => {
     if (message.channel === "jobs:insert") left = retries;
   });
   events.on("worker:getJob:empty", ({ worker }) => {
-    if (left > 0) {
-      left--;
-      worker.nudge(); // inside the fetch: graphile-worker fetches again instead of sleeping
-    }
+    if (left <= 0) return;
+    left--;
+    p.db.pool.query<{ ready: boolean }>(
+      `select exists (select 1 from graphile_worker._private_jobs j join graphile_worker._private_tasks t on t.id = j.task_id
+        where t.identifier = any($1::text[]) and j.locked_at is null and j.run_at <= now() and j.attempts < j.max_attempts) as ready`,
+      [tasks],
+    ).then((r) => {
+      if (r.rows[0]?.ready && !worker.getActiveJob()) worker.nudge();
+    }).catch(() => {}); // only a faster pickup is lost; the poll still finds the job
   });
 }
 
@@ -192,7 +198,7 @@ export async function startWorker(p: Pipeline, opts: WorkerOptions = {}): Promis
     events.on("worker:create", ({ worker }) => void recordId(worker.workerId));
     events.on("job:start", ({ job }) => started.set(job.id, Date.now()));
     events.on("job:complete", ({ job, error }) => finished(job, error));
-    if (p.config.queues[q] === 1) retryContendedFetch(events);
+    if (p.config.queues[q] === 1) retryContendedFetch(p, events, Object.keys(taskList));
     const runner = await run({
       events,
       pgPool: p.db.pool,

@@ -119,7 +119,11 @@ async function latency({ pool, start }: Target, concurrency: number, samples: nu
       await pool.query("select graphile_worker.add_job('noop', '{}'::json, queue_name := $1)", [queueName]);
       await ran;
       out.push(performance.now() - t0);
-      await new Promise((r) => setTimeout(r, 5)); // let the completion commit before the next add
+      // Idle again: the job's completion committed and its serial queue unlocked (else the next job would wait
+      // on this one's bookkeeping, not on pickup).
+      while (Number((await pool.query(
+        "select (select count(*) from graphile_worker._private_jobs) + (select count(*) from graphile_worker._private_job_queues where locked_by is not null) as n",
+      )).rows[0].n) > 0) await new Promise((r) => setTimeout(r, 2));
     }
   } finally {
     await w.stop();
@@ -223,7 +227,7 @@ export async function queueSuite(ctx: BenchContext): Promise<SuiteOutput> {
         ["apfa ÷ raw, serial queue", ...div(lat.apfaSerial, lat.rawSerial), ""],
       ],
       note: "from before the add_job query to the task function running: the query round trip plus LISTEN/NOTIFY pickup. " +
-        `apfa runs one graphile-worker runner per queue; every runner is nudged by every insert, and their job fetches contend for the serial queue's row (SKIP LOCKED), so the runner that owns the job can come up empty and wait a full pollInterval (${poll} ms)`,
+        `apfa runs one graphile-worker runner per queue; every runner is nudged by every insert, and their job fetches contend for the serial queue's row (SKIP LOCKED); a serial runner that comes up empty after a notification checks (a plain read) for a ready job of its own and fetches again instead of waiting a pollInterval (${poll} ms). Each sample starts once the previous job's completion has committed and its queue is unlocked`,
     };
     tables.push(lt);
     ratios.push(
