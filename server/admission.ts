@@ -1,7 +1,7 @@
 /**
  * Admission control for the expensive routes (search, advice): at most `max_active` requests are worked on at
- * once, at most `max_queued` more wait in arrival order, and anything past that is refused at once, so the
- * server answers an overload with a fast 503 instead of a growing backlog that ends in client timeouts.
+ * once, at most `max_queued` more wait in arrival order for at most `max_wait_ms`, and anything past that is
+ * refused, so the server answers an overload with a fast 503 instead of a backlog that ends in client timeouts.
  * Runtime-neutral (no Node APIs): the server wraps its route handlers with it.
  * @module
  */
@@ -12,6 +12,8 @@ export interface AdmissionOptions {
   max_active: number;
   /** Requests waiting for a slot; one more is answered 503. @default 1024 */
   max_queued: number;
+  /** Longest a request waits for a slot before it is refused too. @default 1000 */
+  max_wait_ms: number;
   /** Seconds sent in `Retry-After` with the 503. @default 1 */
   retry_after_s: number;
 }
@@ -22,11 +24,20 @@ export type Release = () => void;
 export interface Admission {
   /**
    * A slot now, a place in the queue, or `undefined` when the queue is full (answer 503). A request whose
-   * `signal` aborts while queued leaves the queue and the promise rejects with the signal's reason.
+   * `signal` aborts while queued leaves the queue and the promise rejects with the signal's reason; one that
+   * waits `max_wait_ms` leaves it and the promise rejects with a {@link QueueWaitExceeded}.
    */
   enter(signal?: AbortSignal): Promise<Release> | undefined;
   /** Requests holding a slot and requests waiting, right now. */
   stats(): { active: number; queued: number };
+}
+
+/** A queued request that waited `max_wait_ms` without getting a slot (answer 503, like a full queue). */
+export class QueueWaitExceeded extends Error {
+  constructor(ms: number) {
+    super(`waited ${ms} ms for a slot`);
+    this.name = "QueueWaitExceeded";
+  }
 }
 
 interface Waiter {
@@ -34,10 +45,11 @@ interface Waiter {
   fail: (err: unknown) => void;
   signal?: AbortSignal;
   onAbort?: () => void;
+  timer?: ReturnType<typeof setTimeout>;
 }
 
 /** Creates an admission gate; all state is in the returned object. */
-export function createAdmission(opts: Pick<AdmissionOptions, "max_active" | "max_queued">): Admission {
+export function createAdmission(opts: Pick<AdmissionOptions, "max_active" | "max_queued" | "max_wait_ms">): Admission {
   let active = 0;
   // An array with a moving head: shift() on a long queue is O(n) per request.
   let queue: Waiter[] = [];
@@ -56,6 +68,7 @@ export function createAdmission(opts: Pick<AdmissionOptions, "max_active" | "max
         }
         if (w.signal?.aborted) continue;
         if (w.onAbort) w.signal!.removeEventListener("abort", w.onAbort);
+        clearTimeout(w.timer);
         w.grant(release()); // the slot passes straight on: `active` is unchanged
         return;
       }
@@ -73,14 +86,18 @@ export function createAdmission(opts: Pick<AdmissionOptions, "max_active" | "max
       if (queue.length - head >= opts.max_queued) return undefined;
       return new Promise<Release>((grant, fail) => {
         const w: Waiter = { grant, fail, signal };
+        const leave = (err: unknown) => {
+          const i = queue.indexOf(w, head);
+          if (i >= 0) queue.splice(i, 1);
+          clearTimeout(w.timer);
+          if (w.onAbort) signal!.removeEventListener("abort", w.onAbort);
+          fail(err);
+        };
         if (signal) {
-          w.onAbort = () => {
-            const i = queue.indexOf(w, head);
-            if (i >= 0) queue.splice(i, 1);
-            fail(signal.reason);
-          };
+          w.onAbort = () => leave(signal.reason);
           signal.addEventListener("abort", w.onAbort, { once: true });
         }
+        w.timer = setTimeout(() => leave(new QueueWaitExceeded(opts.max_wait_ms)), opts.max_wait_ms);
         queue.push(w);
       });
     },

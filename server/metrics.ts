@@ -36,7 +36,7 @@ export function createServerMetrics() {
     swaps: new client.Counter({ name: "apfa_swap_total", help: "Index swaps by outcome (success, refused, failed, unchanged)", labelNames: ["outcome", "reason"], registers: [registry] }),
     byVersion: new client.Counter({ name: "apfa_requests_by_index_version_total", help: "Answered search/advice requests by index version", labelNames: ["version"], registers: [registry] }),
     generatorFallbacks: new client.Counter({ name: "apfa_generator_fallback_total", help: "Advice answered by the fallback generator", registers: [registry] }),
-    overloadRejected: new client.Counter({ name: "apfa_overload_rejected_total", help: "Search/advice requests answered 503 because the admission queue was full", labelNames: ["route"], registers: [registry] }),
+    overloadRejected: new client.Counter({ name: "apfa_overload_rejected_total", help: "Search/advice requests answered 503 by admission control: the queue was full, or no slot came within max_wait_ms", labelNames: ["route", "reason"], registers: [registry] }),
     /** Set by the app: the admission gate's live counts, read at scrape time. */
     admission: undefined as undefined | (() => { active: number; queued: number }),
   };

@@ -138,6 +138,8 @@ export const pipelineSchema = z.strictObject({
       max_active: z.int().min(1).default(64).describe("Search/advice requests worked on at once, per server process"),
       max_queued: z.int().min(0).default(1024)
         .describe("Search/advice requests waiting for a slot, per process; past it a fast 503 with Retry-After (apfa_overload_rejected_total)"),
+      max_wait_ms: z.int().min(1).max(600_000).default(1000)
+        .describe("Longest a request waits for a slot; then it gets the same 503 (bounds latency whatever the throughput)"),
       retry_after_s: z.int().min(1).max(3600).default(1).describe("Retry-After seconds sent with an overload 503"),
     }).prefault({}),
     connections: z.strictObject({

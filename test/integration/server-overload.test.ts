@@ -36,7 +36,7 @@ afterAll(async () => {
 
 describe("overload", () => {
   it("answers past the bounded queue with a fast 503 + Retry-After, counted, and serves the held requests", async () => {
-    const srv = await fx.start({ server: { overload: { max_active: 1, max_queued: 1, retry_after_s: 7 } } });
+    const srv = await fx.start({ server: { overload: { max_active: 1, max_queued: 1, max_wait_ms: 600_000, retry_after_s: 7 } } });
     try {
       const token = await fx.token();
       const advice = (query: string) => post(srv.url, "/generate-advice", { query, k: 3 }, { token });
@@ -55,8 +55,8 @@ describe("overload", () => {
       const s = await post(srv.url, "/search", { query: "mortgage", k: 3 }, { token });
       expect(s.status).toBe(503);
       expect(held).toHaveLength(1);
-      expect(await metric(srv.url, /^apfa_overload_rejected_total\{route="generate-advice"\}$/)).toBe(1);
-      expect(await metric(srv.url, /^apfa_overload_rejected_total\{route="search"\}$/)).toBe(1);
+      expect(await metric(srv.url, /^apfa_overload_rejected_total\{route="generate-advice",reason="queue_full"\}$/)).toBe(1);
+      expect(await metric(srv.url, /^apfa_overload_rejected_total\{route="search",reason="queue_full"\}$/)).toBe(1);
       expect(await metric(srv.url, /^apfa_requests_total\{route="generate-advice",status="503"\}$/)).toBe(1);
       // The cheap routes are not queued behind the expensive ones.
       expect((await getJson(srv.url, "/ready")).status).toBe(200);
