@@ -103,6 +103,32 @@ async function releaseOrphans(p: Pipeline, poolIds: string[], running: string[])
   return r.rows.map((x) => x.id);
 }
 
+/**
+ * Every runner in the process hears each `jobs:insert` and fetches at once, and graphile-worker's fetch locks
+ * every available named queue with SKIP LOCKED, so the runner owning a serial queue's new job can find that
+ * queue locked by another runner's fetch, come up empty and sleep a whole poll interval (the queue bench saw
+ * p95 200× graphile-worker alone). After a notification, a serial runner whose fetch came up empty asks
+ * (a plain read, no locks) whether a job of its own tasks is ready, and if so fetches again at once through
+ * graphile-worker's public `nudge`. Runners with nothing waiting do not retry, so they do not contend again.
+ */
+function retryContendedFetch(p: Pipeline, events: WorkerEvents, tasks: string[], retries = 3): void {
+  let left = 0;
+  events.on("pool:listen:notification", ({ message }) => {
+    if (message.channel === "jobs:insert") left = retries;
+  });
+  events.on("worker:getJob:empty", ({ worker }) => {
+    if (left <= 0) return;
+    left--;
+    p.db.pool.query<{ ready: boolean }>(
+      `select exists (select 1 from graphile_worker._private_jobs j join graphile_worker._private_tasks t on t.id = j.task_id
+        where t.identifier = any($1::text[]) and j.locked_at is null and j.run_at <= now() and j.attempts < j.max_attempts) as ready`,
+      [tasks],
+    ).then((r) => {
+      if (r.rows[0]?.ready && !worker.getActiveJob()) worker.nudge();
+    }).catch(() => {}); // only a faster pickup is lost; the poll still finds the job
+  });
+}
+
 /** Routes graphile-worker's own logs into apfa's JSON logs. */
 function graphileLogger(log: import("./contracts.ts").Logger): GraphileLogger {
   return new GraphileLogger((scope) => (level, message, meta) => {
@@ -135,17 +161,12 @@ export async function startWorker(p: Pipeline, opts: WorkerOptions = {}): Promis
   const poolIds: string[] = [];
   const timeoutMs = durationMs(p.config.workers.heartbeat_timeout);
   const metrics = createWorkerMetrics({ pool: p.db.pool, pipeline: p.config.name, queues, heartbeatTimeoutMs: timeoutMs, log });
-  const history = (job: Job, error: unknown, workerId: string) => {
+  // apfa.job_history is not written here: Postgres writes it in the transaction that records the outcome
+  // (migrations/000003_job_history_in_completion.sql), so it costs no round trip and survives a crash.
+  const finished = (job: Job, error: unknown) => {
     const t0 = started.get(job.id) ?? Date.now();
     started.delete(job.id);
     const outcome = !error ? "success" : job.attempts >= job.max_attempts ? "failed" : "retry";
-    const payload = (job.payload ?? {}) as { run_id?: string };
-    p.db.pool.query(
-      `insert into apfa.job_history (job_id, task, queue, run_id, worker_id, attempt, max_attempts, outcome, error, started_at, duration_ms)
-       values ($1, $2, $3, $4, $5, $6, $7, $8, $9, to_timestamp($10 / 1000.0), $11)`,
-      [job.id, job.task_identifier, queueOf(job.task_identifier), payload.run_id ?? null, workerId, job.attempts, job.max_attempts,
-        outcome, error ? errorMessage(error).slice(0, 4000) : null, t0, Date.now() - t0],
-    ).catch((err) => log.warn("job history not recorded", { error: errorMessage(err) }));
     metrics.observeJob(job, queueOf(job.task_identifier), outcome, t0).catch((err) => log.warn("job metrics not recorded", { error: errorMessage(err) }));
   };
 
@@ -176,7 +197,8 @@ export async function startWorker(p: Pipeline, opts: WorkerOptions = {}): Promis
     });
     events.on("worker:create", ({ worker }) => void recordId(worker.workerId));
     events.on("job:start", ({ job }) => started.set(job.id, Date.now()));
-    events.on("job:complete", ({ job, error, worker }) => history(job, error, worker.workerId));
+    events.on("job:complete", ({ job, error }) => finished(job, error));
+    if (p.config.queues[q] === 1) retryContendedFetch(p, events, Object.keys(taskList));
     const runner = await run({
       events,
       pgPool: p.db.pool,

@@ -9,6 +9,7 @@ import type { PipelineConfig } from "../runtime/config/schema.ts";
 import type { Embedder, Generator, Logger, RetrievedDoc } from "../runtime/contracts.ts";
 import { ApfaError, errorMessage } from "../runtime/errors.ts";
 import { eligibilityPredicate, extractFacts, hasFacts, purposePredicate, type QuestionFacts } from "../runtime/question.ts";
+import { createAdmission, QueueWaitExceeded } from "./admission.ts";
 import { AuthError, type Verifier } from "./auth.ts";
 import type { ResponseCache } from "./cache.ts";
 import { errorResponse, HttpError, json, readJson, validate } from "./http.ts";
@@ -188,8 +189,33 @@ export function createApp(deps: AppDeps): H3 {
     if (method === "GET") app.get(p, handler);
     else app.post(p, handler);
   };
-  add("POST", "/search", route("search", (e) => answer(e, "search")));
-  add("POST", "/generate-advice", route("generate-advice", (e) => answer(e, "advice")));
+  // Overload is an answer: past the bounded queue a request gets a 503 at once, before its body is read.
+  const overload = limits.overload;
+  const admission = createAdmission(overload);
+  metrics.admission = admission.stats;
+  const refuse = (name: string, reason: "queue_full" | "queue_wait") => {
+    metrics.overloadRejected.inc({ route: name, reason });
+    const why = reason === "queue_full" ? `${overload.max_queued} requests already waiting` : `no slot within ${overload.max_wait_ms} ms`;
+    return errorResponse(503, "overloaded", `the server is at capacity (${overload.max_active} requests active, ${why}); retry in ${overload.retry_after_s} s`, undefined, { "retry-after": String(overload.retry_after_s) });
+  };
+  const admitted = (name: string, fn: (event: H3Event) => Promise<Response>) => route(name, async (event) => {
+    const entered = admission.enter(event.req.signal);
+    if (!entered) return refuse(name, "queue_full");
+    let release;
+    try {
+      release = await entered; // rejects when the client leaves while queued: the route answers 499
+    } catch (err) {
+      if (err instanceof QueueWaitExceeded) return refuse(name, "queue_wait");
+      throw err;
+    }
+    try {
+      return await fn(event);
+    } finally {
+      release();
+    }
+  });
+  add("POST", "/search", admitted("search", (e) => answer(e, "search")));
+  add("POST", "/generate-advice", admitted("generate-advice", (e) => answer(e, "advice")));
   add("GET", "/health", route("health", () => json({ status: "ok" })));
   const openapi = openapiDocument(limits);
   add("GET", "/openapi.json", route("openapi", () => json(openapi)));

@@ -36,7 +36,22 @@ export function createServerMetrics() {
     swaps: new client.Counter({ name: "apfa_swap_total", help: "Index swaps by outcome (success, refused, failed, unchanged)", labelNames: ["outcome", "reason"], registers: [registry] }),
     byVersion: new client.Counter({ name: "apfa_requests_by_index_version_total", help: "Answered search/advice requests by index version", labelNames: ["version"], registers: [registry] }),
     generatorFallbacks: new client.Counter({ name: "apfa_generator_fallback_total", help: "Advice answered by the fallback generator", registers: [registry] }),
+    overloadRejected: new client.Counter({ name: "apfa_overload_rejected_total", help: "Search/advice requests answered 503 by admission control: the queue was full, or no slot came within max_wait_ms", labelNames: ["route", "reason"], registers: [registry] }),
+    /** Set by the app: the admission gate's live counts, read at scrape time. */
+    admission: undefined as undefined | (() => { active: number; queued: number }),
   };
+  new client.Gauge({
+    name: "apfa_requests_active", help: "Search/advice requests holding an admission slot", registers: [registry],
+    collect() {
+      this.set(m.admission?.().active ?? 0);
+    },
+  });
+  new client.Gauge({
+    name: "apfa_requests_queued", help: "Search/advice requests waiting for an admission slot", registers: [registry],
+    collect() {
+      this.set(m.admission?.().queued ?? 0);
+    },
+  });
   return m;
 }
 

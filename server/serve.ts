@@ -140,7 +140,15 @@ export async function startServer(config: PipelineConfig, log: Logger, opts: { p
   // The operations API and dashboard (/api, /dashboard) share the pipeline's pool and the verifier.
   const extend = opsRoutes({ pipeline: p, verifier, log });
   const app = createApp({ config, holder, embedder, generator, cache, verifier, metrics, log, extend });
-  const server = h3serve(app, { port: opts.port ?? config.server.port, hostname: config.server.host, silent: true, gracefulShutdown: false });
+  const conn = config.server.connections;
+  // Node requires keep-alive < headers timeout <= request timeout; a lower setting is raised to fit.
+  const headersS = Math.max(conn.headers_timeout_s, conn.keep_alive_timeout_s + 1);
+  const server = h3serve(app, {
+    port: opts.port ?? config.server.port, hostname: config.server.host, silent: true, gracefulShutdown: false,
+    // Node's defaults (5 s keep-alive, backlog 511) drop and refuse connections long before 10k clients.
+    node: { keepAliveTimeout: conn.keep_alive_timeout_s * 1000, headersTimeout: headersS * 1000, requestTimeout: Math.max(conn.request_timeout_s, headersS) * 1000, backlog: conn.backlog },
+  });
+  if (conn.max_connections > 0 && server.node?.server && "maxConnections" in server.node.server) server.node.server.maxConnections = conn.max_connections;
   await server.ready();
   const url = server.url ?? `http://${config.server.host}:${config.server.port}/`;
   const st = holder.status();

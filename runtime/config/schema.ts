@@ -142,6 +142,22 @@ export const pipelineSchema = z.strictObject({
       question_filters: z.boolean().default(true)
         .describe("/generate-advice reads the constraints a question states (credit score, amount, term, APR ceiling, purpose) and retrieves the products that fit them first"),
     }).prefault({}),
+    overload: z.strictObject({
+      max_active: z.int().min(1).default(64).describe("Search/advice requests worked on at once, per server process"),
+      max_queued: z.int().min(0).default(1024)
+        .describe("Search/advice requests waiting for a slot, per process; past it a fast 503 with Retry-After (apfa_overload_rejected_total)"),
+      max_wait_ms: z.int().min(1).max(600_000).default(1000)
+        .describe("Longest a request waits for a slot; then it gets the same 503 (bounds latency whatever the throughput)"),
+      retry_after_s: z.int().min(1).max(3600).default(1).describe("Retry-After seconds sent with an overload 503"),
+    }).prefault({}),
+    connections: z.strictObject({
+      keep_alive_timeout_s: z.number().min(0).default(65)
+        .describe("Idle keep-alive connections close after this; above a load balancer's idle timeout (60 s on most) so it never reuses a closing socket"),
+      headers_timeout_s: z.number().min(1).default(66).describe("Time to receive a request's headers; raised to keep_alive_timeout_s + 1 if lower"),
+      request_timeout_s: z.number().min(1).default(120).describe("Time to receive a whole request; raised to the headers timeout if lower"),
+      max_connections: z.int().min(0).default(0).describe("Open connections per process before new ones are closed (0 = only the file-descriptor limit)"),
+      backlog: z.int().min(1).default(4096).describe("Pending-connection queue of the listening socket (capped by net.core.somaxconn)"),
+    }).prefault({}),
     swap_poll_s: z.number().min(1).default(30).describe("Safety-net check of `latest` every N seconds"),
     cache_dir: z.string().default(".apfa/cache").describe("Local copy of the served index (fallback when the store is down)"),
   }).prefault({}),

@@ -52,7 +52,8 @@ export function spawnWorker(yaml: string, env: Record<string, string> = {}, cmd:
   const collect = (b: Buffer) => logs.push(...b.toString().split("\n").filter(Boolean));
   proc.stdout!.on("data", collect);
   proc.stderr!.on("data", collect);
-  const exited = new Promise<number | null>((resolve) => proc.on("exit", (code) => resolve(code)));
+  // "close", not "exit": it fires once the output pipes are drained too, so `logs` is complete.
+  const exited = new Promise<number | null>((resolve) => proc.on("close", (code) => resolve(code)));
   return { proc, logs, exited };
 }
 

@@ -98,13 +98,10 @@ describe("a SIGKILLed worker", () => {
     expect(victim, "the job holder is one of the two spawned workers").toBeDefined();
 
     victim.child.kill("SIGKILL");
-    const killedAt = Date.now();
     await victim.exited;
 
     const run = await env.waitForRun(runId, (TIMEOUT_S + 30) * 1000);
-    const elapsed = (Date.now() - killedAt) / 1000;
     expect(run.status, run.error ?? "").toBe("succeeded");
-    expect(elapsed).toBeLessThan(TIMEOUT_S + 30);
 
     // The dead worker was reaped, and its batch re-ran to success on the survivor.
     const dead = await env.db.pool.query<{ reaped: boolean }>("select reaped_at is not null as reaped from apfa.workers where id = $1", [held.worker]);

@@ -72,4 +72,40 @@ describe("apfa.job_history", () => {
     expect(rows.map((r) => [r.attempt, r.max_attempts, r.outcome])).toEqual([[1, 2, "retry"], [2, 2, "failed"]]);
     expect(rows.every((r) => r.error === "ops_broken: always fails")).toBe(true);
   });
+
+  // The rows are written by Postgres in the outcome's own transaction, so they are tested at that level: a lock
+  // released without an outcome (a crashed worker reaped) writes nothing, a committed outcome writes its row.
+  it("records committed outcomes only, in the transaction that commits them", async () => {
+    const r = await env.db.pool.query<{ id: string }>(
+      "select id::text from graphile_worker.add_job('ops_ok', '{\"run_id\":\"r-sql\"}'::json, run_at := now() + interval '1 hour', max_attempts := 3)",
+    );
+    const job = r.rows[0].id;
+    const lock = (pool: string) => env.db.pool.query(
+      "update graphile_worker._private_jobs set locked_by = $2, locked_at = now(), attempts = attempts + 1 where id = $1", [job, pool]);
+    await lock("pool-crashed");
+    await env.db.pool.query("update graphile_worker._private_jobs set locked_by = null, locked_at = null where id = $1", [job]); // reaped
+    expect(await history(job)).toEqual([]);
+
+    await lock("pool-b");
+    const c = await env.db.pool.connect();
+    try {
+      await c.query("begin");
+      await c.query("update graphile_worker._private_jobs set locked_by = null, locked_at = null, last_error = 'boom', run_at = run_at + interval '2 s' where id = $1", [job]);
+      await c.query("rollback"); // the failure never committed
+      expect(await history(job)).toEqual([]);
+      await c.query("begin");
+      await c.query("update graphile_worker._private_jobs set locked_by = null, locked_at = null, last_error = 'boom', run_at = run_at + interval '2 s' where id = $1", [job]);
+      expect(await history(job), "not visible before the outcome commits").toEqual([]);
+      await c.query("commit");
+    } finally {
+      c.release();
+    }
+    await lock("pool-c");
+    await env.db.pool.query("delete from graphile_worker._private_jobs where id = $1", [job]);
+    const rows = await history(job);
+    expect(rows.map((x) => [x.attempt, x.outcome, x.worker_id, x.error, x.run_id, x.queue])).toEqual([
+      [2, "retry", "pool-b", "boom", "r-sql", "indexing"],
+      [3, "success", "pool-c", null, "r-sql", "indexing"],
+    ]);
+  });
 });

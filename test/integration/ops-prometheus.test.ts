@@ -98,7 +98,12 @@ describe.skipIf(!HAS_PROMETHEUS)("a real Prometheus scraping apfa", () => {
       const r = await query('up{job=~"apfa-server|apfa-worker"}').catch(() => undefined);
       return r?.data?.result.length === 2 && r.data.result.every((x) => x.value[1] === "1");
     }, 60_000);
-    await new Promise((r) => setTimeout(r, 4000)); // a few scrapes after the traffic, for rate() and increase()
+    // A few scrapes of both targets after the traffic, for rate() and increase(): their sample times, not a sleep.
+    const trafficDone = Date.now() / 1000;
+    await until("three scrapes of both targets after the traffic", async () => {
+      const r = await query('min(timestamp(up{job=~"apfa-server|apfa-worker"}))').catch(() => undefined);
+      return Number(r?.data?.result[0]?.value[1] ?? 0) > trafficDone + 3;
+    }, 60_000);
   }, 180_000);
 
   afterAll(async () => {

@@ -80,7 +80,16 @@ describe("a worker that finds itself reaped", () => {
     const w = await env.startWorker({ heartbeatMs: 200 });
     let stopped = false;
     void w.promise.then(() => (stopped = true));
-    await new Promise((r) => setTimeout(r, 500));
+    // Two heartbeats written: the worker is alive and checking in, and has not stopped on its own.
+    const beat = async () => (await env.db.pool.query<{ at: Date }>("select last_heartbeat_at as at from apfa.workers where id = $1", [w.id])).rows[0].at.getTime();
+    const first = await beat();
+    let beats = 0;
+    let last = first;
+    await until("two heartbeats", async () => {
+      const at = await beat();
+      if (at !== last) (beats++, (last = at));
+      return beats >= 2;
+    }, 15_000);
     expect(stopped).toBe(false);
     await env.db.pool.query("update apfa.workers set reaped_at = now() where id = $1", [w.id]);
     await until("the reaped worker to stop", () => stopped, 15_000);

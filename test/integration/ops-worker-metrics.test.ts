@@ -74,8 +74,11 @@ describe("worker /metrics", () => {
       `update graphile_worker._private_jobs set locked_at = now(), locked_by = 'elsewhere'
         where id = (select id from apfa.jobs where queue = 'maintenance' and task = 'noop' order by id limit 1)`,
     );
-    await new Promise((r) => setTimeout(r, 1100)); // the cluster gauges cache one read per second
-    const m = await scrape();
+    // The cluster gauges cache one read per second: wait for a read that sees the new jobs.
+    const m = await until("the gauges to read the new jobs", async () => {
+      const x = await scrape();
+      return x.get('apfa_queue_depth{queue="embedding"}') === 1 ? x : undefined;
+    }, 15_000);
     expect(m.get('apfa_queue_depth{queue="maintenance"}')).toBe(3);
     expect(m.get('apfa_queue_depth{queue="embedding"}')).toBe(1);
     expect(m.get('apfa_queue_depth{queue="indexing"}')).toBe(0);

@@ -192,8 +192,9 @@ describe("a 5,000-document run", () => {
     const fin = (await tp.db.pool.query<{ n: number; finished_at: Date; attempts: number }>(
       "select n, finished_at, attempts from apfa.batches where run_id = $1 order by n", [runId],
     )).rows;
+    // The barrier opened (both were held in flight until every other batch was done): no clock bound needed.
+    expect(await faults.barrier).toBe(true);
     const t = (n: number) => fin[n].finished_at.getTime();
-    expect(Math.abs(t(8) - t(9))).toBeLessThan(500);
     for (let n = 0; n < 8; n++) expect(t(n)).toBeLessThanOrEqual(Math.min(t(8), t(9)));
 
     // One build_index in the history too, and nothing left in the queue.

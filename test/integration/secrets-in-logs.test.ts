@@ -12,7 +12,7 @@ import * as path from "node:path";
 import { afterAll, expect, it } from "vitest";
 import { HASH_EMBEDDER, withTestDatabase, type TestDatabase } from "../helpers/pg.ts";
 import { startS3, type TestS3 } from "../helpers/s3.ts";
-import { ROOT, sleep, spawnWorker, waitFor, type WorkerProc } from "../faults/harness.ts";
+import { ROOT, spawnWorker, waitFor, type WorkerProc } from "../faults/harness.ts";
 
 let db: TestDatabase | undefined;
 let s3: TestS3 | undefined;
@@ -106,8 +106,7 @@ it("no secret appears in any output of a full run", async () => {
   await run(["inspect", "runs", "--json"]);
   server.proc.kill("SIGTERM");
   worker.proc.kill("SIGTERM");
-  await Promise.all([server.exited, worker.exited]);
-  await sleep(100);
+  await Promise.all([server.exited, worker.exited]); // resolves once their output is drained
 
   const all = [...outputs, ...worker.logs, ...server.logs].join("\n");
   expect(all.length).toBeGreaterThan(1000);

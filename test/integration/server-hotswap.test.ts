@@ -1,9 +1,11 @@
 /**
- * Zero failed requests across hot swaps. `apfa serve` runs as its own process; autocannon keeps 50
- * connections busy on POST /search for 26 s while this test publishes 10 new versions, one every 2 s.
- * Required: no non-2xx, no errors, no timeouts, and every response's `index_version` was the server's
- * current version at some moment between the request being sent and its response arriving — checked per
- * request against the swap times the server logs, and against when each version was published.
+ * Zero failed requests across hot swaps. `apfa serve` runs as its own process; autocannon keeps connections
+ * busy on POST /search while this test publishes 10 new versions, each once the server serves the previous
+ * one and has answered requests with it. Driven by counts, not a clock, so a busy machine only makes it
+ * slower: the timed 26 s, 50-connection version with its swap-lag bound is in the fault suite
+ * (test/faults/server-hotswap.load.test.ts). Required: no non-2xx, no errors, no timeouts, and every
+ * response's `index_version` was the server's current version at some moment between the request being sent
+ * and its response arriving — checked per request against the swap times the server logs.
  */
 import { createRequire } from "node:module";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -22,20 +24,18 @@ interface AutocannonRequest {
   onResponse?: (status: number, body: string) => void;
 }
 interface AutocannonResult {
-  requests: { average: number; total: number };
-  latency: { p50: number; p97_5: number; p99: number; max: number; average: number };
   errors: number;
   timeouts: number;
   non2xx: number;
   "2xx": number;
 }
-type Autocannon = ((opts: Record<string, unknown>) => Promise<AutocannonResult>) & Record<string, unknown>;
+type Autocannon = ((opts: Record<string, unknown>) => PromiseLike<AutocannonResult> & { stop(): void }) & Record<string, unknown>;
 const autocannon = createRequire(import.meta.url)("autocannon") as Autocannon;
 
-const CONNECTIONS = 50;
-const DURATION_S = 26;
+const CONNECTIONS = 10;
 const VERSIONS = 10;
-const EVERY_MS = 2000;
+/** Responses carrying a version the test waits for before publishing the next one. */
+const ANSWERS_PER_VERSION = 20;
 
 let fx: ServerFixture;
 let srv: ChildServer;
@@ -59,7 +59,7 @@ interface Rec {
 }
 
 describe("hot swap under load", () => {
-  it(`serves ${CONNECTIONS} connections for ${DURATION_S} s through ${VERSIONS} swaps with no failed request and no stale answer`, async () => {
+  it(`serves ${CONNECTIONS} busy connections through ${VERSIONS} swaps with no failed request and no stale answer`, async () => {
     const token = await fx.token();
     const check = await post(srv.url, "/search", { query: "warm up", k: 5 }, { token });
     expect(check.json.index_version).toBe(first.version);
@@ -70,8 +70,9 @@ describe("hot swap under load", () => {
     const run = autocannon({
       url: srv.url,
       connections: CONNECTIONS,
-      duration: DURATION_S,
-      timeout: 10,
+      // An upper bound only: the run is stopped once the last version has answered.
+      duration: 600,
+      timeout: 30,
       requests: [{
         method: "POST",
         path: "/search",
@@ -98,58 +99,45 @@ describe("hot swap under load", () => {
     });
 
     const published: Published[] = [first];
-    const t0 = Date.now();
-    const publishing = (async () => {
+    const answered = (version: string) => recs.filter((r) => r.version === version).length >= ANSWERS_PER_VERSION;
+    try {
+      await until("the first version to answer under load", () => answered(first.version), 60_000);
       for (let i = 1; i <= VERSIONS; i++) {
-        // On a fixed cadence (at 2, 4, … 20 s), however long each publish takes.
-        await new Promise((r) => setTimeout(r, Math.max(0, t0 + i * EVERY_MS - Date.now())));
-        published.push(await fx.publish({ count: 1000, tag: `v${i}` }));
+        const p = await fx.publish({ count: 1000, tag: `v${i}` });
+        published.push(p);
+        await until(`version ${i} to be serving`, () => srv.logs.some((l) => l.msg === "index version serving" && l.version === p.version), 60_000);
+        await until(`version ${i} to answer under load`, () => answered(p.version), 60_000);
       }
-    })();
-    const [result] = await Promise.all([run, publishing]);
-    const last = published.at(-1)!.version;
-    await until("the last version to be installed", () => srv.logs.some((l) => l.msg === "index version serving" && l.version === last), 10_000);
+    } finally {
+      run.stop();
+    }
+    const result = await run;
 
     // The server's own record of when each version became current (install() logs synchronously with the swap).
     const installs = srv.logs.filter((l) => l.msg === "index version serving").map((l) => ({ version: String(l.version), at: Date.parse(l.time) }));
     expect(installs.map((x) => x.version)).toEqual(published.map((p) => p.version));
     const at = new Map(installs.map((x, i) => [x.version, { from: x.at, until: installs[i + 1]?.at ?? Infinity }]));
-
-    const lags = published.slice(1).map((p) => at.get(p.version)!.from - p.after);
     for (const [i, p] of published.entries()) {
-      const when = at.get(p.version)!;
-      expect(when.from, `version ${i} installed before it was published`).toBeGreaterThanOrEqual(p.before);
+      expect(at.get(p.version)!.from, `version ${i} installed before it was published`).toBeGreaterThanOrEqual(p.before);
     }
-    expect(Math.max(...lags), `swap lag after publish (ms): ${lags.join(", ")}`).toBeLessThan(5000);
 
     expect(result.errors).toBe(0);
     expect(result.timeouts).toBe(0);
     expect(result.non2xx).toBe(0);
     expect(recs.length).toBe(result["2xx"]);
     const bad: string[] = [];
-    const seen = new Map<string, number>();
     for (const r of recs) {
       const when = r.version ? at.get(r.version) : undefined;
       if (r.status !== 200 || !when) bad.push(`status ${r.status} version ${r.version}`);
       else if (r.end < when.from) bad.push(`got ${r.version!.slice(0, 8)} at ${r.end}, before it was installed at ${when.from}`);
       else if (r.start > when.until) bad.push(`got ${r.version!.slice(0, 8)} for a request sent at ${r.start}, after it was replaced at ${when.until}`);
-      else {
-        const p = published.find((x) => x.version === r.version)!;
-        if (r.end < p.before) bad.push(`got ${r.version!.slice(0, 8)} at ${r.end}, before its publish began at ${p.before}`);
-      }
-      if (r.version) seen.set(r.version, (seen.get(r.version) ?? 0) + 1);
     }
     expect(bad.slice(0, 10)).toEqual([]);
     expect(bad).toHaveLength(0);
-    // The load really spanned every swap: requests were in flight across each one (a version replaced
-    // quickly under load may answer few or no requests itself, so that is not required).
-    const inFlight = installs.slice(1).map((x) => recs.filter((r) => r.start < x.at && r.end > x.at).length);
+    // The load really spanned every swap: requests were in flight across each one.
+    const inFlight = installs.slice(1).map((x) => recs.filter((r) => r.start <= x.at && r.end >= x.at).length);
     expect(inFlight.filter((n) => n === 0), `requests in flight across each swap: ${inFlight.join(", ")}`).toEqual([]);
-    expect(seen.size).toBeGreaterThanOrEqual(VERSIONS / 2);
     expect(srv.logs.filter((l) => l.level === "error")).toEqual([]);
-
-    console.log(`[server-hotswap] ${recs.length} requests in ${DURATION_S} s, ${result.requests.average.toFixed(0)} req/s avg; latency ms p50 ${result.latency.p50}` +
-      ` p97.5 ${result.latency.p97_5} p99 ${result.latency.p99} max ${result.latency.max}; ${installs.length - 1} swaps, lag after publish ms ${lags.join(", ")};` +
-      ` responses per version ${published.map((p) => seen.get(p.version) ?? 0).join(", ")}; in flight across each swap ${inFlight.join(", ")}`);
-  }, 60_000);
+    console.log(`[server-hotswap] ${recs.length} requests, ${installs.length - 1} swaps, in flight across each swap ${inFlight.join(", ")}`);
+  }, 600_000);
 });

@@ -59,16 +59,14 @@ it("cache stores in Redis with SET EX under the prefix, and never serves another
   expect(cache.stats()).toMatchObject({ backend: "redis", hits: 1, misses: 3, sets: 1, redis_errors: 0, memory_entries: 0 });
 });
 
-it("cache uses the in-process LRU, fast, when Redis is unreachable or not configured", async () => {
+it("cache uses the in-process LRU when Redis is unreachable or not configured", async () => {
   for (const redis_url of ["redis://127.0.0.1:1", undefined]) {
     const events: string[] = [];
     const cache = track(createCache<string>({ redis_url, key_prefix: PREFIX, onHit: (b) => events.push(`hit:${b}`), onMiss: (b) => events.push(`miss:${b}`) }));
-    const t0 = performance.now();
     expect(await cache.get("v1", "q", 5)).toBeUndefined();
     await cache.set("v1", "q", 5, "answer");
     expect(await cache.get("v1", " Q ", 5)).toBe("answer");
     expect(await cache.get("v2", "q", 5)).toBeUndefined();
-    expect(performance.now() - t0).toBeLessThan(1000);
     expect(events).toEqual(["miss:memory", "hit:memory", "miss:memory"]);
     expect(cache.stats()).toMatchObject({ backend: "memory", memory_entries: 1 });
   }
@@ -146,24 +144,23 @@ describe("cache with a Redis that goes away", () => {
     await cache.set("v1", "before", 5, "from-redis");
     expect(await cache.get("v1", "before", 5)).toBe("from-redis");
 
-    // Stalled: the server accepts the connection but answers nothing for 2 s.
-    await direct.call("CLIENT", "PAUSE", "2000", "ALL");
-    let t0 = performance.now();
+    // Stalled: the server accepts the connection but answers nothing for 10 s. Waiting it out would return
+    // "from-redis"; undefined (and the counted errors) means the command timeout answered instead.
+    await direct.call("CLIENT", "PAUSE", "10000", "ALL");
     expect(await cache.get("v1", "before", 5)).toBeUndefined(); // not in the LRU, and Redis timed out
     await cache.set("v1", "paused", 5, "from-lru");
     expect(await cache.get("v1", "paused", 5)).toBe("from-lru");
-    expect(performance.now() - t0).toBeLessThan(600);
     expect(cache.stats().redis_errors).toBeGreaterThanOrEqual(3);
     direct.disconnect();
 
     // Gone: requests are answered at once from the LRU.
     await stopRedis();
     await until(() => cache.stats().backend === "memory");
-    t0 = performance.now();
+    const errors = cache.stats().redis_errors;
     await cache.set("v1", "down", 5, "while-down");
     expect(await cache.get("v1", "down", 5)).toBe("while-down");
     expect(await cache.get("v1", "before", 5)).toBeUndefined();
-    expect(performance.now() - t0).toBeLessThan(1000); // no wait for a reconnect: the down Redis is skipped
+    expect(cache.stats().redis_errors).toBe(errors); // no wait for a reconnect: the down Redis is not even tried
 
     // Back (empty, as it was started without persistence): the cache reconnects and writes to Redis again.
     await startRedis();

@@ -1,0 +1,78 @@
+/**
+ * Overload is an answer: with one request active and one waiting (`server.overload` max_active 1,
+ * max_queued 1), the next search/advice request gets a 503 with `Retry-After` at once, counted in
+ * `apfa_overload_rejected_total`; the held ones then finish with 200, and the cheap routes never queue.
+ * The LLM is a local server speaking the OpenAI protocol that holds each answer until the test lets it go,
+ * so "active" and "waiting" are observed (its request log, the `apfa_requests_queued` gauge), not timed.
+ */
+import * as http from "node:http";
+import type { AddressInfo } from "node:net";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { getJson, metric, openServerFixture, post, until, type ServerFixture } from "../helpers/server.ts";
+
+const held: http.ServerResponse[] = [];
+const llm = http.createServer((req, res) => {
+  req.resume();
+  req.on("end", () => held.push(res));
+});
+const answer = (res: http.ServerResponse) =>
+  res.writeHead(200, { "content-type": "application/json" })
+    .end(JSON.stringify({ id: "c", object: "chat.completion", choices: [{ index: 0, message: { role: "assistant", content: "Compare the options. This is not financial advice." } }] }));
+
+let fx: ServerFixture;
+
+beforeAll(async () => {
+  await new Promise<void>((r) => llm.listen(0, "127.0.0.1", r));
+  const base = `http://127.0.0.1:${(llm.address() as AddressInfo).port}/v1`;
+  fx = await openServerFixture({ overrides: { stages: { generator: { plugin: "openai", options: { base_url: base, timeout_ms: 600_000 } } } } });
+  await fx.publish({ count: 50 });
+}, 90_000);
+afterAll(async () => {
+  for (const res of held) if (!res.writableEnded) answer(res);
+  llm.closeAllConnections();
+  await new Promise((r) => llm.close(r));
+  await fx?.close();
+});
+
+describe("overload", () => {
+  it("answers past the bounded queue with a fast 503 + Retry-After, counted, and serves the held requests", async () => {
+    const srv = await fx.start({ server: { overload: { max_active: 1, max_queued: 1, max_wait_ms: 600_000, retry_after_s: 7 } } });
+    try {
+      const token = await fx.token();
+      const advice = (query: string) => post(srv.url, "/generate-advice", { query, k: 3 }, { token });
+      const a = advice("first question about loans");
+      await until("the first request to reach the LLM (active)", () => held.length === 1);
+      const b = advice("second question about savings");
+      await until("the second request to wait for a slot", async () => (await metric(srv.url, /^apfa_requests_queued$/)) === 1);
+      expect(await metric(srv.url, /^apfa_requests_active$/)).toBe(1);
+
+      // Full: refused at once, for either gated route, without touching the LLM.
+      const c = await advice("third question");
+      expect(c.status).toBe(503);
+      expect(c.headers.get("retry-after")).toBe("7");
+      expect(c.json).toMatchObject({ error: "overloaded" });
+      expect(c.json.message).toMatch(/retry in 7 s/);
+      const s = await post(srv.url, "/search", { query: "mortgage", k: 3 }, { token });
+      expect(s.status).toBe(503);
+      expect(held).toHaveLength(1);
+      expect(await metric(srv.url, /^apfa_overload_rejected_total\{route="generate-advice",reason="queue_full"\}$/)).toBe(1);
+      expect(await metric(srv.url, /^apfa_overload_rejected_total\{route="search",reason="queue_full"\}$/)).toBe(1);
+      expect(await metric(srv.url, /^apfa_requests_total\{route="generate-advice",status="503"\}$/)).toBe(1);
+      // The cheap routes are not queued behind the expensive ones.
+      expect((await getJson(srv.url, "/ready")).status).toBe(200);
+
+      answer(held[0]);
+      expect((await a).status).toBe(200);
+      await until("the waiting request to reach the LLM", () => held.length === 2);
+      answer(held[1]);
+      expect((await b).status).toBe(200);
+      expect(await metric(srv.url, /^apfa_requests_queued$/)).toBe(0);
+      expect(await metric(srv.url, /^apfa_requests_active$/)).toBe(0);
+      // And a slot is free again.
+      const d = await post(srv.url, "/search", { query: "mortgage", k: 3 }, { token });
+      expect(d.status).toBe(200);
+    } finally {
+      await srv.stop();
+    }
+  });
+});
