@@ -64,6 +64,11 @@ export interface HnswOptions {
   /** The largest `expansion_search` the recall check may choose. @default 4096 */
   max_expansion_search: number;
   /**
+   * The largest `connectivity` a build may double to when the recall check misses at the configured one
+   * (each doubling is another build; graph bytes per vector grow about linearly). @default 64
+   */
+  max_connectivity: number;
+  /**
    * How the graph stores vectors: `f32`, or `f16`/`i8` (scalar quantisation: 1/2 and 1/4 of the vector bytes,
    * at a recall cost BENCHMARKS.md measures). @default "f32"
    */
@@ -82,6 +87,7 @@ const options = z.strictObject({
   on_recall_miss: z.enum(["fail", "exact", "accept"]).default("exact").describe("When target_recall is out of reach: fail the build, serve with exact search, or accept the lower recall"),
   recall_sample: z.number().int().min(10).max(100000).default(300).describe("Corpus rows the recall check queries with"),
   max_expansion_search: z.number().int().min(1).max(65536).default(4096).describe("Largest expansion_search the recall check may choose"),
+  max_connectivity: z.number().int().min(2).max(1024).default(64).describe("Largest connectivity a build may double to when the recall check misses"),
   quantization: z.enum(["f32", "f16", "i8"]).default("f32").describe("How the graph stores vectors: f32, or scalar-quantised f16 / i8"),
   build_threads: z.number().int().min(0).max(1024).default(0).describe("Threads a build inserts with; 0 = every core"),
 });
@@ -101,23 +107,20 @@ export default definePlugin({
   description: "Approximate inner-product search on a usearch HNSW graph, memory-mapped when served",
   options,
   create(opts: HnswOptions): IndexEngine {
-    const make = (dims: number, ef = opts.expansion_search) =>
+    // A file's own header (dims, connectivity, scalar kind) wins over these when it is viewed or loaded.
+    const make = (dims: number, ef = opts.expansion_search, connectivity = opts.connectivity) =>
       new usearch.Index({
         dimensions: dims,
         metric: usearch.MetricKind.IP,
         quantization: opts.quantization as Usearch.ScalarKind,
-        connectivity: opts.connectivity,
+        connectivity,
         expansion_add: opts.expansion_add,
         expansion_search: ef,
         multi: false,
       });
 
-    /**
-     * Saves the graph, measures its recall (doubling `expansion_search` until `target_recall` or the cap) and
-     * returns the files. `keys[r]` is row r's graph key (rows when absent). A miss fails the build, or is handed
-     * to the runtime in `recall` (with `fallback: "exact"` when it should serve exact search instead).
-     */
-    const finish = async (index: Usearch.Index, vectors: Float32Array, dims: number, meta: { built_count: number; removed_since_build: number }, keys?: Uint32Array): Promise<IndexArtifact> =>
+    /** Saves the graph and reads the file back; `check` sees the saved file first (usearch works on paths). */
+    const saveGraph = async <T>(index: Usearch.Index, check: (file: string) => T): Promise<{ bytes: Uint8Array; checked: T }> =>
       withTemp(async (dir) => {
         const file = path.join(dir, FILE);
         try {
@@ -125,29 +128,40 @@ export default definePlugin({
         } catch (err) {
           throw fail(`saving the HNSW index failed: ${(err as Error).message}`, err);
         }
-        const recall = opts.target_recall > 0 ? tune(file, vectors, dims, keys) : undefined;
-        const files: Record<string, Uint8Array> = {
-          [FILE]: new Uint8Array(await fsp.readFile(file)),
-          [META]: new TextEncoder().encode(JSON.stringify({ ...meta, expansion_search: recall?.params.expansion_search ?? opts.expansion_search })),
-        };
-        if (keys) files[KEYS] = new Uint8Array(keys.buffer, keys.byteOffset, keys.byteLength);
-        if (recall && !recall.met) {
-          const what = `recall@${recall.k} ${recall.measured.toFixed(3)} at expansion_search ${recall.params.expansion_search} is under target_recall ${opts.target_recall}`;
-          if (opts.on_recall_miss === "fail") {
-            throw fail(`${what} (measured on ${recall.sample} corpus rows against exact search). Raise connectivity or expansion_add, ` +
-              "raise max_expansion_search, lower target_recall, or set stages.index.options.on_recall_miss to exact (serve with exact search) or accept");
-          }
-          return { files, main: FILE, recall, fallback: opts.on_recall_miss === "exact" ? "exact" : undefined };
-        }
-        return { files, main: FILE, recall };
+        const checked = check(file);
+        return { bytes: new Uint8Array(await fsp.readFile(file)), checked };
       });
 
-    /** Recall of the saved graph at doubling `expansion_search`, from the configured value to the cap. */
-    const tune = (file: string, vectors: Float32Array, dims: number, keys?: Uint32Array): RecallReport => {
+    /** The artifact's files: the graph, `hnsw.json` (with the check's expansion_search) and, after updates, the keys. */
+    const filesOf = (graph: Uint8Array, meta: { built_count: number; removed_since_build: number }, recall?: RecallReport, keys?: Uint32Array) => {
+      const files: Record<string, Uint8Array> = {
+        [FILE]: graph,
+        [META]: new TextEncoder().encode(JSON.stringify({ ...meta, expansion_search: recall?.params.expansion_search ?? opts.expansion_search })),
+      };
+      if (keys) files[KEYS] = new Uint8Array(keys.buffer, keys.byteOffset, keys.byteLength);
+      return files;
+    };
+
+    /** A version that missed `target_recall` after every setting: fail, or hand it on as `on_recall_miss` says. */
+    const missed = (files: Record<string, Uint8Array>, recall: RecallReport): IndexArtifact => {
+      const p = recall.params;
+      const what = `recall@${recall.k} ${recall.measured.toFixed(3)} at expansion_search ${p.expansion_search} (connectivity ${p.connectivity}) is under target_recall ${opts.target_recall}`;
+      if (opts.on_recall_miss === "fail") {
+        throw fail(`${what}, measured on ${recall.sample} corpus rows against exact search. Raise max_connectivity or max_expansion_search, ` +
+          "lower target_recall, or set stages.index.options.on_recall_miss to exact (serve with exact search) or accept");
+      }
+      return { files, main: FILE, recall, fallback: opts.on_recall_miss === "exact" ? "exact" : undefined };
+    };
+
+    /**
+     * Recall of the saved graph at doubling `expansion_search`, from the configured value to the cap, stopping
+     * early when a doubling gains under 0.005 (the graph, not the search, is then what limits it).
+     */
+    const tune = (file: string, vectors: Float32Array, dims: number, connectivity: number, tried: RecallReport["tried"], keys?: Uint32Array): RecallReport => {
       const probe = recallProbe(vectors, dims, RECALL_K, opts.recall_sample);
       const rowOf = keys ? invert(keys) : undefined;
-      const tried: RecallReport["tried"] = [];
       let ef = Math.min(opts.expansion_search, opts.max_expansion_search);
+      let prev = -1;
       for (;;) {
         const index = make(dims, ef);
         index.view(file);
@@ -157,10 +171,12 @@ export default definePlugin({
           return Array.from(ks, (key) => (rowOf ? rowOf[Number(key)] : Number(key)));
         });
         const recall = probe.score(answers);
-        tried.push({ params: { expansion_search: ef }, recall });
-        if (recall >= opts.target_recall || ef >= opts.max_expansion_search) {
-          return { k: probe.k, target: opts.target_recall, measured: recall, sample: probe.rows.length, method: "leave-one-out", params: { expansion_search: ef }, tried, met: recall >= opts.target_recall };
+        tried.push({ params: { connectivity, expansion_search: ef }, recall });
+        if (recall >= opts.target_recall || ef >= opts.max_expansion_search || recall - prev < 0.005) {
+          const best = tried.filter((t) => t.params.connectivity === connectivity).reduce((a, b) => (b.recall > a.recall + 0.001 ? b : a));
+          return { k: probe.k, target: opts.target_recall, measured: best.recall, sample: probe.rows.length, method: "leave-one-out", params: best.params, tried, met: best.recall >= opts.target_recall };
         }
+        prev = recall;
         ef = Math.min(ef * 2, opts.max_expansion_search);
       }
     };
@@ -187,10 +203,20 @@ export default definePlugin({
       metric: "ip",
       async build(vectors, dims) {
         const count = checkVectors(vectors, dims, "index:hnsw");
-        const index = make(dims);
         const rows = Int32Array.from({ length: count }, (_, i) => i);
-        await addRows(index, rows, rows, vectors, dims);
-        return finish(index, vectors, dims, { built_count: count, removed_since_build: 0 });
+        const meta = { built_count: count, removed_since_build: 0 };
+        const tried: RecallReport["tried"] = [];
+        // Near-copies of one document all link to it and it keeps only 2 × connectivity of them, so a cluster
+        // larger than that leaves copies no search reaches (docs/index-engines.md); no expansion_search helps,
+        // a denser graph does. So a miss doubles connectivity, up to max_connectivity, and builds again.
+        for (let connectivity = opts.connectivity; ; connectivity *= 2) {
+          const index = make(dims, opts.expansion_search, connectivity);
+          await addRows(index, rows, rows, vectors, dims);
+          const { bytes, checked: recall } = await saveGraph(index, (file) => (opts.target_recall > 0 ? tune(file, vectors, dims, connectivity, tried) : undefined));
+          const files = filesOf(bytes, meta, recall);
+          if (!recall || recall.met) return { files, main: FILE, recall };
+          if (connectivity * 2 > opts.max_connectivity) return missed(files, recall);
+        }
       },
 
       async update(prev, next) {
@@ -225,7 +251,10 @@ export default definePlugin({
           }
         }
         await addRows(index, added, added.map((r) => keys[r]), vectors, dims);
-        return finish(index, vectors, dims, { built_count: meta.built_count, removed_since_build: removed }, keys);
+        const { bytes, checked: recall } = await saveGraph(index, (file) => (opts.target_recall > 0 ? tune(file, vectors, dims, index.connectivity(), [], keys) : undefined));
+        // An updated graph under target is rebuilt in full, where connectivity can grow.
+        if (recall && !recall.met) return undefined;
+        return { files: filesOf(bytes, { built_count: meta.built_count, removed_since_build: removed }, recall, keys), main: FILE, recall };
       },
 
       async open(dir, info) {

@@ -7,7 +7,7 @@ import { silentLogger } from "../../runtime/log.ts";
 import type { Pipeline } from "../../runtime/pipeline.ts";
 import { buildVersion, type NewPart } from "../../runtime/stages/build.ts";
 import { publishVersion, recallMissed, type Manifest } from "../../runtime/versions.ts";
-import { randomUnitVectors, rng, normalizeRows } from "../conformance/index.ts";
+import { normalizeRows, randomUnitVectors, rng, writeArtifact } from "../conformance/index.ts";
 
 const ctx = { baseDir: "/", log: silentLogger, env: {} };
 const make = (opts: Record<string, unknown> = {}) => hnsw.create(hnsw.options.parse(opts), ctx) as IndexEngine;
@@ -56,23 +56,42 @@ describe("recall check", () => {
     expect(r).toMatchObject({ k: 10, target: 0.95, sample: 200, method: "leave-one-out", met: true });
     expect(r.measured).toBeGreaterThanOrEqual(0.95);
     expect(r.tried.length, JSON.stringify(r.tried)).toBeGreaterThan(1);
-    expect(r.tried.map((t) => t.params.expansion_search)).toEqual(r.tried.map((_, i) => 2 ** i));
-    expect(r.tried.at(-1)!.recall).toBe(r.measured);
+    expect(r.tried[0].params).toEqual({ connectivity: 4, expansion_search: 1 });
+    expect(Math.max(...r.tried.map((t) => t.recall))).toBe(r.measured);
     expect(JSON.parse(new TextDecoder().decode(art.files[META])).expansion_search).toBe(r.params.expansion_search);
     const v = await build(engine, "hnsw", vectors, dims);
     expect(v.manifest).toMatchObject({ engine: "hnsw", recall: { engine: "hnsw", met: true, params: r.params } });
+  });
+
+  it("builds a denser graph when no expansion_search reaches the target, and serves it with default options", async () => {
+    // 300 near-copies of each of 8 documents: each document's node keeps at most 2 × connectivity of them.
+    const dims = 32;
+    const vectors = nearDuplicates(8, 300, dims);
+    const engine = make({ connectivity: 4, build_threads: 1, target_recall: 0.95, recall_sample: 200 });
+    const art = await engine.build(vectors, dims);
+    const r = art.recall!;
+    const used = [...new Set(r.tried.map((t) => t.params.connectivity))];
+    expect(used[0]).toBe(4);
+    expect(used.length, JSON.stringify(r.tried)).toBeGreaterThan(1);
+    expect(r).toMatchObject({ met: true, params: { connectivity: used.at(-1) } });
+    const dir = await writeArtifact(art);
+    const s = await make().open(dir, { dims, count: 2400 });
+    let self = 0;
+    for (let row = 0; row < 2400; row += 8) if ((await s.search(vectors.slice(row * dims, (row + 1) * dims), 10)).rows.includes(row)) self++;
+    expect(self / 300).toBeGreaterThanOrEqual(0.95);
+    await s.close();
   });
 
   describe("a target the engine cannot reach", () => {
     const dims = 64;
     const vectors = randomUnitVectors(3000, dims, 9);
     // Two links per node and a cap of 2 on expansion_search cannot find 10 true neighbours of random vectors.
-    const weak = (on_recall_miss: string) => make({ build_threads: 1, connectivity: 2, expansion_add: 2, expansion_search: 1, max_expansion_search: 2, target_recall: 0.99, on_recall_miss });
+    const weak = (on_recall_miss: string) => make({ build_threads: 1, connectivity: 2, max_connectivity: 2, expansion_add: 2, expansion_search: 1, max_expansion_search: 2, target_recall: 0.99, on_recall_miss });
 
     it("fails the build with an error naming the option, when on_recall_miss is fail", async () => {
       const err = await weak("fail").build(vectors, dims).catch((e: unknown) => e);
       expect(isApfaError(err, "index")).toBe(true);
-      expect((err as Error).message).toMatch(/recall@10 0\.\d{3} at expansion_search 2 is under target_recall 0\.99/);
+      expect((err as Error).message).toMatch(/recall@10 0\.\d{3} at expansion_search \d \(connectivity 2\) is under target_recall 0\.99/);
       expect((err as Error).message).toContain("on_recall_miss");
     });
 
@@ -88,7 +107,7 @@ describe("recall check", () => {
     it("keeps the approximate index and records the miss, when on_recall_miss is accept", async () => {
       const v = await build(weak("accept"), "hnsw", vectors, dims);
       expect(v.manifest.engine).toBe("hnsw");
-      expect(v.manifest.recall).toMatchObject({ met: false, params: { expansion_search: 2 } });
+      expect(v.manifest.recall).toMatchObject({ met: false, params: { connectivity: 2 } });
       expect(v.manifest.recall!.measured).toBeLessThan(0.99);
     });
   });
