@@ -16,6 +16,7 @@ export const SUITES: Record<string, () => Promise<Suite>> = {
   embedding: async () => (await import("./suites/embedding.ts")).embeddingSuite,
   queue: async () => (await import("./suites/queue.ts")).queueSuite,
   index: async () => (await import("./suites/index.ts")).indexSuite,
+  ann: async () => (await import("./suites/ann.ts")).annSuite,
   serve: async () => (await import("./suites/serve.ts")).serveSuite,
   incremental: async () => (await import("./suites/incremental.ts")).incrementalSuite,
   quality: async () => (await import("./suites/quality.ts")).qualitySuite,
@@ -45,7 +46,8 @@ export async function runBench(opts: BenchOptions): Promise<number> {
     console.error("apfa bench: --accept takes a full run's ratios; drop --quick");
     return 2;
   }
-  const names = opts.suites.length ? opts.suites : SUITE_ORDER;
+  // `apfa bench index --large` is the FAISS comparison at 100k and 1M: the ann suite carries it.
+  const names = !opts.suites.length ? SUITE_ORDER : opts.large && opts.suites.includes("index") && !opts.suites.includes("ann") ? [...opts.suites, "ann"] : opts.suites;
   const resultsDir = path.join(ROOT, opts.quick ? "bench/results/quick" : "bench/results");
   const report = opts.quick ? path.join(resultsDir, "BENCHMARKS.md") : path.join(ROOT, "BENCHMARKS.md");
   const chartsDir = opts.quick ? path.join(resultsDir, "charts") : path.join(ROOT, "bench/charts");

@@ -144,6 +144,26 @@ export interface IndexArtifact {
    * from byte `offset` of `file`), so later runs can reuse them. Absent: the runtime stores `vectors.npy` too.
    */
   vectors?: { file: string; offset: number };
+  /** What an approximate engine measured of its own recall at build time (recorded in the manifest). */
+  recall?: IndexRecall;
+  /** `exact`: the engine missed its recall target and asks the runtime to serve these vectors with exact search. */
+  fallback?: "exact";
+}
+
+/** Recall@k an approximate engine measured against exact search on a sample of its corpus (see plugins/index/_recall.ts). */
+export interface IndexRecall {
+  k: number;
+  target: number;
+  measured: number;
+  /** Queries measured. */
+  sample: number;
+  /** How the queries were chosen: `leave-one-out` = corpus rows, each excluded from its own answer. */
+  method: string;
+  /** The search-time settings the version is served with. */
+  params: Record<string, number>;
+  /** Each setting tried, in order, with the recall it gave. */
+  tried: Array<{ params: Record<string, number>; recall: number }>;
+  met: boolean;
 }
 
 export interface SearchResult {

@@ -5,7 +5,7 @@
  * @module
  */
 import * as crypto from "node:crypto";
-import type { Store, SwapEvent } from "./contracts.ts";
+import type { IndexRecall, Store, SwapEvent } from "./contracts.ts";
 import { ApfaError, errorMessage } from "./errors.ts";
 import { layout } from "./keys.ts";
 import { LEXICAL_FILE } from "./lexical.ts";
@@ -44,6 +44,17 @@ export interface Manifest {
   built_from?: string | null;
   /** `update`: the engine changed the base's index (IndexEngine.update); `full`: built from all vectors. */
   index_build?: "full" | "update";
+  /**
+   * Recall@k the configured approximate engine measured at build time against exact search (absent for exact
+   * engines and older versions). `engine` is the one measured; `fallback: "flat"` means it missed its target and
+   * this version is served with exact search instead.
+   */
+  recall?: IndexRecall & { engine: string; fallback?: "flat" };
+}
+
+/** True when a version's measured recall is under its target and it is not served exactly instead. */
+export function recallMissed(m: Manifest): boolean {
+  return Boolean(m.recall && !m.recall.met && !m.recall.fallback);
 }
 
 export interface LatestPointer {
@@ -82,6 +93,11 @@ export async function writeVersion(p: Pipeline, manifest: Manifest, files: Recor
 
 /** Points `latest` at a version (already in the store) and announces it. Used by builds and rollbacks. */
 export async function publishVersion(p: Pipeline, manifest: Manifest): Promise<void> {
+  const r = manifest.recall;
+  if (r && recallMissed(manifest) && (p.config.stages.index.options as { on_recall_miss?: string }).on_recall_miss !== "accept") {
+    throw new ApfaError("index", `index version ${manifest.version.slice(0, 12)} measured recall@${r.k} ${r.measured.toFixed(3)}, under its target ${r.target}; ` +
+      "it is not published unless stages.index.options.on_recall_miss is accept", { status: 409, where: "publish" });
+  }
   const pointer: LatestPointer = { version: manifest.version, published_at: new Date().toISOString() };
   await p.store.put(layout.latest, new TextEncoder().encode(JSON.stringify(pointer)));
   await p.db.pool.query("update apfa.index_versions set published_at = now() where version = $1", [manifest.version]);

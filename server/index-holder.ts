@@ -294,6 +294,8 @@ export function createIndexHolder(opts: IndexHolderOptions) {
         version: current?.version,
         count: current?.manifest.count,
         engine: current?.manifest.engine,
+        /** The build's recall check (absent for exact engines): what was measured, against what target. */
+        recall: current?.manifest.recall && (({ k, target, measured, met, sample, params, fallback }) => ({ k, target, measured, met, sample, params, fallback }))(current.manifest.recall),
         source: current?.source,
         load_ms: current ? Math.round(current.loadMs) : undefined,
         fetch_ms: current ? Math.round(current.fetchMs) : undefined,

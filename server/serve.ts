@@ -70,6 +70,7 @@ async function buildFromSource(p: Pipeline, engine: IndexEngine, cacheDir: strin
   const { manifest, files } = await buildVersion({
     pipeline: p.config.name, runId: null, engine, engineName: p.config.stages.index.plugin,
     engineKey: await engineKey(p.config), embedderKey: await embedderKey(p.config), parts, reuse: [],
+    warn: (m, f) => p.log.warn(m, f),
   });
   const dir = path.join(cacheDir, manifest.version);
   await fsp.mkdir(dir, { recursive: true });

@@ -28,6 +28,8 @@ export interface VersionInfo {
   deleted_at: Date | null;
   /** `indexes/latest` names this version. */
   current: boolean;
+  /** The build's recall check (approximate engines; null for exact ones and older versions). */
+  recall: Manifest["recall"] | null;
 }
 
 /** The pipeline's index versions, newest first, with the one `indexes/latest` names marked `current`. */
@@ -35,7 +37,8 @@ export async function listVersions(db: Pick<pg.Pool, "query">, store: Store, pip
   const latest = await readLatest(store).catch(() => undefined);
   const current = latest?.version ?? null;
   const r = await db.query<Omit<VersionInfo, "current">>(
-    `select version, run_id, engine, metric, dims, count::float8 as count, model_id, bytes::float8 as bytes, created_at, published_at, deleted_at
+    `select version, run_id, engine, metric, dims, count::float8 as count, model_id, bytes::float8 as bytes, created_at, published_at, deleted_at,
+            manifest->'recall' as recall
        from apfa.index_versions where pipeline = $1 order by created_at desc, version limit $2`,
     [pipeline, limit],
   );
@@ -98,6 +101,14 @@ export async function rollbackVersion(p: Pipeline, version: string): Promise<Rol
   return { version, previous, count: manifest.count, engine: manifest.engine };
 }
 
+/** `recall 0.981 ≥ 0.95 ef 128`, `exact (hnsw 0.62 < 0.95)`, `exact` for flat, `recall unmeasured` otherwise. */
+export function recallText(r: Manifest["recall"] | null | undefined, engine: string): string {
+  if (!r) return engine === "flat" ? "exact" : "recall unmeasured";
+  if (r.fallback) return `exact (${r.engine} ${r.measured.toFixed(2)} < ${r.target})`;
+  const params = Object.entries(r.params).map(([k, v]) => `${k === "expansion_search" ? "ef" : k} ${v}`).join(" ");
+  return `recall ${r.measured.toFixed(3)} ${r.met ? "≥" : "<"} ${r.target}${params ? ` ${params}` : ""}`;
+}
+
 const when = (d: Date | null) => (d ? d.toISOString().replace(/\.\d+Z$/, "Z") : "-");
 
 export const indexCmd: Command = {
@@ -129,7 +140,7 @@ export const indexCmd: Command = {
         else {
           for (const v of versions) {
             const mark = v.current ? "*" : v.deleted_at ? "x" : " ";
-            console.log(`${mark} ${v.version}  ${String(v.count).padStart(8)} docs  ${v.dims}d  ${v.engine.padEnd(6)} created ${when(v.created_at)}  published ${when(v.published_at)}${v.deleted_at ? "  (deleted)" : ""}`);
+            console.log(`${mark} ${v.version}  ${String(v.count).padStart(8)} docs  ${v.dims}d  ${v.engine.padEnd(6)} ${recallText(v.recall, v.engine).padEnd(24)} created ${when(v.created_at)}  published ${when(v.published_at)}${v.deleted_at ? "  (deleted)" : ""}`);
           }
           console.log(`\n* current (indexes/latest)${versions.some((v) => v.deleted_at) ? "   x deleted" : ""}${current && !versions.some((v) => v.current) ? `\nlatest points at ${current}, which is not in apfa.index_versions` : ""}`);
         }

@@ -3,6 +3,7 @@
  * next fire times, batch size, run limits, and the plugins each stage loads — without starting anything.
  * @module
  */
+import pg from "pg";
 import type { Command } from "../cli.ts";
 import { nextFires } from "../config/cron.ts";
 import { STAGE_KINDS, TASK_QUEUES, TASKS, type PipelineConfig } from "../config/schema.ts";
@@ -93,6 +94,28 @@ export function renderPlan(p: Plan): string {
   return out.join("\n");
 }
 
+/** The latest `compute_index_stats` advice for the pipeline, or why there is none (plan never starts a database). */
+export async function latestAdvice(config: PipelineConfig): Promise<{ computed_at: string; version: string; engine: string; urgency: number; recommendation: string; notes: string[] } | string> {
+  const url = config.database.url || process.env.DATABASE_URL;
+  if (!url) return "not read: the pipeline uses embedded Postgres, which plan does not start";
+  const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 3000 });
+  try {
+    await client.connect();
+    const r = await client.query<{ computed_at: Date; version: string; engine: string; urgency: number; recommendation: string; notes: string[] | null }>(
+      `select computed_at, version, engine, urgency, recommendation, reasoning->'notes' as notes
+         from apfa.index_stats where pipeline = $1 order by computed_at desc, id desc limit 1`,
+      [config.name],
+    );
+    const row = r.rows[0];
+    if (!row) return "none yet: compute_index_stats has not run for this pipeline";
+    return { computed_at: row.computed_at.toISOString(), version: row.version, engine: row.engine, urgency: Number(row.urgency), recommendation: row.recommendation, notes: row.notes ?? [] };
+  } catch (err) {
+    return `not read: ${(err as Error).message}`;
+  } finally {
+    await client.end().catch(() => {});
+  }
+}
+
 export const plan: Command = {
   summary: "Show what a pipeline.yaml creates: tasks, queues with concurrency, cron entries with their next fires, batch size and plugins.",
   usage: "apfa plan [file] [--json]",
@@ -100,7 +123,17 @@ export const plan: Command = {
   async run({ values, positionals }) {
     const config = await loadOrFail(positionals[0] ?? (values.config as string));
     const p = await makePlan(config);
-    console.log(values.json ? JSON.stringify(p, null, 2) : renderPlan(p));
+    const advice = await latestAdvice(config);
+    if (values.json) console.log(JSON.stringify({ ...p, index_advice: advice }, null, 2));
+    else {
+      console.log(renderPlan(p));
+      console.log("\nIndex advice (latest compute_index_stats)");
+      if (typeof advice === "string") console.log(`  ${advice}`);
+      else {
+        console.log(`  ${advice.recommendation}  (urgency ${advice.urgency}, ${advice.engine} version ${advice.version.slice(0, 12)}, ${advice.computed_at})`);
+        for (const n of advice.notes) console.log(`  - ${n}`);
+      }
+    }
     return 0;
   },
 };

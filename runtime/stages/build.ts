@@ -6,10 +6,12 @@
  * @module
  */
 import * as crypto from "node:crypto";
-import type { IndexEngine } from "../contracts.ts";
+import type { IndexArtifact, IndexEngine } from "../contracts.ts";
 import { ApfaError } from "../errors.ts";
 import { encodeNpy } from "../npy.ts";
 import { buildLexical, LEXICAL_FILE } from "../lexical.ts";
+import { loadPlugin } from "../plugins.ts";
+import { silentLogger } from "../log.ts";
 import { concatBytes } from "../streams.ts";
 import { ROWS_FILE, sha256, VECTORS_FILE, type Manifest } from "../versions.ts";
 import type { BaseData } from "./base.ts";
@@ -40,6 +42,8 @@ export interface BuildInput {
   parts: NewPart[];
   base?: BaseData;
   reuse: ReuseEntry[];
+  /** Told when the engine missed its recall target and the version is served with exact search instead. */
+  warn?: (message: string, fields: Record<string, unknown>) => void;
 }
 
 export interface BuiltVersion {
@@ -120,7 +124,20 @@ export async function buildVersion(input: BuildInput): Promise<BuiltVersion> {
   const prev = base?.engineFiles && input.engine.update
     ? await input.engine.update({ files: base.engineFiles, count: base.manifest.count, dims }, { vectors, dims, prevRow: Int32Array.from(rows, (r) => r.prev) })
     : undefined;
-  const artifact = prev ?? (await input.engine.build(vectors, dims));
+  let artifact: IndexArtifact = prev ?? (await input.engine.build(vectors, dims));
+  let engineName = input.engineName;
+  let metric = input.engine.metric;
+  const recall: Manifest["recall"] = artifact.recall && { ...artifact.recall, engine: input.engineName };
+  if (artifact.fallback === "exact" && recall) {
+    // The engine could not reach its recall target and the pipeline chose exact answers over worse ones.
+    const flat = await loadPlugin("index", "flat", "/");
+    const exact = (await flat.create(flat.options.parse({}), { baseDir: "/", log: silentLogger, env: {} })) as IndexEngine;
+    artifact = await exact.build(vectors, dims);
+    engineName = "flat";
+    metric = exact.metric;
+    recall.fallback = "flat";
+    input.warn?.(`${input.engineName} reached recall@${recall.k} ${recall.measured.toFixed(3)} < target ${recall.target}; this version is served with exact search (flat)`, { params: recall.params, sample: recall.sample });
+  }
   const engineMs = performance.now() - t1;
   // Rebuilt from the documents every time, incremental runs too: at 100k documents it costs seconds
   // (docs/index-engines.md), far less than the embedding an incremental run saves.
@@ -138,8 +155,8 @@ export async function buildVersion(input: BuildInput): Promise<BuiltVersion> {
   const manifest: Manifest = {
     version,
     pipeline: input.pipeline,
-    engine: input.engineName,
-    metric: input.engine.metric,
+    engine: engineName,
+    metric,
     dims,
     count: rows.length,
     model_id: modelId,
@@ -153,6 +170,7 @@ export async function buildVersion(input: BuildInput): Promise<BuiltVersion> {
     },
     built_from: base?.version ?? null,
     index_build: prev ? "update" : "full",
+    ...(recall ? { recall } : {}),
   };
   return { manifest, files, assembleMs, engineMs, lexicalMs };
 }

@@ -75,6 +75,7 @@ export function makeBuildIndex(p: Pipeline) {
         const built = await buildVersion({
           pipeline: p.config.name, runId, engine, engineName: p.config.stages.index.plugin, engineKey: ekey,
           embedderKey: run.embedder_key ?? "", source: { key: await sourceKey(p.config), cursor: run.source_cursor ?? undefined }, parts, base, reuse,
+          warn: (m, f) => log.warn(m, f),
         });
         timing = { ...timing, assemble_ms: Math.round(built.assembleMs), engine_ms: Math.round(built.engineMs), lexical_ms: Math.round(built.lexicalMs) };
         await writeVersion(p, built.manifest, built.files);

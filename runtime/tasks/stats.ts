@@ -119,6 +119,8 @@ export interface MigrationInput {
   p95Ms: number | null;
   latencyBudgetMs?: number;
   memoryBudgetBytes?: number;
+  /** The version's build-time recall check (manifest `recall`), when its engine ran one. */
+  recall?: { engine: string; measured: number; target: number; met: boolean; sample: number; params: Record<string, number>; fallback?: string };
 }
 
 export interface Alternative {
@@ -153,8 +155,8 @@ export function estimateExactP95Ms(count: number, dims: number): number {
 }
 
 /** Estimated costs of the two approximate alternatives for `count × dims` vectors. */
-export function alternatives(count: number, dims: number, docsBytes: number): Alternative[] {
-  const M = 16, efC = 128, ef = 64;
+export function alternatives(count: number, dims: number, docsBytes: number, M = 16): Alternative[] {
+  const efC = 128, ef = 64;
   const lg = Math.log2(Math.max(count, 2));
   const hnsw: Alternative = {
     engine: "hnsw",
@@ -178,7 +180,9 @@ export function alternatives(count: number, dims: number, docsBytes: number): Al
     est_build_s: (train * nlist * dims * 2 * 25 + count * nlist * dims * 2 + count * 256 * dims * 2) / DENSE_FLOPS,
     est_search_ms: ((nlist * dims * 2 + nprobe * (count / nlist) * m * 2) / SEARCH_FLOPS) * 1000,
   };
-  return [hnsw, ivf];
+  // The same graph over one-byte scalars (usearch i8): a quarter of the vector bytes, same links.
+  const i8: Alternative = { ...hnsw, options: { ...hnsw.options, quantization: "i8" }, est_memory_bytes: Math.round(hnsw.est_memory_bytes - count * dims * 3) };
+  return [hnsw, i8, ivf];
 }
 
 /**
@@ -200,9 +204,11 @@ export function assessMigration(input: MigrationInput): MigrationAssessment {
   const latency = clamp01(Math.log2(Math.max(p95, 1e-9) / (budget / 4)) / 2);
   const flat = input.engine === "flat";
   const size = flat ? clamp01(Math.log2(Math.max(scan, 1) / (256 * 1024 ** 2)) / 4) : 0;
-  const alts = alternatives(input.count, input.dims, input.docsBytes);
-  const pick = alts[0].est_memory_bytes <= memBudget ? alts[0] : alts[1];
-  const label = pick.engine === "hnsw" ? "hnsw" : `faiss ${String(pick.options.factory)}`;
+  // A recall check that had to grow the graph measured what this corpus needs; estimate with that.
+  const r = input.recall;
+  const alts = alternatives(input.count, input.dims, input.docsBytes, Math.max(16, r?.params.connectivity ?? 16));
+  const pick = alts.find((a) => a.est_memory_bytes <= memBudget) ?? alts[alts.length - 1];
+  const label = pick.engine === "hnsw" ? `hnsw${pick.options.quantization ? ` (quantization ${String(pick.options.quantization)})` : ""}${pick.options.connectivity !== 16 ? ` connectivity ${String(pick.options.connectivity)}` : ""}` : `faiss ${String(pick.options.factory)}`;
   const urgency = Math.round((flat ? Math.max(latency, size) : latency) * 1000) / 1000;
   const notes: string[] = [];
   if (input.p95Ms === null) notes.push(`no server measured: p95 estimated as ${P95_OVER_P50} × (${SCAN_OVERHEAD_MS} ms + count × dims × 4 bytes at ${SCAN_BYTES_PER_S / 1e9} GB/s)`);
@@ -212,6 +218,17 @@ export function assessMigration(input: MigrationInput): MigrationAssessment {
   else recommendation = `${urgency >= 0.7 ? "migrate to" : "plan"} ${label}`;
   if (!flat && urgency >= 0.5) notes.push(`${input.engine} search p95 ${p95.toFixed(1)} ms is near the ${budget} ms budget: raise nprobe/expansion_search less, or add servers`);
   if (flat && pick !== alts[0]) notes.push(`HNSW would need ${(alts[0].est_memory_bytes / GiB).toFixed(1)} GiB, over the ${(memBudget / GiB).toFixed(1)} GiB budget`);
+  if (r) {
+    const params = Object.entries(r.params).map(([k, v]) => `${k} ${v}`).join(", ");
+    notes.push(`${r.engine} measured recall@10 ${r.measured.toFixed(3)} (target ${r.target}) at ${params} on ${r.sample} corpus rows`);
+    if (r.fallback) {
+      // The approximate engine could not reach the target: moving to it again would only repeat the fallback.
+      recommendation = urgency >= 0.3 ? `tune ${r.engine}: raise max_connectivity or lower target_recall (served exactly meanwhile)` : "keep flat";
+      notes.push(`${r.engine} missed its recall target, so this version is served by exact search`);
+    } else if (!r.met) {
+      recommendation = `tune ${input.engine}: recall ${r.measured.toFixed(3)} is under its target ${r.target}`;
+    }
+  }
   return {
     urgency,
     recommendation,
@@ -272,7 +289,7 @@ export async function computeIndexStats(p: Pipeline, payload: StatsPayload = {})
     search = { servers: payload.servers.length, reached: s.reached, failed: s.failed, window: delta ? "since previous stats" : "since server start", searches: (delta ?? s.buckets).at(-1)?.[1] ?? 0, buckets: s.buckets.map(([le, n]) => [Number.isFinite(le) ? le : null, n]) };
   }
   const a = assessMigration({
-    engine: manifest.engine, count: manifest.count, dims: manifest.dims, docsBytes, p95Ms: p95,
+    engine: manifest.engine, count: manifest.count, dims: manifest.dims, docsBytes, p95Ms: p95, recall: manifest.recall,
     latencyBudgetMs: payload.latency_budget_ms, memoryBudgetBytes: payload.memory_budget_bytes,
   });
   const row: IndexStatsRow = {

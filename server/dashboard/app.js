@@ -137,11 +137,24 @@ function renderVersions({ current, versions }) {
     el("td", { class: "num" }, num(v.count)),
     el("td", { class: "num" }, v.dims),
     el("td", {}, v.engine),
+    el("td", { title: recallTitle(v.recall) }, recallText(v.recall, v.engine)),
     el("td", { class: "muted" }, v.model_id),
     el("td", {}, when(v.created_at)),
     el("td", {}, when(v.published_at)),
     el("td", {}, !v.current && !v.deleted_at ? el("button", { class: "small", title: "Re-publish this version; servers hot-swap to it", onclick: () => rollback(v.version) }, "Roll back") : ""),
-  )), current ? `indexes/latest names ${current}, which is not recorded in apfa.index_versions.` : "No index built yet.", 9);
+  )), current ? `indexes/latest names ${current}, which is not recorded in apfa.index_versions.` : "No index built yet.", 10);
+}
+
+/** The build's recall check in a cell: the same words as `apfa index list`. */
+function recallText(r, engine) {
+  if (!r) return engine === "flat" ? "exact" : "unmeasured";
+  if (r.fallback) return `exact (${r.engine} ${r.measured.toFixed(2)} < ${r.target})`;
+  const params = Object.entries(r.params).map(([k, v]) => `${k === "expansion_search" ? "ef" : k} ${v}`).join(" ");
+  return `${r.measured.toFixed(3)} ${r.met ? "≥" : "<"} ${r.target}${params ? ` (${params})` : ""}`;
+}
+
+function recallTitle(r) {
+  return r ? `recall@${r.k} against exact search on ${r.sample} corpus rows (${r.method}); tried ${r.tried.map((t) => `${Object.values(t.params).join("/")}: ${t.recall.toFixed(3)}`).join(", ")}` : "";
 }
 
 function renderFailed({ jobs }) {

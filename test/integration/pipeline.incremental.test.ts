@@ -87,8 +87,10 @@ for (const engine of ["flat", "hnsw"] as const) {
       expect(m.reuse?.rows).toBe("rows.jsonl");
       expect(m.reuse?.vectors.file).toBe(engine === "flat" ? "index.faiss" : "vectors.npy");
       // Servers download what they serve (the lexical index of hybrid retrieval too); the rows file and an added
-      // vector copy are for later runs only.
-      expect(servingFiles(m).map(([f]) => f).sort()).toEqual(engine === "flat" ? ["docs.jsonl", "index.faiss", "lexical.json"] : ["docs.jsonl", "index.usearch", "lexical.json"]);
+      // vector copy are for later runs only. hnsw.json carries the expansion_search the build's recall check chose.
+      expect(servingFiles(m).map(([f]) => f).sort()).toEqual(engine === "flat" ? ["docs.jsonl", "index.faiss", "lexical.json"] : ["docs.jsonl", "hnsw.json", "index.usearch", "lexical.json"]);
+      if (engine === "hnsw") expect(m.recall).toMatchObject({ engine: "hnsw", k: 10, target: 0.95, met: true });
+      else expect(m.recall).toBeUndefined();
       // Canonical order: by id, whatever order the source gave.
       expect((await servedDocs(tp, m.version)).map((d) => d.id)).toEqual(corpus().map((d) => d.id));
     });

@@ -113,3 +113,21 @@ describe("hnsw engine", () => {
     expect(JSON.stringify(r.error?.issues)).toMatch(/connectivity/);
   });
 });
+
+describe("hnsw quantization", () => {
+  it.each([["f16", 2], ["i8", 1]] as const)("%s stores %i bytes per dimension and still finds each row", async (quantization, bytes) => {
+    const dims = 64;
+    const vectors = randomUnitVectors(1000, dims, 77);
+    const engine = make({ quantization, build_threads: 1, target_recall: 0 });
+    const art = await engine.build(vectors, dims);
+    // usearch's layout: rows:u32, bytes per row:u32, then the rows.
+    expect(new DataView(art.files[FILE].buffer, art.files[FILE].byteOffset).getUint32(4, true)).toBe(dims * bytes);
+    const dir = await writeArtifact(art);
+    const s = await engine.open(dir, { dims, count: 1000 });
+    let self = 0;
+    for (let r = 0; r < 1000; r += 10) if ((await s.search(vectors.slice(r * dims, (r + 1) * dims), 1)).rows[0] === r) self++;
+    expect(self).toBeGreaterThanOrEqual(95);
+    await s.close();
+    await fsp.rm(dir, { recursive: true, force: true });
+  });
+});

@@ -82,12 +82,30 @@ describe("migration model", () => {
     const a = assessMigration({ engine: "flat", count: 50_000_000, dims: 768, docsBytes: 0, p95Ms: null });
     expect(a.recommendation).toMatch(/^migrate to faiss IVF\d+,PQ\d+$/);
     expect(a.reasoning.notes.join(" ")).toMatch(/HNSW would need .* GiB, over the 16\.0 GiB budget/);
-    const [hnsw, ivf] = a.reasoning.alternatives;
+    const [hnsw, , ivf] = a.reasoning.alternatives;
     expect(ivf.est_memory_bytes).toBeLessThan(hnsw.est_memory_bytes / 10);
   });
 
+  it("recommends an i8-quantised graph when only that fits the memory budget", () => {
+    const a = assessMigration({ engine: "flat", count: 12_000_000, dims: 384, docsBytes: 0, p95Ms: null });
+    expect(a.recommendation).toBe("migrate to hnsw (quantization i8)");
+  });
+
+  it("acts on the version's measured recall: the graph size it needed, and a fallback it must not repeat", () => {
+    const recall = { engine: "hnsw", measured: 0.97, target: 0.95, met: true, sample: 300, params: { connectivity: 64, expansion_search: 128 } };
+    const a = assessMigration({ engine: "flat", count: 1_000_000, dims: 384, docsBytes: 0, p95Ms: 60, recall });
+    expect(a.recommendation).toBe("migrate to hnsw connectivity 64");
+    expect(a.reasoning.alternatives[0].options.connectivity).toBe(64);
+    expect(a.reasoning.notes.join(" ")).toMatch(/hnsw measured recall@10 0\.970 \(target 0\.95\) at connectivity 64, expansion_search 128 on 300 corpus rows/);
+    const fell = assessMigration({ engine: "flat", count: 1_000_000, dims: 384, docsBytes: 0, p95Ms: 60, recall: { ...recall, measured: 0.8, met: false, fallback: "flat" } });
+    expect(fell.recommendation).toMatch(/^tune hnsw: raise max_connectivity/);
+    const under = assessMigration({ engine: "hnsw", count: 1_000_000, dims: 384, docsBytes: 0, p95Ms: 3, recall: { ...recall, measured: 0.8, met: false } });
+    expect(under.recommendation).toBe("tune hnsw: recall 0.800 is under its target 0.95");
+  });
+
   it("estimates HNSW and IVF-PQ costs from count and dims", () => {
-    const [hnsw, ivf] = alternatives(1_000_000, 384, 0);
+    const [hnsw, i8, ivf] = alternatives(1_000_000, 384, 0);
+    expect(i8.est_memory_bytes).toBe(hnsw.est_memory_bytes - 1e6 * 384 * 3);
     expect(hnsw.est_memory_bytes).toBe(Math.round(1e6 * (384 * 4 + 2 * 16 * 4 * (1 + 1 / 16) + 16)));
     // The benchmark built 10k × 384 in 7.2 s on 2 cores (~14 s of one core).
     const [small] = alternatives(10_000, 384, 0);

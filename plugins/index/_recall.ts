@@ -1,0 +1,84 @@
+/**
+ * Build-time recall check for approximate engines: how many of the true top-k neighbours a searcher returns,
+ * measured on rows of the corpus itself against exact search over the same vectors.
+ *
+ * Method (leave-one-out): `sample` rows, spread evenly through the corpus, are the queries. The row itself is
+ * dropped from both the exact and the approximate answer (it would be a free hit at rank 1), so each query asks
+ * for its k nearest *other* rows. A returned row counts as a hit when its true inner product with the query is
+ * at least the exact k-th one's (less 1e-6): with exact duplicates many rows tie at the k-th score and any of
+ * them is a correct answer, which a comparison of row numbers would count as a miss.
+ *
+ * The query point sits in the graph, so the walk is guided to it; docs/index-engines.md gives the measured gap
+ * to queries from outside the corpus.
+ * @module
+ */
+import { createRequire } from "node:module";
+import type * as Usearch from "usearch";
+import type { IndexRecall } from "../../runtime/contracts.ts";
+
+const usearch = createRequire(import.meta.url)("usearch") as typeof Usearch;
+
+/** What the manifest records about an engine's measured recall. */
+export type RecallReport = IndexRecall;
+
+/** The exact neighbours of the sampled rows, computed once and scored against any number of settings. */
+export interface RecallProbe {
+  k: number;
+  rows: Int32Array;
+  /** sample × dims, a fresh buffer (usearch reads typed arrays from their buffer's start). */
+  queries: Float32Array;
+  /** Per query: the exact k-th best inner product with another row. */
+  kth: Float32Array;
+  /** Scores one batch answer: per query, `k + 1` row numbers (self included or not), best first. */
+  score(answers: ArrayLike<number>[]): number;
+}
+
+/** `n` rows spread evenly over `count` (all of them when count ≤ n). */
+export function sampleRows(count: number, n: number): Int32Array {
+  const m = Math.min(count, n);
+  return Int32Array.from({ length: m }, (_, i) => Math.floor(((i + 0.5) * count) / m));
+}
+
+/** Exact top-k (self excluded) of `sample` corpus rows; `vectors` must be count × dims. */
+export function recallProbe(vectors: Float32Array, dims: number, k: number, sample: number): RecallProbe {
+  const count = vectors.length / dims;
+  const kk = Math.min(k, count - 1);
+  const rows = sampleRows(count, sample);
+  const queries = new Float32Array(rows.length * dims);
+  rows.forEach((r, i) => queries.set(vectors.subarray(r * dims, (r + 1) * dims), i * dims));
+  const data = vectors.byteOffset === 0 ? vectors : vectors.slice();
+  const ip = (q: number, row: number) => {
+    let s = 0;
+    for (let j = 0; j < dims; j++) s += queries[q * dims + j] * data[row * dims + j];
+    return s;
+  };
+  const kth = new Float32Array(rows.length);
+  if (kk >= 1) {
+    const m = usearch.exactSearch(data, queries, dims, kk + 1, usearch.MetricKind.IP, 0);
+    const keys = rows.length === 1 ? [(m as Usearch.Matches).keys] : Array.from(rows, (_, i) => (m as Usearch.BatchMatches).get(i).keys);
+    keys.forEach((ks, i) => {
+      const others = Array.from(ks, Number).filter((r) => r !== rows[i]).slice(0, kk);
+      kth[i] = Math.min(...others.map((r) => ip(i, r)));
+    });
+  }
+  return {
+    k: kk,
+    rows,
+    queries,
+    kth,
+    score(answers) {
+      if (kk < 1) return 1;
+      let hits = 0;
+      answers.forEach((ans, i) => {
+        let taken = 0;
+        for (let j = 0; j < ans.length && taken < kk; j++) {
+          const r = ans[j];
+          if (r === rows[i] || r < 0) continue;
+          taken++;
+          if (ip(i, r) >= kth[i] - 1e-6) hits++;
+        }
+      });
+      return hits / (kk * answers.length);
+    },
+  };
+}

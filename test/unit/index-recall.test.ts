@@ -1,0 +1,128 @@
+import { describe, expect, it } from "vitest";
+import hnsw, { META } from "../../plugins/index/hnsw.ts";
+import { recallProbe, sampleRows } from "../../plugins/index/_recall.ts";
+import type { IndexEngine } from "../../runtime/contracts.ts";
+import { isApfaError } from "../../runtime/errors.ts";
+import { silentLogger } from "../../runtime/log.ts";
+import type { Pipeline } from "../../runtime/pipeline.ts";
+import { buildVersion, type NewPart } from "../../runtime/stages/build.ts";
+import { publishVersion, recallMissed, type Manifest } from "../../runtime/versions.ts";
+import { normalizeRows, randomUnitVectors, rng, writeArtifact } from "../conformance/index.ts";
+
+const ctx = { baseDir: "/", log: silentLogger, env: {} };
+const make = (opts: Record<string, unknown> = {}) => hnsw.create(hnsw.options.parse(opts), ctx) as IndexEngine;
+
+/** `protos` random vectors, each followed by noisy copies, rows grouped by prototype (as an id sort leaves them). */
+function nearDuplicates(protos: number, copies: number, dims: number): Float32Array {
+  const base = randomUnitVectors(protos, dims, 5);
+  const next = rng(6);
+  const v = new Float32Array(protos * copies * dims);
+  for (let p = 0; p < protos; p++) {
+    for (let c = 0; c < copies; c++) {
+      const at = (p * copies + c) * dims;
+      for (let j = 0; j < dims; j++) v[at + j] = base[p * dims + j] + (c ? (next() - 0.5) * 0.08 : 0);
+    }
+  }
+  return normalizeRows(v, dims);
+}
+
+/** One batch part carrying `vectors`, as the build stage reads it back from the embed stage. */
+function part(vectors: Float32Array, dims: number): NewPart {
+  const rows = vectors.length / dims;
+  const docs = new TextEncoder().encode(Array.from({ length: rows }, (_, i) => JSON.stringify({ id: `d${String(i).padStart(6, "0")}`, text: `t${i}` })).join("\n") + "\n");
+  return { n: 0, docs, vectors, rows, dims, modelId: "m", maxChars: 100 };
+}
+
+const build = (engine: IndexEngine, engineName: string, vectors: Float32Array, dims: number, warn?: (m: string) => void) =>
+  buildVersion({ pipeline: "t", runId: null, engine, engineName, engineKey: "k", embedderKey: "e", parts: [part(vectors, dims)], reuse: [], warn });
+
+describe("recall check", () => {
+  it("samples rows evenly and scores ties at the k-th score as hits", () => {
+    expect(Array.from(sampleRows(10, 4))).toEqual([1, 3, 6, 8]);
+    expect(sampleRows(3, 300).length).toBe(3);
+    // Three identical rows and one far away: for row 0, rows 1 and 2 tie as its nearest; either is a hit.
+    const v = new Float32Array([1, 0, 1, 0, 1, 0, 0, 1]);
+    const probe = recallProbe(v, 2, 1, 4);
+    expect(probe.score([[0, 2], [1, 0], [2, 0], [3, 0]])).toBe(1);
+    expect(probe.score([[0, 3], [1, 0], [2, 0], [3, 0]])).toBe(0.75);
+  });
+
+  it("hnsw measures its recall, raises expansion_search until the target, and serves with what it chose", async () => {
+    const dims = 32;
+    const vectors = nearDuplicates(100, 40, dims);
+    const engine = make({ connectivity: 4, build_threads: 1, expansion_search: 1, target_recall: 0.95, recall_sample: 200 });
+    const art = await engine.build(vectors, dims);
+    const r = art.recall!;
+    expect(r).toMatchObject({ k: 10, target: 0.95, sample: 200, method: "leave-one-out", met: true });
+    expect(r.measured).toBeGreaterThanOrEqual(0.95);
+    expect(r.tried.length, JSON.stringify(r.tried)).toBeGreaterThan(1);
+    expect(r.tried[0].params).toEqual({ connectivity: 4, expansion_search: 1 });
+    expect(Math.max(...r.tried.map((t) => t.recall))).toBe(r.measured);
+    expect(JSON.parse(new TextDecoder().decode(art.files[META])).expansion_search).toBe(r.params.expansion_search);
+    const v = await build(engine, "hnsw", vectors, dims);
+    expect(v.manifest).toMatchObject({ engine: "hnsw", recall: { engine: "hnsw", met: true, params: r.params } });
+  });
+
+  it("builds a denser graph when no expansion_search reaches the target, and serves it with default options", async () => {
+    // 300 near-copies of each of 8 documents: each document's node keeps at most 2 × connectivity of them.
+    const dims = 32;
+    const vectors = nearDuplicates(8, 300, dims);
+    const engine = make({ connectivity: 4, build_threads: 1, target_recall: 0.95, recall_sample: 200 });
+    const art = await engine.build(vectors, dims);
+    const r = art.recall!;
+    const used = [...new Set(r.tried.map((t) => t.params.connectivity))];
+    expect(used[0]).toBe(4);
+    expect(used.length, JSON.stringify(r.tried)).toBeGreaterThan(1);
+    expect(r).toMatchObject({ met: true, params: { connectivity: used.at(-1) } });
+    const dir = await writeArtifact(art);
+    const s = await make().open(dir, { dims, count: 2400 });
+    let self = 0;
+    for (let row = 0; row < 2400; row += 8) if ((await s.search(vectors.slice(row * dims, (row + 1) * dims), 10)).rows.includes(row)) self++;
+    expect(self / 300).toBeGreaterThanOrEqual(0.95);
+    await s.close();
+  });
+
+  describe("a target the engine cannot reach", () => {
+    const dims = 64;
+    const vectors = randomUnitVectors(3000, dims, 9);
+    // Two links per node and a cap of 2 on expansion_search cannot find 10 true neighbours of random vectors.
+    const weak = (on_recall_miss: string) => make({ build_threads: 1, connectivity: 2, max_connectivity: 2, expansion_add: 2, expansion_search: 1, max_expansion_search: 2, target_recall: 0.99, on_recall_miss });
+
+    it("fails the build with an error naming the option, when on_recall_miss is fail", async () => {
+      const err = await weak("fail").build(vectors, dims).catch((e: unknown) => e);
+      expect(isApfaError(err, "index")).toBe(true);
+      expect((err as Error).message).toMatch(/recall@10 0\.\d{3} at expansion_search \d \(connectivity 2\) is under target_recall 0\.99/);
+      expect((err as Error).message).toContain("on_recall_miss");
+    });
+
+    it("serves the version with exact search (flat) and warns, when on_recall_miss is exact", async () => {
+      const warned: string[] = [];
+      const v = await build(weak("exact"), "hnsw", vectors, dims, (m) => warned.push(m));
+      expect(v.manifest.engine).toBe("flat");
+      expect(v.manifest.main).toBe("index.faiss");
+      expect(v.manifest.recall).toMatchObject({ engine: "hnsw", met: false, fallback: "flat", target: 0.99 });
+      expect(warned.join()).toMatch(/served with exact search/);
+    });
+
+    it("keeps the approximate index and records the miss, when on_recall_miss is accept", async () => {
+      const v = await build(weak("accept"), "hnsw", vectors, dims);
+      expect(v.manifest.engine).toBe("hnsw");
+      expect(v.manifest.recall).toMatchObject({ met: false, params: { connectivity: 2 } });
+      expect(v.manifest.recall!.measured).toBeLessThan(0.99);
+    });
+  });
+});
+
+describe("publishing a version under its recall target", () => {
+  const manifest = { version: "a".repeat(64), recall: { k: 10, target: 0.95, measured: 0.6, met: false, engine: "hnsw" } } as unknown as Manifest;
+  // The check runs before the store or database is touched, so a pipeline of config alone reaches it.
+  const pipeline = (on_recall_miss?: string) => ({ config: { stages: { index: { options: { on_recall_miss } } } } }) as unknown as Pipeline;
+
+  it("is refused unless the pipeline accepts recall misses", async () => {
+    const err = await publishVersion(pipeline("exact"), manifest).catch((e: unknown) => e);
+    expect(isApfaError(err, "index")).toBe(true);
+    expect((err as Error).message).toMatch(/measured recall@10 0\.600, under its target 0\.95; it is not published unless stages\.index\.options\.on_recall_miss is accept/);
+    expect(recallMissed(manifest)).toBe(true);
+    expect(recallMissed({ ...manifest, recall: { ...manifest.recall!, fallback: "flat" } })).toBe(false);
+  });
+});
