@@ -1,7 +1,7 @@
 /**
- * `apfa serve` and `apfa token`. The server loads `latest` at start-up (else the local cache, else a
- * synchronous build from the source), subscribes to swap events, re-checks `latest` on reconnect and every
- * `swap_poll_s` seconds, and serves the API until SIGTERM/SIGINT.
+ * The server behind `apfa serve` (runtime/commands/serve.ts). It loads `latest` at start-up (else the local
+ * cache, else a synchronous build from the source), subscribes to swap events, re-checks `latest` on reconnect
+ * and every `swap_poll_s` seconds, and serves the API until stopped.
  * @module
  */
 import * as crypto from "node:crypto";
@@ -9,8 +9,6 @@ import * as fs from "node:fs";
 import * as fsp from "node:fs/promises";
 import * as path from "node:path";
 import { serve as h3serve } from "h3";
-import type { Command } from "../runtime/cli.ts";
-import { cliLogger, loadOrFail, onceSignal } from "../runtime/commands/common.ts";
 import type { PipelineConfig } from "../runtime/config/schema.ts";
 import type { IndexEngine, Logger } from "../runtime/contracts.ts";
 import { ApfaError, errorMessage } from "../runtime/errors.ts";
@@ -22,7 +20,7 @@ import { embedderKey, engineKey } from "../runtime/stages/identity.ts";
 import type { Manifest } from "../runtime/versions.ts";
 import { createApp, type CachedAnswer } from "./app.ts";
 import { opsRoutes } from "./api.ts";
-import { makeVerifier, mintToken, type AuthConfig, type Verifier } from "./auth.ts";
+import { makeVerifier, type AuthConfig, type Verifier } from "./auth.ts";
 import { createCache } from "./cache.ts";
 import { createIndexHolder } from "./index-holder.ts";
 import { createServerMetrics } from "./metrics.ts";
@@ -157,39 +155,3 @@ export async function startServer(config: PipelineConfig, log: Logger, opts: { p
     },
   };
 }
-
-export const serveCmd: Command = {
-  summary: "Serve the advice API: loads the latest index, hot-swaps on events, answers /generate-advice, /search, /health, /ready, /metrics, /index.",
-  usage: "apfa serve [-c pipeline.yaml] [--port N] [--no-sync-build]",
-  options: { port: { type: "string", short: "p" }, "no-sync-build": { type: "boolean" } },
-  async run({ values }) {
-    const config = await loadOrFail(values.config as string);
-    const log = cliLogger({ cmd: "serve" });
-    const port = values.port !== undefined ? Number(values.port) : undefined;
-    if (port !== undefined && !(Number.isInteger(port) && port >= 0 && port < 65536)) {
-      console.error(`apfa serve: --port must be 0-65535 (got ${values.port})`);
-      return 2;
-    }
-    const s = await startServer(config, log, { port, syncBuild: !values["no-sync-build"] });
-    const sig = await onceSignal();
-    log.info("server stopping", { signal: sig });
-    await s.stop();
-    return 0;
-  },
-};
-
-export const tokenCmd: Command = {
-  summary: "Mint a development JWT for the configured HS256 secret (or the per-install dev secret).",
-  usage: "apfa token [--sub user] [--ttl 3600]",
-  options: { sub: { type: "string", default: "dev" }, ttl: { type: "string", default: "3600" } },
-  async run({ values }) {
-    const config = await loadOrFail(values.config as string);
-    const auth = resolveAuth(config);
-    if (!auth) {
-      console.error("apfa token: server.auth.mode is none; no token is needed");
-      return 1;
-    }
-    console.log(await mintToken(auth, { sub: String(values.sub), ttl_s: Number(values.ttl) }));
-    return 0;
-  },
-};

@@ -1,9 +1,18 @@
-/** Helpers shared by CLI commands. @module */
+/** The command shape and helpers shared by CLI commands. @module */
+import type { ParseArgsConfig } from "node:util";
 import type { PipelineConfig } from "../config/schema.ts";
 import { formatProblem, loadConfig } from "../config/load.ts";
 import { ApfaError } from "../errors.ts";
 import { createLogger } from "../log.ts";
 import type { Logger } from "../contracts.ts";
+
+/** One `apfa <name>` command: runtime/cli.ts parses `options` and hands the result to `run` (exit code back). */
+export interface Command {
+  summary: string;
+  usage: string;
+  options: NonNullable<ParseArgsConfig["options"]>;
+  run(args: { values: Record<string, unknown>; positionals: string[] }): Promise<number>;
+}
 
 /** Loads and validates the pipeline; on problems prints them all and throws. */
 export async function loadOrFail(file: string): Promise<PipelineConfig> {

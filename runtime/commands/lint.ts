@@ -2,7 +2,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { z } from "zod";
-import type { Command } from "../cli.ts";
+import type { Command } from "./common.ts";
 import { formatProblem, loadConfig } from "../config/load.ts";
 import { pipelineSchema } from "../config/schema.ts";
 import type { PluginKind } from "../contracts.ts";

@@ -3,7 +3,7 @@
  * next fire times, batch size, run limits, and the plugins each stage loads — without starting anything.
  * @module
  */
-import type { Command } from "../cli.ts";
+import type { Command } from "./common.ts";
 import { nextFires } from "../config/cron.ts";
 import { STAGE_KINDS, TASK_QUEUES, TASKS, type PipelineConfig } from "../config/schema.ts";
 import type { PluginKind } from "../contracts.ts";
