@@ -12,6 +12,8 @@ import type { PluginDefinition, PluginKind } from "./contracts.ts";
 import { ApfaError, errorMessage } from "./errors.ts";
 
 const PLUGINS_DIR = new URL("../plugins/", import.meta.url);
+/** `.js` when this module runs compiled from dist/, `.ts` when the sources run (Deno, tsx, vitest). */
+const EXT = import.meta.url.endsWith(".js") ? ".js" : ".ts";
 
 /** True when `name` refers to a user plugin (a path or a package) rather than a built-in. */
 export function isExternal(name: string): boolean {
@@ -23,8 +25,8 @@ export function builtinPlugins(kind: PluginKind): string[] {
   try {
     return fs
       .readdirSync(new URL(`${kind}/`, PLUGINS_DIR))
-      .filter((f) => f.endsWith(".ts") && !f.startsWith("_") && !f.endsWith(".test.ts") && !f.endsWith(".d.ts"))
-      .map((f) => f.slice(0, -3))
+      .filter((f) => f.endsWith(EXT) && !f.startsWith("_") && !f.endsWith(`.test${EXT}`) && !f.endsWith(".d.ts"))
+      .map((f) => f.slice(0, -EXT.length))
       .sort();
   } catch {
     return [];
@@ -53,7 +55,7 @@ async function importPlugin(kind: PluginKind, name: string, baseDir: string): Pr
       throw new ApfaError("plugin", `unknown ${kind} plugin "${name}"; installed: ${known.join(", ") || "(none)"}; ` +
         `or give a path (./my-plugin.ts) or package name`);
     }
-    spec = new URL(`${kind}/${name}.ts`, PLUGINS_DIR).href;
+    spec = new URL(`${kind}/${name}${EXT}`, PLUGINS_DIR).href;
   } else if (name.startsWith(".") || name.startsWith("/")) {
     const file = path.resolve(baseDir, name);
     if (!fs.existsSync(file)) throw new ApfaError("plugin", `${kind} plugin file not found: ${name} (resolved to ${file})`);
@@ -61,15 +63,19 @@ async function importPlugin(kind: PluginKind, name: string, baseDir: string): Pr
   } else {
     spec = name;
   }
+  const failed = (err: unknown) => new ApfaError("plugin", `cannot load ${kind} plugin "${name}": ${errorMessage(err)}`, { cause: err });
   let mod: { default?: unknown };
   try {
     mod = await import(spec);
   } catch (err) {
-    // Under Node's TypeScript loader, a `.ts` file outside a `"type": "module"` package is taken for CommonJS and
-    // its ESM syntax then fails as a require cycle; tsx's scoped import loads it as the author wrote it.
-    const retried = /\.[cm]?ts$/.test(name) && /require\(\) ES Module .* in a cycle/.test(errorMessage(err)) ? await importTypeScript(spec).catch(() => undefined) : undefined;
-    if (!retried) throw new ApfaError("plugin", `cannot load ${kind} plugin "${name}": ${errorMessage(err)}`, { cause: err });
-    mod = retried;
+    // Compiled apfa on Node has no TypeScript loader (ERR_UNKNOWN_FILE_EXTENSION); under tsx's global loader a
+    // `.ts` file outside a `"type": "module"` package is taken for CommonJS and its ESM syntax then fails as a
+    // require cycle. Either way tsx's scoped import loads the file as the author wrote it.
+    const tsFailure = (err as { code?: string }).code === "ERR_UNKNOWN_FILE_EXTENSION" || /require\(\) ES Module .* in a cycle/.test(errorMessage(err));
+    if (!/\.[cm]?ts$/.test(spec) || !tsFailure || "Deno" in globalThis) throw failed(err);
+    mod = await importTypeScript(spec).catch((e: unknown) => {
+      throw failed(e);
+    });
   }
   // A module loaded as CommonJS carries its ESM default export one level down.
   const outer = mod.default as { create?: unknown; default?: unknown } | undefined;
@@ -91,7 +97,6 @@ async function importPlugin(kind: PluginKind, name: string, baseDir: string): Pr
 
 /** Node only (Deno runs TypeScript itself): tsx's `tsImport`, imported when first needed. */
 async function importTypeScript(spec: string): Promise<{ default?: unknown }> {
-  if ("Deno" in globalThis) throw new Error("not under Node");
   const { tsImport } = (await import("tsx/esm/api")) as { tsImport(spec: string, parent: string): Promise<{ default?: unknown }> };
   return tsImport(spec, import.meta.url);
 }
