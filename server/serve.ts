@@ -4,14 +4,12 @@
  * and every `swap_poll_s` seconds, and serves the API until stopped.
  * @module
  */
-import * as crypto from "node:crypto";
-import * as fs from "node:fs";
 import * as fsp from "node:fs/promises";
 import * as path from "node:path";
 import { serve as h3serve } from "h3";
 import type { PipelineConfig } from "../runtime/config/schema.ts";
 import type { IndexEngine, Logger } from "../runtime/contracts.ts";
-import { ApfaError, errorMessage } from "../runtime/errors.ts";
+import { errorMessage } from "../runtime/errors.ts";
 import { createPlugin, openPipeline, type Pipeline } from "../runtime/pipeline.ts";
 import { buildVersion, type NewPart } from "../runtime/stages/build.ts";
 import { embedBatch, encodeBatch } from "../runtime/stages/embed.ts";
@@ -20,31 +18,14 @@ import { embedderKey, engineKey } from "../runtime/stages/identity.ts";
 import type { Manifest } from "../runtime/versions.ts";
 import { createApp, type CachedAnswer } from "./app.ts";
 import { opsRoutes } from "./api.ts";
-import { makeVerifier, type AuthConfig, type Verifier } from "./auth.ts";
+import { makeVerifier, type Verifier } from "./auth.ts";
+import { resolveAuth } from "./auth-config.ts";
 import { createCache } from "./cache.ts";
 import { createIndexHolder } from "./index-holder.ts";
 import { createServerMetrics } from "./metrics.ts";
 
-const LOOPBACK = new Set(["127.0.0.1", "localhost", "::1", "[::1]"]);
-
-/** The auth config in force: the configured key, or in dev mode a per-install secret under .apfa/. */
-export function resolveAuth(config: PipelineConfig, log?: Logger): AuthConfig | null {
-  const a = config.server.auth;
-  if (a.mode === "none") {
-    if (!LOOPBACK.has(config.server.host)) {
-      throw new ApfaError("config", `server.auth.mode "none" is only allowed when server.host is a loopback address (got ${config.server.host}); set server.auth.jwt_secret`);
-    }
-    return null;
-  }
-  if (a.jwt_secret || a.public_key || a.jwks_url) return a as AuthConfig;
-  const file = path.resolve(config.baseDir, ".apfa/dev-jwt.secret");
-  if (!fs.existsSync(file)) {
-    fs.mkdirSync(path.dirname(file), { recursive: true });
-    fs.writeFileSync(file, crypto.randomBytes(32).toString("base64url"), { mode: 0o600 });
-  }
-  log?.warn("no server.auth key configured: using the development secret in .apfa/dev-jwt.secret; mint tokens with `apfa token`", { file });
-  return { ...a, jwt_secret: fs.readFileSync(file, "utf8").trim() } as AuthConfig;
-}
+/** Re-exported for callers that had it from here. */
+export { resolveAuth };
 
 /**
  * The seed's fallback: the same stages a run uses (enumerate, embed each batch, build), in-process, with the

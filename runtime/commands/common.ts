@@ -14,9 +14,12 @@ export interface Command {
   run(args: { values: Record<string, unknown>; positionals: string[] }): Promise<number>;
 }
 
-/** Loads and validates the pipeline; on problems prints them all and throws. */
-export async function loadOrFail(file: string): Promise<PipelineConfig> {
-  const r = await loadConfig(file);
+/**
+ * Loads and validates the pipeline; on problems prints them all and throws. `checkPlugins: false` skips
+ * loading the stage plugins to check their options (for commands that use no plugin, like `apfa token`).
+ */
+export async function loadOrFail(file: string, opts: { checkPlugins?: boolean } = {}): Promise<PipelineConfig> {
+  const r = await loadConfig(file, opts);
   if (!r.config) {
     for (const p of r.problems) console.error(formatProblem(p));
     throw new ApfaError("config", `${file}: ${r.problems.length} problem${r.problems.length === 1 ? "" : "s"}; fix them (apfa lint ${file})`);

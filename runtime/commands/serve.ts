@@ -4,7 +4,7 @@
  * @module
  */
 import { mintToken } from "../../server/auth.ts";
-import { resolveAuth, startServer } from "../../server/serve.ts";
+import { resolveAuth } from "../../server/auth-config.ts";
 import { cliLogger, loadOrFail, onceSignal, type Command } from "./common.ts";
 
 export const serveCmd: Command = {
@@ -19,6 +19,8 @@ export const serveCmd: Command = {
       console.error(`apfa serve: --port must be 0-65535 (got ${values.port})`);
       return 2;
     }
+    // Loaded here, not at the top: `apfa token` shares this file and needs none of the server.
+    const { startServer } = await import("../../server/serve.ts");
     const s = await startServer(config, log, { port, syncBuild: !values["no-sync-build"] });
     const sig = await onceSignal();
     log.info("server stopping", { signal: sig });
@@ -32,7 +34,7 @@ export const tokenCmd: Command = {
   usage: "apfa token [--sub user] [--ttl 3600]",
   options: { sub: { type: "string", default: "dev" }, ttl: { type: "string", default: "3600" } },
   async run({ values }) {
-    const config = await loadOrFail(values.config as string);
+    const config = await loadOrFail(values.config as string, { checkPlugins: false });
     const auth = resolveAuth(config);
     if (!auth) {
       console.error("apfa token: server.auth.mode is none; no token is needed");
