@@ -6,7 +6,7 @@
  */
 import * as fsp from "node:fs/promises";
 import * as path from "node:path";
-import { serve as h3serve } from "h3";
+import { serve as h3serve, type H3 } from "h3";
 import type { PipelineConfig } from "../runtime/config/schema.ts";
 import type { IndexEngine, Logger } from "../runtime/contracts.ts";
 import { errorMessage } from "../runtime/errors.ts";
@@ -21,7 +21,7 @@ import { opsRoutes } from "./api.ts";
 import { makeVerifier, type Verifier } from "./auth.ts";
 import { resolveAuth } from "./auth-config.ts";
 import { createCache } from "./cache.ts";
-import { createIndexHolder } from "./index-holder.ts";
+import { createIndexHolder, type IndexHolder } from "./index-holder.ts";
 import { createServerMetrics } from "./metrics.ts";
 
 /** Re-exported for callers that had it from here. */
@@ -62,8 +62,32 @@ export interface RunningServer {
   stop(): Promise<void>;
 }
 
-export async function startServer(config: PipelineConfig, log: Logger, opts: { port?: number; syncBuild?: boolean } = {}): Promise<RunningServer> {
-  const t0 = performance.now();
+/** The API as an h3 app and a fetch handler, with the index loaded and hot swaps wired; not listening. */
+export interface ApfaHandler {
+  /** Mount it in your h3 app (`app.mount("/rag", apfa.app)`) or serve it with `toNodeHandler(apfa.app)` from `h3/node`. */
+  app: H3;
+  /** Web-standard handler: `Request` in, `Response` out. */
+  fetch(request: Request): Promise<Response>;
+  /** How the index was found at start-up (the published `latest`, the local cache, a sync build), or null: none yet. */
+  indexSource: string | null;
+  /** `jwt` when requests need a token, `none` when server.auth.mode is none. */
+  auth: "jwt" | "none";
+  /** The index being served now (version, document count, load time). */
+  status(): ReturnType<IndexHolder["status"]>;
+  /** Stops swaps and polling, closes the cache, the index and the database pool. */
+  close(): Promise<void>;
+}
+
+export interface HandlerOptions {
+  /** With no published index and no local cache, build one from the source in-process. @default true */
+  syncBuild?: boolean;
+}
+
+/**
+ * Everything `apfa serve` runs but the listening socket, so the API can be mounted in an existing h3 or Node
+ * server (see `apfa/server`). Call `close()` when your server stops.
+ */
+export async function createApfaHandler(config: PipelineConfig, log: Logger, opts: HandlerOptions = {}): Promise<ApfaHandler> {
   const p = await openPipeline(config, log);
   const metrics = createServerMetrics();
   const authCfg = resolveAuth(config, log);
@@ -119,20 +143,35 @@ export async function startServer(config: PipelineConfig, log: Logger, opts: { p
   // The operations API and dashboard (/api, /dashboard) share the pipeline's pool and the verifier.
   const extend = opsRoutes({ pipeline: p, verifier, log });
   const app = createApp({ config, holder, embedder, generator, cache, verifier, metrics, log, extend });
-  const server = h3serve(app, { port: opts.port ?? config.server.port, hostname: config.server.host, silent: true, gracefulShutdown: false });
-  await server.ready();
-  const url = server.url ?? `http://${config.server.host}:${config.server.port}/`;
-  const st = holder.status();
-  log.info("server ready", { url, index_version: st.version, count: st.count, index_load_ms: st.load_ms, index_source: source ?? "none", startup_ms: Math.round(performance.now() - t0), auth: verifier ? "jwt" : "none" });
   return {
-    url,
-    async stop() {
+    app,
+    fetch: (request) => Promise.resolve(app.fetch(request)),
+    indexSource: source ?? null,
+    auth: verifier ? "jwt" : "none",
+    status: () => holder.status(),
+    async close() {
       clearInterval(poll);
-      await server.close(true).catch(() => {});
       await unsubscribe?.().catch(() => {});
       await holder.close();
       await cache.close();
       await p.close();
+    },
+  };
+}
+
+export async function startServer(config: PipelineConfig, log: Logger, opts: { port?: number; syncBuild?: boolean } = {}): Promise<RunningServer> {
+  const t0 = performance.now();
+  const h = await createApfaHandler(config, log, opts);
+  const server = h3serve(h.app, { port: opts.port ?? config.server.port, hostname: config.server.host, silent: true, gracefulShutdown: false });
+  await server.ready();
+  const url = server.url ?? `http://${config.server.host}:${config.server.port}/`;
+  const st = h.status();
+  log.info("server ready", { url, index_version: st.version, count: st.count, index_load_ms: st.load_ms, index_source: h.indexSource ?? "none", startup_ms: Math.round(performance.now() - t0), auth: h.auth });
+  return {
+    url,
+    async stop() {
+      await server.close(true).catch(() => {});
+      await h.close();
     },
   };
 }
