@@ -10,12 +10,16 @@ import * as path from "node:path";
 import { pathToFileURL } from "node:url";
 import type { PluginDefinition, PluginKind } from "./contracts.ts";
 import { ApfaError, errorMessage } from "./errors.ts";
+import { allowApfaImportsFromAnywhere } from "./plugin-imports.ts";
 
 const PLUGINS_DIR = new URL("../plugins/", import.meta.url);
 /** `.js` when this module runs compiled from dist/, `.ts` when the sources run (Deno, tsx, vitest). */
 const EXT = import.meta.url.endsWith(".js") ? ".js" : ".ts";
 
-/** True when `name` refers to a user plugin (a path or a package) rather than a built-in. */
+/**
+ * True when `name` can only be a user plugin: a path or a scoped package. Any other name is a built-in when
+ * one of that kind has it, else an (unscoped) package name — see {@link isUserPlugin}.
+ */
 export function isExternal(name: string): boolean {
   return name.startsWith(".") || name.startsWith("/") || name.includes("/") || name.startsWith("@") || name.startsWith("npm:");
 }
@@ -31,6 +35,11 @@ export function builtinPlugins(kind: PluginKind): string[] {
   } catch {
     return [];
   }
+}
+
+/** True when `name` is not a built-in plugin of `kind` (a path, or a package name, scoped or not). */
+export function isUserPlugin(kind: PluginKind, name: string): boolean {
+  return isExternal(name) || !builtinPlugins(kind).includes(name);
 }
 
 const cache = new Map<string, Promise<PluginDefinition>>();
@@ -49,30 +58,33 @@ export function loadPlugin(kind: PluginKind, name: string, baseDir: string): Pro
 
 async function importPlugin(kind: PluginKind, name: string, baseDir: string): Promise<PluginDefinition> {
   let spec: string;
-  if (!isExternal(name)) {
-    const known = builtinPlugins(kind);
-    if (!known.includes(name)) {
-      throw new ApfaError("plugin", `unknown ${kind} plugin "${name}"; installed: ${known.join(", ") || "(none)"}; ` +
-        `or give a path (./my-plugin.ts) or package name`);
-    }
-    spec = new URL(`${kind}/${name}${EXT}`, PLUGINS_DIR).href;
-  } else if (name.startsWith(".") || name.startsWith("/")) {
+  const known = builtinPlugins(kind);
+  if (!isExternal(name) && known.includes(name)) {
+    spec = new URL(`${kind}/${name}${EXT}`, PLUGINS_DIR).href;  } else if (name.startsWith(".") || name.startsWith("/")) {
     const file = path.resolve(baseDir, name);
     if (!fs.existsSync(file)) throw new ApfaError("plugin", `${kind} plugin file not found: ${name} (resolved to ${file})`);
     spec = pathToFileURL(file).href;
   } else {
     spec = name;
   }
-  const failed = (err: unknown) => new ApfaError("plugin", `cannot load ${kind} plugin "${name}": ${errorMessage(err)}`, { cause: err });
+  if (!spec.startsWith(PLUGINS_DIR.href)) allowApfaImportsFromAnywhere();
+  const isPath = name.startsWith(".") || name.startsWith("/");
+  const pkg = name.split("/").slice(0, name.startsWith("@") ? 2 : 1).join("/");
+  const failed = (err: unknown) => !isPath && (err as { code?: string }).code === "ERR_MODULE_NOT_FOUND" && errorMessage(err).includes(`Cannot find package '${pkg}'`)
+    ? new ApfaError("plugin", `unknown ${kind} plugin "${name}"; installed: ${known.join(", ") || "(none)"}; no package "${name}" is installed either ` +
+      `(npm install it next to apfa, or give a path: ./my-plugin.ts)`)
+    : new ApfaError("plugin", `cannot load ${kind} plugin "${name}": ${errorMessage(err)}`, { cause: err });
   let mod: { default?: unknown };
   try {
     mod = await import(spec);
   } catch (err) {
     // Compiled apfa on Node has no TypeScript loader (ERR_UNKNOWN_FILE_EXTENSION); under tsx's global loader a
     // `.ts` file outside a `"type": "module"` package is taken for CommonJS and its ESM syntax then fails as a
-    // require cycle. Either way tsx's scoped import loads the file as the author wrote it.
-    const tsFailure = (err as { code?: string }).code === "ERR_UNKNOWN_FILE_EXTENSION" || /require\(\) ES Module .* in a cycle/.test(errorMessage(err));
-    if (!/\.[cm]?ts$/.test(spec) || !tsFailure || "Deno" in globalThis) throw failed(err);
+    // require cycle (so is a `.js` file with ESM syntax). Either way tsx's scoped import loads the file as the
+    // author wrote it.
+    const cycle = /require\(\) ES Module .* in a cycle/.test(errorMessage(err));
+    const tsFailure = (/\.[cm]?ts$/.test(spec) && (err as { code?: string }).code === "ERR_UNKNOWN_FILE_EXTENSION") || cycle;
+    if (!tsFailure || "Deno" in globalThis) throw failed(err);
     mod = await importTypeScript(spec).catch((e: unknown) => {
       throw failed(e);
     });
