@@ -27,6 +27,7 @@ const commands: Record<string, () => Promise<Command>> = {
   bench: async () => (await import("./commands/bench.ts")).bench,
   inspect: async () => (await import("./commands/inspect.ts")).inspect,
   index: async () => (await import("./commands/index-cmd.ts")).indexCmd,
+  init: async () => (await import("./commands/init.ts")).init,
 };
 
 /** Extra commands registered by later modules (serve, token, inspect, bench…). */
@@ -53,6 +54,7 @@ function usage(): string {
     "  bench           run the benchmark suites and write BENCHMARKS.md (--quick, --compare)",
     "  inspect <what>  workers (ping), active jobs, scheduled cron fires, queues, runs (--json)",
     "  index <cmd>     list index versions, or rollback <version> to re-publish an existing one",
+    "  init [dir]      scaffold a new project: pipeline.yaml, sample notes, a custom plugin and its test",
     ...extraUsage,
     "",
     "Global options: -c, --config <file> (default pipeline.yaml or $APFA_CONFIG), -h, --help",
