@@ -10,7 +10,7 @@ import * as path from "node:path";
 import { pathToFileURL } from "node:url";
 import type { PluginDefinition, PluginKind } from "./contracts.ts";
 import { ApfaError, errorMessage } from "./errors.ts";
-import { allowApfaImportsFromAnywhere } from "./plugin-imports.ts";
+import { importPluginModule } from "./plugin-imports.ts";
 
 const PLUGINS_DIR = new URL("../plugins/", import.meta.url);
 /** `.js` when this module runs compiled from dist/, `.ts` when the sources run (Deno, tsx, vitest). */
@@ -67,7 +67,6 @@ async function importPlugin(kind: PluginKind, name: string, baseDir: string): Pr
   } else {
     spec = name;
   }
-  if (!spec.startsWith(PLUGINS_DIR.href)) allowApfaImportsFromAnywhere();
   const isPath = name.startsWith(".") || name.startsWith("/");
   const pkg = name.split("/").slice(0, name.startsWith("@") ? 2 : 1).join("/");
   const failed = (err: unknown) => !isPath && (err as { code?: string }).code === "ERR_MODULE_NOT_FOUND" && errorMessage(err).includes(`Cannot find package '${pkg}'`)
@@ -76,18 +75,9 @@ async function importPlugin(kind: PluginKind, name: string, baseDir: string): Pr
     : new ApfaError("plugin", `cannot load ${kind} plugin "${name}": ${errorMessage(err)}`, { cause: err });
   let mod: { default?: unknown };
   try {
-    mod = await import(spec);
+    mod = spec.startsWith(PLUGINS_DIR.href) ? await import(spec) : await importPluginModule(spec);
   } catch (err) {
-    // Compiled apfa on Node has no TypeScript loader (ERR_UNKNOWN_FILE_EXTENSION); under tsx's global loader a
-    // `.ts` file outside a `"type": "module"` package is taken for CommonJS and its ESM syntax then fails as a
-    // require cycle (so is a `.js` file with ESM syntax). Either way tsx's scoped import loads the file as the
-    // author wrote it.
-    const cycle = /require\(\) ES Module .* in a cycle/.test(errorMessage(err));
-    const tsFailure = (/\.[cm]?ts$/.test(spec) && (err as { code?: string }).code === "ERR_UNKNOWN_FILE_EXTENSION") || cycle;
-    if (!tsFailure || "Deno" in globalThis) throw failed(err);
-    mod = await importTypeScript(spec).catch((e: unknown) => {
-      throw failed(e);
-    });
+    throw failed(err);
   }
   // A module loaded as CommonJS carries its ESM default export one level down.
   const outer = mod.default as { create?: unknown; default?: unknown } | undefined;
@@ -105,10 +95,4 @@ async function importPlugin(kind: PluginKind, name: string, baseDir: string): Pr
     throw new ApfaError("plugin", `plugin "${name}" is a ${def.kind} plugin, but stage needs a ${kind} plugin`);
   }
   return def;
-}
-
-/** Node only (Deno runs TypeScript itself): tsx's `tsImport`, imported when first needed. */
-async function importTypeScript(spec: string): Promise<{ default?: unknown }> {
-  const { tsImport } = (await import("tsx/esm/api")) as { tsImport(spec: string, parent: string): Promise<{ default?: unknown }> };
-  return tsImport(spec, import.meta.url);
 }
