@@ -69,7 +69,10 @@ async function importPlugin(kind: PluginKind, name: string, baseDir: string): Pr
   }
   const isPath = name.startsWith(".") || name.startsWith("/");
   const pkg = name.split("/").slice(0, name.startsWith("@") ? 2 : 1).join("/");
-  const failed = (err: unknown) => !isPath && (err as { code?: string }).code === "ERR_MODULE_NOT_FOUND" && errorMessage(err).includes(`Cannot find package '${pkg}'`)
+  // Node: "Cannot find package 'x'"; Deno: 'Import "x" not a dependency and not in import map'.
+  const notInstalled = (err: unknown) => errorMessage(err).includes(`Cannot find package '${pkg}'`) ||
+    (/not a dependency|not prefixed with/.test(errorMessage(err)) && errorMessage(err).includes(`"${name}"`));
+  const failed = (err: unknown) => !isPath && notInstalled(err)
     ? new ApfaError("plugin", `unknown ${kind} plugin "${name}"; installed: ${known.join(", ") || "(none)"}; no package "${name}" is installed either ` +
       `(npm install it next to apfa, or give a path: ./my-plugin.ts)`)
     : new ApfaError("plugin", `cannot load ${kind} plugin "${name}": ${errorMessage(err)}`, { cause: err });
