@@ -13,8 +13,12 @@ import { fileURLToPath } from "node:url";
 import pg from "pg";
 import { stringify } from "yaml";
 
-/** Repository root (bench/ lives directly under it). */
-export const ROOT = path.resolve(fileURLToPath(new URL("..", import.meta.url)));
+/** `.js` when the bench runs compiled (dist/bench/, as `npm run bench` does), `.ts` from the sources. */
+export const EXT = import.meta.url.endsWith(".js") ? ".js" : ".ts";
+/** Repository root (bench/ lives directly under it, or under dist/ when compiled). */
+export const ROOT = path.resolve(fileURLToPath(new URL(EXT === ".js" ? "../.." : "..", import.meta.url)));
+/** A file of bench/ as this bench runs it: the compiled `.js` next to this module, or the `.ts` source. */
+export const benchFile = (rel: string): string => fileURLToPath(new URL(rel.replace(/\.ts$/, EXT), new URL(".", import.meta.url)));
 
 export type Cell = string | number;
 
@@ -211,9 +215,9 @@ export function spawnNode(args: string[], opts: { profileDir?: string; env?: Rec
   return child;
 }
 
-/** `node --import tsx <file> ...args` (see spawnNode). */
+/** `node --import tsx <file> ...args` (see spawnNode); a compiled `.js` file runs on plain node. */
 export function spawnTs(file: string, args: string[], opts: Parameters<typeof spawnNode>[1] = {}): ChildProcess {
-  return spawnNode(["--import", "tsx", file, ...args], opts);
+  return spawnNode(file.endsWith(".js") ? [file, ...args] : ["--import", "tsx", file, ...args], opts);
 }
 
 /** Resolves with the first IPC message satisfying `pick`, rejecting if the child exits or the time runs out. */

@@ -3,15 +3,11 @@
  * Exit codes: 0 ok, 1 problems found or the operation failed, 2 usage error, 3 a run finished failed.
  * @module
  */
-import { parseArgs, type ParseArgsConfig } from "node:util";
+import { parseArgs } from "node:util";
+import type { Command } from "./commands/common.ts";
 import { ApfaError, errorMessage } from "./errors.ts";
 
-export interface Command {
-  summary: string;
-  usage: string;
-  options: NonNullable<ParseArgsConfig["options"]>;
-  run(args: { values: Record<string, unknown>; positionals: string[] }): Promise<number>;
-}
+export type { Command };
 
 const common = {
   config: { type: "string", short: "c", default: process.env.APFA_CONFIG ?? "pipeline.yaml" },
@@ -26,11 +22,12 @@ const commands: Record<string, () => Promise<Command>> = {
   worker: async () => (await import("./commands/ops.ts")).worker,
   run: async () => (await import("./commands/run.ts")).runCmd,
   main: async () => (await import("./commands/run.ts")).main,
-  serve: async () => (await import("../server/serve.ts")).serveCmd,
-  token: async () => (await import("../server/serve.ts")).tokenCmd,
+  serve: async () => (await import("./commands/serve.ts")).serveCmd,
+  token: async () => (await import("./commands/serve.ts")).tokenCmd,
   bench: async () => (await import("./commands/bench.ts")).bench,
   inspect: async () => (await import("./commands/inspect.ts")).inspect,
   index: async () => (await import("./commands/index-cmd.ts")).indexCmd,
+  init: async () => (await import("./commands/init.ts")).init,
 };
 
 /** Extra commands registered by later modules (serve, token, inspect, bench…). */
@@ -57,6 +54,7 @@ function usage(): string {
     "  bench           run the benchmark suites and write BENCHMARKS.md (--quick, --compare)",
     "  inspect <what>  workers (ping), active jobs, scheduled cron fires, queues, runs (--json)",
     "  index <cmd>     list index versions, or rollback <version> to re-publish an existing one",
+    "  init [dir]      scaffold a new project: pipeline.yaml, sample notes, a custom plugin and its test",
     ...extraUsage,
     "",
     "Global options: -c, --config <file> (default pipeline.yaml or $APFA_CONFIG), -h, --help",

@@ -19,7 +19,18 @@ export type ErrorCode =
   | "timeout"
   | "internal";
 
+/** Marks ApfaErrors across copies of this module (dist/ and the sources, or two installs of apfa). */
+const BRAND = Symbol.for("apfa.error");
+
 export class ApfaError extends Error {
+  /**
+   * `err instanceof ApfaError` holds for an ApfaError thrown by any copy of apfa — a plugin importing `apfa`
+   * may get another copy than the runtime loading it. Subclasses keep the ordinary prototype check.
+   */
+  static [Symbol.hasInstance](value: unknown): boolean {
+    if (this !== ApfaError) return Function.prototype[Symbol.hasInstance].call(this, value);
+    return typeof value === "object" && value !== null && (value as Record<symbol, unknown>)[BRAND] === true;
+  }
   readonly code: ErrorCode;
   /** HTTP status the server answers with when this error reaches a request. */
   readonly status: number;
@@ -27,6 +38,7 @@ export class ApfaError extends Error {
   constructor(code: ErrorCode, message: string, opts: { cause?: unknown; status?: number; where?: string } = {}) {
     super(`[apfa]${opts.where ? ` [${opts.where}]` : ""} ${message}`, { cause: opts.cause });
     this.name = "ApfaError";
+    Object.defineProperty(this, BRAND, { value: true });
     this.code = code;
     this.status = opts.status ?? (code === "not_found" ? 404 : code === "invalid_input" || code === "invalid_key" ? 400 : 500);
   }

@@ -10,10 +10,16 @@ import * as path from "node:path";
 import { pathToFileURL } from "node:url";
 import type { PluginDefinition, PluginKind } from "./contracts.ts";
 import { ApfaError, errorMessage } from "./errors.ts";
+import { importPluginModule } from "./plugin-imports.ts";
 
 const PLUGINS_DIR = new URL("../plugins/", import.meta.url);
+/** `.js` when this module runs compiled from dist/, `.ts` when the sources run (Deno, tsx, vitest). */
+const EXT = import.meta.url.endsWith(".js") ? ".js" : ".ts";
 
-/** True when `name` refers to a user plugin (a path or a package) rather than a built-in. */
+/**
+ * True when `name` can only be a user plugin: a path or a scoped package. Any other name is a built-in when
+ * one of that kind has it, else an (unscoped) package name — see {@link isUserPlugin}.
+ */
 export function isExternal(name: string): boolean {
   return name.startsWith(".") || name.startsWith("/") || name.includes("/") || name.startsWith("@") || name.startsWith("npm:");
 }
@@ -23,12 +29,17 @@ export function builtinPlugins(kind: PluginKind): string[] {
   try {
     return fs
       .readdirSync(new URL(`${kind}/`, PLUGINS_DIR))
-      .filter((f) => f.endsWith(".ts") && !f.startsWith("_") && !f.endsWith(".test.ts") && !f.endsWith(".d.ts"))
-      .map((f) => f.slice(0, -3))
+      .filter((f) => f.endsWith(EXT) && !f.startsWith("_") && !f.endsWith(`.test${EXT}`) && !f.endsWith(".d.ts"))
+      .map((f) => f.slice(0, -EXT.length))
       .sort();
   } catch {
     return [];
   }
+}
+
+/** True when `name` is not a built-in plugin of `kind` (a path, or a package name, scoped or not). */
+export function isUserPlugin(kind: PluginKind, name: string): boolean {
+  return isExternal(name) || !builtinPlugins(kind).includes(name);
 }
 
 const cache = new Map<string, Promise<PluginDefinition>>();
@@ -47,29 +58,29 @@ export function loadPlugin(kind: PluginKind, name: string, baseDir: string): Pro
 
 async function importPlugin(kind: PluginKind, name: string, baseDir: string): Promise<PluginDefinition> {
   let spec: string;
-  if (!isExternal(name)) {
-    const known = builtinPlugins(kind);
-    if (!known.includes(name)) {
-      throw new ApfaError("plugin", `unknown ${kind} plugin "${name}"; installed: ${known.join(", ") || "(none)"}; ` +
-        `or give a path (./my-plugin.ts) or package name`);
-    }
-    spec = new URL(`${kind}/${name}.ts`, PLUGINS_DIR).href;
-  } else if (name.startsWith(".") || name.startsWith("/")) {
+  const known = builtinPlugins(kind);
+  if (!isExternal(name) && known.includes(name)) {
+    spec = new URL(`${kind}/${name}${EXT}`, PLUGINS_DIR).href;  } else if (name.startsWith(".") || name.startsWith("/")) {
     const file = path.resolve(baseDir, name);
     if (!fs.existsSync(file)) throw new ApfaError("plugin", `${kind} plugin file not found: ${name} (resolved to ${file})`);
     spec = pathToFileURL(file).href;
   } else {
     spec = name;
   }
+  const isPath = name.startsWith(".") || name.startsWith("/");
+  const pkg = name.split("/").slice(0, name.startsWith("@") ? 2 : 1).join("/");
+  // Node: "Cannot find package 'x'"; Deno: 'Import "x" not a dependency and not in import map'.
+  const notInstalled = (err: unknown) => errorMessage(err).includes(`Cannot find package '${pkg}'`) ||
+    (/not a dependency|not prefixed with/.test(errorMessage(err)) && errorMessage(err).includes(`"${name}"`));
+  const failed = (err: unknown) => !isPath && notInstalled(err)
+    ? new ApfaError("plugin", `unknown ${kind} plugin "${name}"; installed: ${known.join(", ") || "(none)"}; no package "${name}" is installed either ` +
+      `(npm install it next to apfa, or give a path: ./my-plugin.ts)`)
+    : new ApfaError("plugin", `cannot load ${kind} plugin "${name}": ${errorMessage(err)}`, { cause: err });
   let mod: { default?: unknown };
   try {
-    mod = await import(spec);
+    mod = spec.startsWith(PLUGINS_DIR.href) ? await import(spec) : await importPluginModule(spec);
   } catch (err) {
-    // Under Node's TypeScript loader, a `.ts` file outside a `"type": "module"` package is taken for CommonJS and
-    // its ESM syntax then fails as a require cycle; tsx's scoped import loads it as the author wrote it.
-    const retried = /\.[cm]?ts$/.test(name) && /require\(\) ES Module .* in a cycle/.test(errorMessage(err)) ? await importTypeScript(spec).catch(() => undefined) : undefined;
-    if (!retried) throw new ApfaError("plugin", `cannot load ${kind} plugin "${name}": ${errorMessage(err)}`, { cause: err });
-    mod = retried;
+    throw failed(err);
   }
   // A module loaded as CommonJS carries its ESM default export one level down.
   const outer = mod.default as { create?: unknown; default?: unknown } | undefined;
@@ -87,11 +98,4 @@ async function importPlugin(kind: PluginKind, name: string, baseDir: string): Pr
     throw new ApfaError("plugin", `plugin "${name}" is a ${def.kind} plugin, but stage needs a ${kind} plugin`);
   }
   return def;
-}
-
-/** Node only (Deno runs TypeScript itself): tsx's `tsImport`, imported when first needed. */
-async function importTypeScript(spec: string): Promise<{ default?: unknown }> {
-  if ("Deno" in globalThis) throw new Error("not under Node");
-  const { tsImport } = (await import("tsx/esm/api")) as { tsImport(spec: string, parent: string): Promise<{ default?: unknown }> };
-  return tsImport(spec, import.meta.url);
 }

@@ -1,7 +1,7 @@
 /**
  * The operations API under `/api`, in the spirit of Celery's Flower, and the dashboard at `/dashboard` that
- * renders it. Mounted through `createApp`'s `extend` hook; reads and writes the same tables as `apfa inspect`
- * (runtime/commands/inspect.ts) and `apfa index rollback` (runtime/commands/index-cmd.ts).
+ * renders it. Mounted through `createApp`'s `extend` hook; serves the same queries as `apfa inspect`
+ * (runtime/queries.ts) and `apfa index rollback` (runtime/index-versions.ts).
  *
  * | route | what |
  * | --- | --- |
@@ -28,8 +28,8 @@
 import * as fs from "node:fs";
 import { getRouterParam, type H3, type H3Event } from "h3";
 import { z } from "zod";
-import { inspectJobs, inspectQueues, inspectRuns, heartbeatTimeoutS, inspectWorkers, JOB_FILTERS, type JobFilter } from "../runtime/commands/inspect.ts";
-import { listVersions, rollbackVersion, RollbackError } from "../runtime/commands/index-cmd.ts";
+import { inspectJobs, inspectQueues, inspectRuns, heartbeatTimeoutS, inspectWorkers, JOB_FILTERS, type JobFilter } from "../runtime/queries.ts";
+import { listVersions, rollbackVersion, RollbackError } from "../runtime/index-versions.ts";
 import type { PipelineConfig } from "../runtime/config/schema.ts";
 import type { Logger } from "../runtime/contracts.ts";
 import { ApfaError, errorMessage } from "../runtime/errors.ts";

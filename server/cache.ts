@@ -8,7 +8,7 @@
  * background and the cache goes back to Redis on its own.
  * @module
  */
-import { Redis } from "ioredis";
+import type { Redis } from "ioredis";
 import type { Logger } from "../runtime/contracts.ts";
 import { ApfaError } from "../runtime/errors.ts";
 import { silentLogger } from "../runtime/log.ts";
@@ -99,23 +99,30 @@ export function createCache<T>(opts: CacheOptions = {}): ResponseCache<T> {
   let redis: Redis | undefined;
   let warned = false;
 
+  let closed = false;
   if (opts.redis_url) {
-    redis = new Redis(opts.redis_url, {
-      commandTimeout: opts.command_timeout_ms ?? 100,
-      connectTimeout: 1000,
-      enableOfflineQueue: false, // while disconnected, fail at once (→ LRU) instead of queueing
-      maxRetriesPerRequest: 0,
-      autoResendUnfulfilledCommands: false,
-      retryStrategy: (times) => Math.min(100 * times, 2000), // keep trying forever, at most every 2 s
-    });
-    redis.on("error", (err: Error) => {
-      if (!warned) log.warn("redis cache unavailable; using the in-process cache", { redis: opts.redis_url, error: err.message });
-      warned = true;
-    });
-    redis.on("ready", () => {
-      if (warned) log.info("redis cache is back");
-      warned = false;
-    });
+    const url = opts.redis_url;
+    // ioredis is loaded only when a Redis cache is configured; until it connects the LRU answers anyway.
+    void import("ioredis").then(({ Redis }) => {
+      if (closed) return;
+      const r = new Redis(url, {
+        commandTimeout: opts.command_timeout_ms ?? 100,
+        connectTimeout: 1000,
+        enableOfflineQueue: false, // while disconnected, fail at once (→ LRU) instead of queueing
+        maxRetriesPerRequest: 0,
+        autoResendUnfulfilledCommands: false,
+        retryStrategy: (times) => Math.min(100 * times, 2000), // keep trying forever, at most every 2 s
+      });
+      r.on("error", (err: Error) => {
+        if (!warned) log.warn("redis cache unavailable; using the in-process cache", { redis: url, error: err.message });
+        warned = true;
+      });
+      r.on("ready", () => {
+        if (warned) log.info("redis cache is back");
+        warned = false;
+      });
+      redis = r;
+    }, (err: unknown) => log.warn("redis cache unavailable (ioredis did not load); using the in-process cache", { error: (err as Error).message }));
   }
 
   const usable = () => redis !== undefined && redis.status === "ready";
@@ -163,6 +170,7 @@ export function createCache<T>(opts: CacheOptions = {}): ResponseCache<T> {
     },
     stats: () => ({ backend: usable() ? "redis" : "memory", ...s, memory_entries: lru.size }),
     async close() {
+      closed = true;
       lru.clear();
       if (!redis) return;
       const r = redis;

@@ -1,19 +1,15 @@
 /**
- * `apfa serve` and `apfa token`. The server loads `latest` at start-up (else the local cache, else a
- * synchronous build from the source), subscribes to swap events, re-checks `latest` on reconnect and every
- * `swap_poll_s` seconds, and serves the API until SIGTERM/SIGINT.
+ * The server behind `apfa serve` (runtime/commands/serve.ts). It loads `latest` at start-up (else the local
+ * cache, else a synchronous build from the source), subscribes to swap events, re-checks `latest` on reconnect
+ * and every `swap_poll_s` seconds, and serves the API until stopped.
  * @module
  */
-import * as crypto from "node:crypto";
-import * as fs from "node:fs";
 import * as fsp from "node:fs/promises";
 import * as path from "node:path";
-import { serve as h3serve } from "h3";
-import type { Command } from "../runtime/cli.ts";
-import { cliLogger, loadOrFail, onceSignal } from "../runtime/commands/common.ts";
+import { serve as h3serve, type H3 } from "h3";
 import type { PipelineConfig } from "../runtime/config/schema.ts";
 import type { IndexEngine, Logger } from "../runtime/contracts.ts";
-import { ApfaError, errorMessage } from "../runtime/errors.ts";
+import { errorMessage } from "../runtime/errors.ts";
 import { createPlugin, openPipeline, type Pipeline } from "../runtime/pipeline.ts";
 import { buildVersion, type NewPart } from "../runtime/stages/build.ts";
 import { embedBatch, encodeBatch } from "../runtime/stages/embed.ts";
@@ -22,31 +18,14 @@ import { embedderKey, engineKey } from "../runtime/stages/identity.ts";
 import type { Manifest } from "../runtime/versions.ts";
 import { createApp, type CachedAnswer } from "./app.ts";
 import { opsRoutes } from "./api.ts";
-import { makeVerifier, mintToken, type AuthConfig, type Verifier } from "./auth.ts";
+import { makeVerifier, type Verifier } from "./auth.ts";
+import { resolveAuth } from "./auth-config.ts";
 import { createCache } from "./cache.ts";
-import { createIndexHolder } from "./index-holder.ts";
+import { createIndexHolder, type IndexHolder } from "./index-holder.ts";
 import { createServerMetrics } from "./metrics.ts";
 
-const LOOPBACK = new Set(["127.0.0.1", "localhost", "::1", "[::1]"]);
-
-/** The auth config in force: the configured key, or in dev mode a per-install secret under .apfa/. */
-export function resolveAuth(config: PipelineConfig, log?: Logger): AuthConfig | null {
-  const a = config.server.auth;
-  if (a.mode === "none") {
-    if (!LOOPBACK.has(config.server.host)) {
-      throw new ApfaError("config", `server.auth.mode "none" is only allowed when server.host is a loopback address (got ${config.server.host}); set server.auth.jwt_secret`);
-    }
-    return null;
-  }
-  if (a.jwt_secret || a.public_key || a.jwks_url) return a as AuthConfig;
-  const file = path.resolve(config.baseDir, ".apfa/dev-jwt.secret");
-  if (!fs.existsSync(file)) {
-    fs.mkdirSync(path.dirname(file), { recursive: true });
-    fs.writeFileSync(file, crypto.randomBytes(32).toString("base64url"), { mode: 0o600 });
-  }
-  log?.warn("no server.auth key configured: using the development secret in .apfa/dev-jwt.secret; mint tokens with `apfa token`", { file });
-  return { ...a, jwt_secret: fs.readFileSync(file, "utf8").trim() } as AuthConfig;
-}
+/** Re-exported for callers that had it from here. */
+export { resolveAuth };
 
 /**
  * The seed's fallback: the same stages a run uses (enumerate, embed each batch, build), in-process, with the
@@ -84,8 +63,32 @@ export interface RunningServer {
   stop(): Promise<void>;
 }
 
-export async function startServer(config: PipelineConfig, log: Logger, opts: { port?: number; syncBuild?: boolean } = {}): Promise<RunningServer> {
-  const t0 = performance.now();
+/** The API as an h3 app and a fetch handler, with the index loaded and hot swaps wired; not listening. */
+export interface ApfaHandler {
+  /** Mount it in your h3 app (`app.mount("/rag", apfa.app)`) or serve it with `toNodeHandler(apfa.app)` from `h3/node`. */
+  app: H3;
+  /** Web-standard handler: `Request` in, `Response` out. */
+  fetch(request: Request): Promise<Response>;
+  /** How the index was found at start-up (the published `latest`, the local cache, a sync build), or null: none yet. */
+  indexSource: string | null;
+  /** `jwt` when requests need a token, `none` when server.auth.mode is none. */
+  auth: "jwt" | "none";
+  /** The index being served now (version, document count, load time). */
+  status(): ReturnType<IndexHolder["status"]>;
+  /** Stops swaps and polling, closes the cache, the index and the database pool. */
+  close(): Promise<void>;
+}
+
+export interface HandlerOptions {
+  /** With no published index and no local cache, build one from the source in-process. @default true */
+  syncBuild?: boolean;
+}
+
+/**
+ * Everything `apfa serve` runs but the listening socket, so the API can be mounted in an existing h3 or Node
+ * server (see `apfa/server`). Call `close()` when your server stops.
+ */
+export async function createApfaHandler(config: PipelineConfig, log: Logger, opts: HandlerOptions = {}): Promise<ApfaHandler> {
   const p = await openPipeline(config, log);
   const metrics = createServerMetrics();
   const authCfg = resolveAuth(config, log);
@@ -141,24 +144,14 @@ export async function startServer(config: PipelineConfig, log: Logger, opts: { p
   // The operations API and dashboard (/api, /dashboard) share the pipeline's pool and the verifier.
   const extend = opsRoutes({ pipeline: p, verifier, log });
   const app = createApp({ config, holder, embedder, generator, cache, verifier, metrics, log, extend });
-  const conn = config.server.connections;
-  // Node requires keep-alive < headers timeout <= request timeout; a lower setting is raised to fit.
-  const headersS = Math.max(conn.headers_timeout_s, conn.keep_alive_timeout_s + 1);
-  const server = h3serve(app, {
-    port: opts.port ?? config.server.port, hostname: config.server.host, silent: true, gracefulShutdown: false,
-    // Node's defaults (5 s keep-alive, backlog 511) drop and refuse connections long before 10k clients.
-    node: { keepAliveTimeout: conn.keep_alive_timeout_s * 1000, headersTimeout: headersS * 1000, requestTimeout: Math.max(conn.request_timeout_s, headersS) * 1000, backlog: conn.backlog },
-  });
-  if (conn.max_connections > 0 && server.node?.server && "maxConnections" in server.node.server) server.node.server.maxConnections = conn.max_connections;
-  await server.ready();
-  const url = server.url ?? `http://${config.server.host}:${config.server.port}/`;
-  const st = holder.status();
-  log.info("server ready", { url, index_version: st.version, count: st.count, index_load_ms: st.load_ms, index_source: source ?? "none", startup_ms: Math.round(performance.now() - t0), auth: verifier ? "jwt" : "none" });
   return {
-    url,
-    async stop() {
+    app,
+    fetch: (request) => Promise.resolve(app.fetch(request)),
+    indexSource: source ?? null,
+    auth: verifier ? "jwt" : "none",
+    status: () => holder.status(),
+    async close() {
       clearInterval(poll);
-      await server.close(true).catch(() => {});
       await unsubscribe?.().catch(() => {});
       await holder.close();
       await cache.close();
@@ -167,38 +160,27 @@ export async function startServer(config: PipelineConfig, log: Logger, opts: { p
   };
 }
 
-export const serveCmd: Command = {
-  summary: "Serve the advice API: loads the latest index, hot-swaps on events, answers /generate-advice, /search, /health, /ready, /metrics, /index.",
-  usage: "apfa serve [-c pipeline.yaml] [--port N] [--no-sync-build]",
-  options: { port: { type: "string", short: "p" }, "no-sync-build": { type: "boolean" } },
-  async run({ values }) {
-    const config = await loadOrFail(values.config as string);
-    const log = cliLogger({ cmd: "serve" });
-    const port = values.port !== undefined ? Number(values.port) : undefined;
-    if (port !== undefined && !(Number.isInteger(port) && port >= 0 && port < 65536)) {
-      console.error(`apfa serve: --port must be 0-65535 (got ${values.port})`);
-      return 2;
-    }
-    const s = await startServer(config, log, { port, syncBuild: !values["no-sync-build"] });
-    const sig = await onceSignal();
-    log.info("server stopping", { signal: sig });
-    await s.stop();
-    return 0;
-  },
-};
-
-export const tokenCmd: Command = {
-  summary: "Mint a development JWT for the configured HS256 secret (or the per-install dev secret).",
-  usage: "apfa token [--sub user] [--ttl 3600]",
-  options: { sub: { type: "string", default: "dev" }, ttl: { type: "string", default: "3600" } },
-  async run({ values }) {
-    const config = await loadOrFail(values.config as string);
-    const auth = resolveAuth(config);
-    if (!auth) {
-      console.error("apfa token: server.auth.mode is none; no token is needed");
-      return 1;
-    }
-    console.log(await mintToken(auth, { sub: String(values.sub), ttl_s: Number(values.ttl) }));
-    return 0;
-  },
-};
+export async function startServer(config: PipelineConfig, log: Logger, opts: { port?: number; syncBuild?: boolean } = {}): Promise<RunningServer> {
+  const t0 = performance.now();
+  const h = await createApfaHandler(config, log, opts);
+  const conn = config.server.connections;
+  // Node requires keep-alive < headers timeout <= request timeout; a lower setting is raised to fit.
+  const headersS = Math.max(conn.headers_timeout_s, conn.keep_alive_timeout_s + 1);
+  const server = h3serve(h.app, {
+    port: opts.port ?? config.server.port, hostname: config.server.host, silent: true, gracefulShutdown: false,
+    // Node's defaults (5 s keep-alive, backlog 511) drop and refuse connections long before 10k clients.
+    node: { keepAliveTimeout: conn.keep_alive_timeout_s * 1000, headersTimeout: headersS * 1000, requestTimeout: Math.max(conn.request_timeout_s, headersS) * 1000, backlog: conn.backlog },
+  });
+  if (conn.max_connections > 0 && server.node?.server && "maxConnections" in server.node.server) server.node.server.maxConnections = conn.max_connections;
+  await server.ready();
+  const url = server.url ?? `http://${config.server.host}:${config.server.port}/`;
+  const st = h.status();
+  log.info("server ready", { url, index_version: st.version, count: st.count, index_load_ms: st.load_ms, index_source: h.indexSource ?? "none", startup_ms: Math.round(performance.now() - t0), auth: h.auth });
+  return {
+    url,
+    async stop() {
+      await server.close(true).catch(() => {});
+      await h.close();
+    },
+  };
+}

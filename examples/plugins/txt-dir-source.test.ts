@@ -9,9 +9,8 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, expect, it } from "vitest";
-import { isMalformed, type SourceItem } from "../../runtime/contracts.ts";
-import { silentLogger } from "../../runtime/log.ts";
-import { testSource } from "../../test/conformance/source.ts";
+import { isMalformed, type SourceItem } from "apfa";
+import { pluginContext, testSource } from "apfa/testing";
 import txtDir from "./txt-dir-source.ts";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
@@ -31,7 +30,7 @@ for (const [name, body] of Object.entries(files)) await fsp.writeFile(path.join(
 afterAll(() => fsp.rm(dir, { recursive: true, force: true }));
 
 const make = async (opts: Record<string, unknown> = {}, baseDir = dir) =>
-  txtDir.create(txtDir.options.parse({ dir: "docs", ...opts }), { baseDir, log: silentLogger, env: {} });
+  txtDir.create(txtDir.options.parse({ dir: "docs", ...opts }), pluginContext({ baseDir }));
 
 testSource("txt-dir (example plugin)", () => make(), { ids: ["a", "b/c", "b/d", "empty"], malformed: 1 });
 

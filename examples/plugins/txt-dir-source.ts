@@ -17,9 +17,7 @@
  */
 import * as fsp from "node:fs/promises";
 import * as path from "node:path";
-import { z } from "zod";
-import { definePlugin, type Source, type SourceItem } from "../../runtime/contracts.ts";
-import { ApfaError } from "../../runtime/errors.ts";
+import { ApfaError, definePlugin, z, type Source, type SourceItem } from "apfa";
 
 export const NAME = "txt-dir";
 

@@ -1,5 +1,5 @@
 /** `apfa bench`: the benchmark suites (bench/run.ts), each figure a ratio against a raw baseline. @module */
-import type { Command } from "../cli.ts";
+import type { Command } from "./common.ts";
 
 export const bench: Command = {
   summary: "Run the benchmark suites (embedding, queue, index, serve, incremental, quality): tables, bench/results/<suite>.json, BENCHMARKS.md with SVG charts.",

@@ -2,11 +2,11 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { z } from "zod";
-import type { Command } from "../cli.ts";
+import type { Command } from "./common.ts";
 import { formatProblem, loadConfig } from "../config/load.ts";
 import { pipelineSchema } from "../config/schema.ts";
 import type { PluginKind } from "../contracts.ts";
-import { builtinPlugins, isExternal, loadPlugin } from "../plugins.ts";
+import { builtinPlugins, isUserPlugin, loadPlugin } from "../plugins.ts";
 
 export const lint: Command = {
   summary: "Check a pipeline.yaml and print every problem, one per line: file:line:col  path  message.",
@@ -70,7 +70,7 @@ async function externalPlugins(file: string): Promise<Partial<Record<PluginKind,
   if (!r.config) return {};
   const out: Partial<Record<PluginKind, string[]>> = {};
   const refs: Array<[PluginKind, string]> = [["store", r.config.store.plugin], ...Object.entries(r.config.stages).map(([k, v]) => [k as PluginKind, v.plugin] as [PluginKind, string])];
-  for (const [kind, name] of refs) if (isExternal(name)) (out[kind] ??= []).push(name);
+  for (const [kind, name] of refs) if (isUserPlugin(kind, name)) (out[kind] ??= []).push(name);
   return out;
 }
 

@@ -1,5 +1,5 @@
 /** `apfa migrate` and `apfa worker`. @module */
-import type { Command } from "../cli.ts";
+import type { Command } from "./common.ts";
 import { openDatabase } from "../db.ts";
 import { migrate } from "../migrate.ts";
 import { openPipeline } from "../pipeline.ts";

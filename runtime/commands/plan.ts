@@ -4,7 +4,7 @@
  * @module
  */
 import pg from "pg";
-import type { Command } from "../cli.ts";
+import type { Command } from "./common.ts";
 import { nextFires } from "../config/cron.ts";
 import { STAGE_KINDS, TASK_QUEUES, TASKS, type PipelineConfig } from "../config/schema.ts";
 import type { PluginKind } from "../contracts.ts";

@@ -1,7 +1,7 @@
 /** `apfa run` and `apfa main` (the README's first command). @module */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import type { Command } from "../cli.ts";
+import type { Command } from "./common.ts";
 import { migrate } from "../migrate.ts";
 import { openPipeline } from "../pipeline.ts";
 import { followRun } from "../progress.ts";

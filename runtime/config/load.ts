@@ -9,7 +9,7 @@ import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Document, type
 import type { z } from "zod";
 import type { PluginKind } from "../contracts.ts";
 import { errorMessage } from "../errors.ts";
-import { builtinPlugins, isExternal, loadPlugin } from "../plugins.ts";
+import { loadPlugin } from "../plugins.ts";
 import { DEFAULT_QUEUES, DEFAULT_SCHEDULES, pipelineSchema, STAGE_KINDS, TASK_QUEUES, type PipelineConfig } from "./schema.ts";
 
 export type ProblemKind = "syntax" | "unknown" | "missing" | "type" | "value" | "env" | "plugin";
@@ -264,10 +264,6 @@ async function checkPlugins(
 ): Promise<Problem[]> {
   const problems: Problem[] = [];
   for (const [segs, kind, ref] of stages) {
-    if (!isExternal(ref.plugin) && !builtinPlugins(kind).includes(ref.plugin)) {
-      problems.push({ ...at([...segs, "plugin"]), path: [...segs, "plugin"].join("."), kind: "plugin", message: `unknown ${kind} plugin "${ref.plugin}"; installed: ${builtinPlugins(kind).join(", ")}` });
-      continue;
-    }
     let def;
     try {
       def = await loadPlugin(kind, ref.plugin, baseDir);

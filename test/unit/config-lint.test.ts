@@ -56,7 +56,7 @@ describe("loadConfig collects every problem with its location", () => {
     expect(unknown.message).toMatch(/^unknown key "batch_sise"; allowed: version, name, database, store, queues, stages, batch_size, run,/);
     expect(type.message).toBe("expected number, got string");
     expect(cron.message).toBe("hour: 25 is out of range 0-23");
-    expect(plugin.message).toBe(`unknown embedder plugin "nope"; installed: ${builtinPlugins("embedder").join(", ")}`);
+    expect(plugin.message).toBe(`unknown embedder plugin "nope"; installed: ${builtinPlugins("embedder").join(", ")}; no package "nope" is installed either (npm install it next to apfa, or give a path: ./my-plugin.ts)`);
     expect(builtinPlugins("embedder")).toContain("use-lite");
     expect(env.message).toMatch(/environment variable APFA_LINT_DB_URL is not set; set it or write \$\{APFA_LINT_DB_URL:-default\}/);
     for (const p of r.problems) expect(p.file).toBe("lint-fixture.yaml");
