@@ -148,7 +148,8 @@ export default definePlugin({
       const what = `recall@${recall.k} ${recall.measured.toFixed(3)} at expansion_search ${p.expansion_search} (connectivity ${p.connectivity}) is under target_recall ${opts.target_recall}`;
       if (opts.on_recall_miss === "fail") {
         throw fail(`${what}, measured on ${recall.sample} corpus rows against exact search. Raise max_connectivity or max_expansion_search, ` +
-          "lower target_recall, or set stages.index.options.on_recall_miss to exact (serve with exact search) or accept");
+          `${opts.quantization === "f32" ? "" : `use a finer quantization than ${opts.quantization}, `}lower target_recall, ` +
+          "or set stages.index.options.on_recall_miss to exact (serve with exact search) or accept");
       }
       return { files, main: FILE, recall, fallback: opts.on_recall_miss === "exact" ? "exact" : undefined };
     };
@@ -209,13 +210,16 @@ export default definePlugin({
         // Near-copies of one document all link to it and it keeps only 2 × connectivity of them, so a cluster
         // larger than that leaves copies no search reaches (docs/index-engines.md); no expansion_search helps,
         // a denser graph does. So a miss doubles connectivity, up to max_connectivity, and builds again.
+        // A doubling that gains under 0.005 ends it too: then the vectors' precision (i8), not the graph, limits recall.
+        let before = -1;
         for (let connectivity = opts.connectivity; ; connectivity *= 2) {
           const index = make(dims, opts.expansion_search, connectivity);
           await addRows(index, rows, rows, vectors, dims);
           const { bytes, checked: recall } = await saveGraph(index, (file) => (opts.target_recall > 0 ? tune(file, vectors, dims, connectivity, tried) : undefined));
           const files = filesOf(bytes, meta, recall);
           if (!recall || recall.met) return { files, main: FILE, recall };
-          if (connectivity * 2 > opts.max_connectivity) return missed(files, recall);
+          if (connectivity * 2 > opts.max_connectivity || recall.measured - before < 0.005) return missed(files, recall);
+          before = recall.measured;
         }
       },
 
