@@ -7,7 +7,7 @@
  * Also the metrics: recall@10 (against min(10, |relevant|)) and binary nDCG@10.
  * @module
  */
-import type { CorpusDoc } from "../examples/corpus.ts";
+import { mulberry32, type CorpusDoc } from "../examples/corpus.ts";
 
 export interface LabelledQuery {
   kind: "eligibility" | "name" | "id";
@@ -31,17 +31,6 @@ const PURPOSE: Record<string, string[]> = {
 
 const usd = (n: number) => "$" + n.toLocaleString("en-US");
 
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 type Meta = { type?: string; category?: string; min_credit_score?: number; min_amount?: number; max_amount?: number; term_months?: number; name?: string; lender?: string };
 
 /** Whether a product admits the person (the ground truth the answers are scored against). */
@@ -53,7 +42,7 @@ export function admits(m: Meta, p: NonNullable<LabelledQuery["person"]>): boolea
 
 /** `count` queries: 70% eligibility questions, 20% name + lender lookups, 10% id lookups; deterministic. */
 export function labelledQueries(corpus: CorpusDoc[], count: number, seed = 14): LabelledQuery[] {
-  const r = rng(seed);
+  const r = mulberry32(seed);
   const pick = <T>(xs: T[]): T => xs[Math.floor(r() * xs.length)];
   const products = corpus.filter((d) => d.metadata.type === "loan_product");
   const out: LabelledQuery[] = [];

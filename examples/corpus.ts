@@ -11,7 +11,7 @@ export interface CorpusOptions { count?: number; seed?: number }
 
 type Rng = () => number;
 /** mulberry32: small, fast, and identical on every runtime. */
-function mulberry32(seed: number): Rng {
+export function mulberry32(seed: number): Rng {
   let a = seed >>> 0;
   return () => {
     a = (a + 0x6d2b79f5) >>> 0;
