@@ -30,6 +30,8 @@ export interface AppDeps {
   verifier: Verifier | null;
   metrics: ServerMetrics;
   log: Logger;
+  /** Which server process answers (`/ready` reports it): its pid and its slot under `--processes` (0 alone). */
+  instance?: { pid: number; process: number };
   /** Mounts more routes (dashboard, admin API). */
   extend?: (app: H3, helpers: { guard: (event: H3Event) => Promise<void> }) => void;
 }
@@ -221,7 +223,7 @@ export function createApp(deps: AppDeps): H3 {
   add("GET", "/openapi.json", route("openapi", () => json(openapi)));
   add("GET", "/ready", route("ready", () => {
     const s = holder.status();
-    return json({ ...s, auth: verifier ? "jwt" : "none" }, s.ready ? 200 : 503);
+    return json({ ...s, auth: verifier ? "jwt" : "none", ...deps.instance }, s.ready ? 200 : 503);
   }));
   add("GET", "/index", route("index", () => {
     const ix = holder.current();
@@ -230,7 +232,7 @@ export function createApp(deps: AppDeps): H3 {
   add("GET", "/metrics", route("metrics", async () => {
     const ix = holder.current();
     if (ix) metrics.indexAge.set((Date.now() - Date.parse(ix.manifest.created_at)) / 1000);
-    return new Response(await metrics.registry.metrics(), { headers: { "content-type": metrics.registry.contentType } });
+    return new Response(await (metrics.render?.() ?? metrics.registry.metrics()), { headers: { "content-type": metrics.registry.contentType } });
   }));
   deps.extend?.(app, { guard });
   return app;

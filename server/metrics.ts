@@ -37,6 +37,8 @@ export function createServerMetrics() {
     byVersion: new client.Counter({ name: "apfa_requests_by_index_version_total", help: "Answered search/advice requests by index version", labelNames: ["version"], registers: [registry] }),
     generatorFallbacks: new client.Counter({ name: "apfa_generator_fallback_total", help: "Advice answered by the fallback generator", registers: [registry] }),
     overloadRejected: new client.Counter({ name: "apfa_overload_rejected_total", help: "Search/advice requests answered 503 by admission control: the queue was full, or no slot came within max_wait_ms", labelNames: ["route", "reason"], registers: [registry] }),
+    /** Set under `--processes`: renders every process's metrics (each with a `process` label), not only this one's. */
+    render: undefined as undefined | (() => Promise<string>),
     /** Set by the app: the admission gate's live counts, read at scrape time. */
     admission: undefined as undefined | (() => { active: number; queued: number }),
   };

@@ -22,7 +22,7 @@ import { makeVerifier, type Verifier } from "./auth.ts";
 import { resolveAuth } from "./auth-config.ts";
 import { createCache } from "./cache.ts";
 import { createIndexHolder, type IndexHolder } from "./index-holder.ts";
-import { createServerMetrics } from "./metrics.ts";
+import { createServerMetrics, type ServerMetrics } from "./metrics.ts";
 
 /** Re-exported for callers that had it from here. */
 export { resolveAuth };
@@ -60,6 +60,8 @@ async function buildFromSource(p: Pipeline, engine: IndexEngine, cacheDir: strin
 
 export interface RunningServer {
   url: string;
+  /** The index being served now (version, document count, load time). */
+  status(): ReturnType<IndexHolder["status"]>;
   stop(): Promise<void>;
 }
 
@@ -82,6 +84,11 @@ export interface ApfaHandler {
 export interface HandlerOptions {
   /** With no published index and no local cache, build one from the source in-process. @default true */
   syncBuild?: boolean;
+  /**
+   * Set in a process of `apfa serve --processes N` (server/cluster.ts): its slot, which `/ready` reports and
+   * `/metrics` labels, and how to render every process's metrics instead of this one's.
+   */
+  cluster?: { index: number; metrics(registry: ServerMetrics["registry"]): () => Promise<string> };
 }
 
 /**
@@ -91,6 +98,7 @@ export interface HandlerOptions {
 export async function createApfaHandler(config: PipelineConfig, log: Logger, opts: HandlerOptions = {}): Promise<ApfaHandler> {
   const p = await openPipeline(config, log);
   const metrics = createServerMetrics();
+  if (opts.cluster) metrics.render = opts.cluster.metrics(metrics.registry);
   const authCfg = resolveAuth(config, log);
   let verifier: Verifier | null = null;
   if (authCfg) {
@@ -143,7 +151,8 @@ export async function createApfaHandler(config: PipelineConfig, log: Logger, opt
 
   // The operations API and dashboard (/api, /dashboard) share the pipeline's pool and the verifier.
   const extend = opsRoutes({ pipeline: p, verifier, log });
-  const app = createApp({ config, holder, embedder, generator, cache, verifier, metrics, log, extend });
+  const instance = { pid: process.pid, process: opts.cluster?.index ?? 0 };
+  const app = createApp({ config, holder, embedder, generator, cache, verifier, metrics, log, extend, instance });
   return {
     app,
     fetch: (request) => Promise.resolve(app.fetch(request)),
@@ -160,7 +169,7 @@ export async function createApfaHandler(config: PipelineConfig, log: Logger, opt
   };
 }
 
-export async function startServer(config: PipelineConfig, log: Logger, opts: { port?: number; syncBuild?: boolean } = {}): Promise<RunningServer> {
+export async function startServer(config: PipelineConfig, log: Logger, opts: HandlerOptions & { port?: number } = {}): Promise<RunningServer> {
   const t0 = performance.now();
   const h = await createApfaHandler(config, log, opts);
   const conn = config.server.connections;
@@ -168,6 +177,9 @@ export async function startServer(config: PipelineConfig, log: Logger, opts: { p
   const headersS = Math.max(conn.headers_timeout_s, conn.keep_alive_timeout_s + 1);
   const server = h3serve(h.app, {
     port: opts.port ?? config.server.port, hostname: config.server.host, silent: true, gracefulShutdown: false,
+    // srvx listens `exclusive` unless reusePort is set, and an exclusive listener is not shared through
+    // node:cluster: processes of `--processes N` need it off (Node 20 ignores reusePort itself).
+    ...(opts.cluster ? { reusePort: true } : {}),
     // Node's defaults (5 s keep-alive, backlog 511) drop and refuse connections long before 10k clients.
     node: { keepAliveTimeout: conn.keep_alive_timeout_s * 1000, headersTimeout: headersS * 1000, requestTimeout: Math.max(conn.request_timeout_s, headersS) * 1000, backlog: conn.backlog },
   });
@@ -175,9 +187,11 @@ export async function startServer(config: PipelineConfig, log: Logger, opts: { p
   await server.ready();
   const url = server.url ?? `http://${config.server.host}:${config.server.port}/`;
   const st = h.status();
-  log.info("server ready", { url, index_version: st.version, count: st.count, index_load_ms: st.load_ms, index_source: h.indexSource ?? "none", startup_ms: Math.round(performance.now() - t0), auth: h.auth });
+  // Under --processes the supervisor says "server ready" once every process is up.
+  log.info(opts.cluster ? "server process listening" : "server ready", { url, ...(opts.cluster ? { process: opts.cluster.index } : {}), index_version: st.version, count: st.count, index_load_ms: st.load_ms, index_source: h.indexSource ?? "none", startup_ms: Math.round(performance.now() - t0), auth: h.auth });
   return {
     url,
+    status: () => h.status(),
     async stop() {
       await server.close(true).catch(() => {});
       await h.close();

@@ -9,8 +9,8 @@ import { cliLogger, loadOrFail, onceSignal, type Command } from "./common.ts";
 
 export const serveCmd: Command = {
   summary: "Serve the advice API: loads the latest index, hot-swaps on events, answers /generate-advice, /search, /health, /ready, /metrics, /index.",
-  usage: "apfa serve [-c pipeline.yaml] [--port N] [--no-sync-build]",
-  options: { port: { type: "string", short: "p" }, "no-sync-build": { type: "boolean" } },
+  usage: "apfa serve [-c pipeline.yaml] [--port N] [--processes N|auto] [--no-sync-build]",
+  options: { port: { type: "string", short: "p" }, processes: { type: "string" }, "no-sync-build": { type: "boolean" } },
   async run({ values }) {
     const config = await loadOrFail(values.config as string);
     const log = cliLogger({ cmd: "serve" });
@@ -19,9 +19,36 @@ export const serveCmd: Command = {
       console.error(`apfa serve: --port must be 0-65535 (got ${values.port})`);
       return 2;
     }
+    const flag = values.processes as string | undefined;
+    const asked = flag === undefined ? config.server.processes : flag === "auto" ? "auto" : Number(flag);
+    if (asked !== "auto" && !(Number.isInteger(asked) && asked >= 0 && asked <= 256)) {
+      console.error(`apfa serve: --processes must be 0-256 or auto (0 and auto: one per core; got ${flag})`);
+      return 2;
+    }
     // Loaded here, not at the top: `apfa token` shares this file and needs none of the server.
     const { startServer } = await import("../../server/serve.ts");
-    const s = await startServer(config, log, { port, syncBuild: !values["no-sync-build"] });
+    const opts = { port, syncBuild: !values["no-sync-build"] };
+    // A forked server process carries its slot in the environment; only then, or with more than one process
+    // asked for, is node:cluster loaded at all (Deno runs a single process).
+    const slot = process.env.APFA_PROCESS;
+    if (slot !== undefined || asked === "auto" || asked !== 1) {
+      const c = await import("../../server/cluster.ts");
+      if (slot !== undefined && c.processIndex() !== undefined) {
+        const index = Number(slot);
+        const plog = log.child({ process: index });
+        const s = await startServer(config, plog, { ...opts, port: Number(process.env[c.PORT_ENV]), cluster: { index, metrics: (r) => c.clusterMetrics(r, index) } });
+        const st = s.status();
+        c.reportReady({ url: s.url, version: st.version, count: st.count });
+        // The supervisor gone (killed) means nobody restarts or stops us: stop rather than linger.
+        const sig = await Promise.race([onceSignal(), new Promise<string>((r) => process.once("disconnect", () => r("supervisor gone")))]);
+        plog.info("server process stopping", { signal: sig });
+        await s.stop();
+        return 0;
+      }
+      const processes = c.resolveProcesses(asked);
+      if (processes > 1) return c.runSupervisor({ processes, port: port ?? config.server.port, host: config.server.host, log, stopSignal: onceSignal() });
+    }
+    const s = await startServer(config, log, opts);
     const sig = await onceSignal();
     log.info("server stopping", { signal: sig });
     await s.stop();

@@ -1,0 +1,165 @@
+/**
+ * `apfa serve --processes N`: a supervisor forks N server processes that share one listening port through
+ * node:cluster (Node 20 has no `reusePort`; cluster's round-robin hands each connection to one process).
+ * The supervisor serves nothing itself: it starts the processes, restarts one that dies (with backoff),
+ * answers a process's request for every process's metrics (prom-client's AggregatorRegistry), and on
+ * SIGTERM/SIGINT stops them all gracefully. Each process loads and swaps its index exactly as a single
+ * `apfa serve` does (its own notifier subscription and `latest` poll), so they converge the way replicas on
+ * several machines do. Node-only: this file is the runtime adapter.
+ * @module
+ */
+import cluster, { type Worker } from "node:cluster";
+import * as net from "node:net";
+import * as os from "node:os";
+import promClient from "prom-client";
+import type { Logger } from "../runtime/contracts.ts";
+import { errorMessage } from "../runtime/errors.ts";
+
+/** The env var that tells a forked process its slot (0-based); unset in a single-process server. */
+export const PROCESS_ENV = "APFA_PROCESS";
+/** The port every process listens on (the supervisor resolves port 0 once, so all share it). */
+export const PORT_ENV = "APFA_PROCESS_PORT";
+
+/** Messages between the supervisor and its processes (over cluster's IPC channel). */
+type Msg =
+  | { apfa: "ready"; url: string; version?: string; count?: number }
+  | { apfa: "metrics-req"; id: number }
+  | { apfa: "metrics-res"; id: number; text?: string; error?: string };
+
+/** `server.processes` / `--processes` resolved: 0 or `auto` = one per core. */
+export function resolveProcesses(v: number | "auto"): number {
+  return v === "auto" || v === 0 ? Math.max(1, os.availableParallelism()) : v;
+}
+
+/** This process's slot when it runs under the supervisor, else undefined. */
+export function processIndex(): number | undefined {
+  return cluster.isWorker && process.env[PROCESS_ENV] !== undefined ? Number(process.env[PROCESS_ENV]) : undefined;
+}
+
+/**
+ * cluster shares a listening socket by its address and port, but gives each process its own random port for
+ * port 0: the supervisor asks the OS for a free port once and hands it to every process.
+ */
+export function freePort(host: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer().once("error", reject).listen(0, host, () => {
+      const { port } = s.address() as net.AddressInfo;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+export interface SupervisorOptions {
+  processes: number;
+  /** The port every process listens on; 0 = one free port picked here. */
+  port: number;
+  host: string;
+  log: Logger;
+  /** Resolves with the signal that should stop the supervisor. */
+  stopSignal: Promise<string>;
+  /** First restart delay, doubled per consecutive failure of a slot up to `maxBackoffMs`. @default 500 */
+  backoffMs?: number;
+  /** @default 30000 */
+  maxBackoffMs?: number;
+  /** A process that has not exited this long after SIGTERM is killed. @default 30000 */
+  stopTimeoutMs?: number;
+}
+
+/**
+ * Runs in the primary: forks the processes (the first alone, so a sync build or a download happens once and
+ * the rest find the local cache), keeps them running, and resolves 0 once all stopped after a signal.
+ */
+export async function runSupervisor(o: SupervisorOptions): Promise<number> {
+  const { log, processes } = o;
+  const port = o.port === 0 ? await freePort(o.host) : o.port;
+  const backoff = o.backoffMs ?? 500;
+  const maxBackoff = o.maxBackoffMs ?? 30_000;
+  const slots: Array<{ worker?: Worker; failures: number; timer?: NodeJS.Timeout; ready: boolean }> =
+    Array.from({ length: processes }, () => ({ failures: 0, ready: false }));
+  const aggregator = new promClient.AggregatorRegistry();
+  let stopping = false;
+  let announced = false;
+  let firstReady: (() => void) | undefined;
+  const firstUp = new Promise<void>((r) => (firstReady = r));
+
+  const fork = (i: number) => {
+    const slot = slots[i];
+    slot.ready = false;
+    const w = cluster.fork({ [PROCESS_ENV]: String(i), [PORT_ENV]: String(port) });
+    slot.worker = w;
+    w.on("message", (m: Msg) => {
+      if (m?.apfa === "ready") {
+        slot.ready = true;
+        slot.failures = 0;
+        if (i === 0) firstReady?.();
+        log.info("server process ready", { process: i, pid: w.process.pid, url: m.url, index_version: m.version });
+        if (!announced && slots.every((s) => s.ready)) {
+          announced = true;
+          log.info("server ready", { url: m.url, processes, pids: slots.map((s) => s.worker?.process.pid), index_version: m.version, count: m.count });
+        }
+      } else if (m?.apfa === "metrics-req") {
+        aggregator.clusterMetrics().then(
+          (text) => w.send({ apfa: "metrics-res", id: m.id, text } satisfies Msg),
+          (err) => w.send({ apfa: "metrics-res", id: m.id, error: errorMessage(err) } satisfies Msg),
+        ).catch(() => { /* the process died meanwhile */ });
+      }
+    });
+    w.on("exit", (code, signal) => {
+      if (slot.worker !== w) return;
+      slot.worker = undefined;
+      if (i === 0) firstReady?.(); // start the others even if the first failed: they may do better
+      if (stopping) return;
+      const delay = Math.min(maxBackoff, backoff * 2 ** slot.failures);
+      slot.failures++;
+      log.warn("server process exited; restarting", { process: i, pid: w.process.pid, code, signal, restart_in_ms: delay });
+      slot.timer = setTimeout(() => fork(i), delay);
+    });
+  };
+
+  fork(0);
+  await Promise.race([firstUp, o.stopSignal]);
+  if (!stopping) for (let i = 1; i < processes; i++) fork(i);
+
+  const sig = await o.stopSignal;
+  stopping = true;
+  log.info("server stopping", { signal: sig, processes });
+  const live = slots.map((s) => (clearTimeout(s.timer), s.worker)).filter((w): w is Worker => Boolean(w));
+  await Promise.all(live.map((w) => new Promise<void>((resolve) => {
+    if (w.isDead()) return resolve();
+    const kill = setTimeout(() => w.process.kill("SIGKILL"), o.stopTimeoutMs ?? 30_000);
+    w.once("exit", () => (clearTimeout(kill), resolve()));
+    w.process.kill("SIGTERM");
+  })));
+  log.info("server stopped", { processes });
+  return 0;
+}
+
+/**
+ * In a supervised process: serves `/metrics` for every process. Each process's registry gets a `process`
+ * label, and the supervisor merges them, so any process answers with the figures of all.
+ */
+export function clusterMetrics(registry: promClient.Registry, index: number): () => Promise<string> {
+  registry.setDefaultLabels({ process: String(index) });
+  promClient.AggregatorRegistry.setRegistries([registry]);
+  // prom-client answers the supervisor's requests only once an AggregatorRegistry exists in this process.
+  new promClient.AggregatorRegistry();
+  let next = 0;
+  const waiting = new Map<number, { resolve: (t: string) => void; reject: (e: Error) => void }>();
+  process.on("message", (m: Msg) => {
+    if (m?.apfa !== "metrics-res") return;
+    const w = waiting.get(m.id);
+    waiting.delete(m.id);
+    if (m.text !== undefined) w?.resolve(m.text);
+    else w?.reject(new Error(m.error ?? "no metrics"));
+  });
+  return () => new Promise<string>((resolve, reject) => {
+    const id = next++;
+    waiting.set(id, { resolve, reject });
+    process.send!({ apfa: "metrics-req", id } satisfies Msg);
+  });
+}
+
+/** Tells the supervisor this process listens and serves (it then counts towards "server ready"). */
+export function reportReady(info: { url: string; version?: string; count?: number }): void {
+  process.send?.({ apfa: "ready", ...info } satisfies Msg);
+}
