@@ -100,7 +100,19 @@ async function copyVerified(store: Store, key: string, dest: string, expect: { b
     await fsp.rm(tmp, { force: true });
     throw new SwapRefused("checksum", `${key}: ${size} bytes with sha256 ${sum.slice(0, 12)}…, manifest says ${expect.bytes} bytes ${expect.sha256.slice(0, 12)}… (corrupt or truncated)`);
   }
-  await fsp.rename(tmp, dest);
+  // Several processes (`apfa serve --processes N`) share the cache directory and may fetch the same version at
+  // once: the first verified copy stays in place (link fails if one exists) so every process opens, and
+  // memory-maps, the same file rather than one whose inode another's rename replaced.
+  try {
+    await fsp.link(tmp, dest);
+  } catch (err) {
+    const st = (err as NodeJS.ErrnoException).code === "EEXIST" ? await fsp.stat(dest).catch(() => null) : null;
+    if (!st || st.size !== expect.bytes) {
+      await fsp.rename(tmp, dest); // no copy, or a stale one: replace it, as before
+      return;
+    }
+  }
+  await fsp.rm(tmp, { force: true });
 }
 
 export function createIndexHolder(opts: IndexHolderOptions) {
