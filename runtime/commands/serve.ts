@@ -43,6 +43,8 @@ export const serveCmd: Command = {
         const sig = await Promise.race([onceSignal(), new Promise<string>((r) => process.once("disconnect", () => r("supervisor gone")))]);
         plog.info("server process stopping", { signal: sig });
         await s.stop();
+        // The IPC channel to the supervisor holds the event loop open: close it so the process exits now.
+        if (process.connected) process.disconnect();
         return 0;
       }
       const processes = c.resolveProcesses(asked);
