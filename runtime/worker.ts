@@ -243,6 +243,8 @@ export async function startWorker(p: Pipeline, opts: WorkerOptions = {}): Promis
       await reaper.release();
       log.info("worker stopped");
     })());
-  const promise = Promise.all([...runners.values()].map((r) => r.promise)).then(() => undefined);
+  // Settles once the runners ended and, when a stop ended them, the stop finished too (stopped_at written):
+  // a caller awaiting the worker must see its row as stopped.
+  const promise = Promise.all([...runners.values()].map((r) => r.promise)).then(() => stopping).then(() => undefined);
   return { id, runners, stop, promise, metrics, metricsUrl: endpoint?.url };
 }
