@@ -1,0 +1,69 @@
+/**
+ * The load suite's table and ratios, from its cells (one server × processes × connections × swaps run each).
+ * A 503 the server counted in `apfa_overload_rejected_total` is an answer (the admission gate's fast refusal);
+ * every other non-2xx, socket error or timeout is an error.
+ * @module
+ */
+import type { LoadGenResult } from "../child/load-gen.ts";
+import { num, percentile, ratioText, type Ratio, type SuiteOutput, type Table } from "../lib.ts";
+
+/** One measured run. */
+export interface Cell {
+  server: "raw" | "apfa";
+  processes: number;
+  conns: number;
+  /** Swaps the server applied during the run. */
+  swaps: number;
+  /** Versions published during the run (0 or undefined: the no-swap run). */
+  swapsPublished?: number;
+  result: LoadGenResult;
+  /** The server's own count of overload 503s during the run. */
+  counted503: number;
+  cacheHits: number;
+  cacheMisses: number;
+  rssMiB: number;
+}
+
+interface Setup {
+  n: number;
+  durationS: number;
+  queries: number;
+  zipfS: number;
+  swaps: number;
+}
+
+const okRate = (c: Cell) => c.result.okMs.length / c.result.durationS;
+const seen503 = (c: Cell) => c.result.statuses["503"] ?? 0;
+const non2xx = (c: Cell) => Object.entries(c.result.statuses).filter(([s]) => !s.startsWith("2")).reduce((a, [, v]) => a + v, 0);
+/** Non-2xx answers that are not 503s the server counted. */
+const otherNon2xx = (c: Cell) => non2xx(c) - Math.min(seen503(c), c.counted503);
+const socketErrors = (c: Cell) => c.result.errors + c.result.timeouts;
+const hitRate = (c: Cell) => (c.cacheHits + c.cacheMisses ? c.cacheHits / (c.cacheHits + c.cacheMisses) : NaN);
+const pct = (x: number) => (Number.isFinite(x) ? `${(x * 100).toFixed(1)} %` : "–");
+
+export function loadCellTables(cells: Cell[], s: Setup): SuiteOutput {
+  const raw = (c: Cell) => cells.find((x) => x.server === "raw" && x.conns === c.conns && x.processes === c.processes);
+  const table: Table = {
+    title: `Load: ${s.n / 1000}k × 384 flat index, ${s.durationS} s per run, queries drawn by Zipf rank (s = ${s.zipfS}) from ${s.queries.toLocaleString("en-US")} distinct ones`,
+    columns: ["server", "processes", "connections", "swaps applied", "answers/s", "2xx/s", "2xx/s ÷ raw", "2xx p50 ms", "2xx p95 ms", "2xx p99 ms", "503 (counted)", "503 p50 ms", "other non-2xx", "socket errors + timeouts", "cache hit rate", "peak RSS MiB"],
+    rows: cells.map((c) => [
+      c.server === "raw" ? "raw /search" : "apfa /generate-advice", c.processes, c.conns.toLocaleString("en-US"), c.server === "raw" ? "–" : `${c.swaps} of ${c.swapsPublished ?? 0}`,
+      num(c.result.total / c.result.durationS), num(okRate(c)), c.server === "raw" ? "1.00×" : ratioText(okRate(c) / (raw(c) ? okRate(raw(c)!) : NaN)),
+      num(percentile(c.result.okMs, 50)), num(percentile(c.result.okMs, 95)), num(percentile(c.result.okMs, 99)),
+      c.server === "raw" ? seen503(c) : `${seen503(c)} (${c.counted503})`, c.result.rejectedMs.length ? num(percentile(c.result.rejectedMs, 50)) : "–",
+      otherNon2xx(c), socketErrors(c), c.server === "raw" ? "–" : pct(hitRate(c)), num(c.rssMiB, 0),
+    ]),
+    note: "raw = node:http + the same hash embedder + usearch exactSearch + hits JSON, no cache and no admission gate; apfa /generate-advice adds JWT, validation, the response cache (in-process LRU, keyed by version), the admission gate (64 active, 1024 queued, 1 s wait), index leases, metrics and the template generator. Each apfa run starts on a version of its own, so its cache starts cold; with swaps, each new version starts cold again. Load generators (autocannon, one process per 2,500 connections) run on the same machine.",
+  };
+  const ratios: Ratio[] = [];
+  for (const c of cells.filter((x) => x.server === "apfa")) {
+    const tag = `p${c.processes}/c${c.conns}${c.swapsPublished ? "/swaps" : ""}`;
+    const what = `${c.conns.toLocaleString("en-US")} connections${c.swapsPublished ? `, ${s.swaps} swaps` : ""}`;
+    if (raw(c)) ratios.push({ id: `load/${tag}/ok_rps`, label: `2xx answers/s ÷ raw, ${what}`, value: okRate(c) / okRate(raw(c)!), better: "higher" });
+    ratios.push({ id: `load/${tag}/p95_s`, label: `2xx p95 (seconds), ${what}`, value: percentile(c.result.okMs, 95) / 1000, better: "lower", goal: 3 });
+    ratios.push({ id: `load/${tag}/errors`, label: `errors other than counted 503s, ${what}`, value: otherNon2xx(c) + socketErrors(c), better: "lower", goal: 0 });
+    if (!c.swapsPublished) ratios.push({ id: `load/${tag}/cache_hit_rate`, label: `cache hit rate, ${what}`, value: hitRate(c), better: "higher", goal: 0.8 });
+    else ratios.push({ id: `load/${tag}/swaps_missed`, label: `swaps not applied of ${s.swaps}, ${what}`, value: s.swaps - c.swaps, better: "lower", goal: 0 });
+  }
+  return { tables: [table], ratios, charts: [], notes: [] };
+}
