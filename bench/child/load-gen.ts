@@ -27,8 +27,12 @@ export interface LoadGenArgs {
 export interface LoadGenResult {
   durationS: number;
   total: number;
+  /** Requests that failed without a response, timeouts included (autocannon's count). */
   errors: number;
+  /** Of `errors`, requests with no answer within 30 s. */
   timeouts: number;
+  /** `errors` by error code (ECONNRESET, ...; "timeout" for timeouts). */
+  errorCodes: Record<string, number>;
   statuses: Record<string, number>;
   okMs: number[];
   rejectedMs: number[];
@@ -36,6 +40,7 @@ export interface LoadGenResult {
 
 interface Instance extends PromiseLike<{ duration: number; errors: number; timeouts: number; requests: { total: number } }> {
   on(event: "response", fn: (client: unknown, status: number, bytes: number, ms: number) => void): void;
+  on(event: "reqError", fn: (err: Error & { code?: string }) => void): void;
 }
 const autocannon = createRequire(import.meta.url)("autocannon") as (opts: Record<string, unknown>) => Instance;
 
@@ -43,6 +48,7 @@ const a = JSON.parse(process.argv[2]) as LoadGenArgs;
 const bodies = JSON.parse(fs.readFileSync(a.bodiesFile, "utf8")) as string[];
 const draw = zipfSampler(bodies.length, a.zipfS, a.seed);
 const statuses: Record<string, number> = {};
+const errorCodes: Record<string, number> = {};
 const okMs: number[] = [];
 const rejectedMs: number[] = [];
 const inst = autocannon({
@@ -58,6 +64,10 @@ inst.on("response", (_c, status, _b, ms) => {
   if (status >= 200 && status < 300) okMs.push(Math.round(ms * 10) / 10);
   else if (status === 503) rejectedMs.push(Math.round(ms * 10) / 10);
 });
+inst.on("reqError", (err) => {
+  const code = err.code ?? (/timeout/i.test(err.message) ? "timeout" : err.message.slice(0, 40));
+  errorCodes[code] = (errorCodes[code] ?? 0) + 1;
+});
 const r = await inst;
-const result: LoadGenResult = { durationS: r.duration, total: r.requests.total, errors: r.errors, timeouts: r.timeouts, statuses, okMs, rejectedMs };
+const result: LoadGenResult = { durationS: r.duration, total: r.requests.total, errors: r.errors, timeouts: r.timeouts, errorCodes, statuses, okMs, rejectedMs };
 process.send!(result, () => process.exit(0));

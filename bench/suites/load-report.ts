@@ -37,21 +37,23 @@ const seen503 = (c: Cell) => c.result.statuses["503"] ?? 0;
 const non2xx = (c: Cell) => Object.entries(c.result.statuses).filter(([s]) => !s.startsWith("2")).reduce((a, [, v]) => a + v, 0);
 /** Non-2xx answers that are not 503s the server counted. */
 const otherNon2xx = (c: Cell) => non2xx(c) - Math.min(seen503(c), c.counted503);
-const socketErrors = (c: Cell) => c.result.errors + c.result.timeouts;
+/** Requests with no response at all (autocannon counts timeouts among its errors). */
+const socketErrors = (c: Cell) => c.result.errors;
 const hitRate = (c: Cell) => (c.cacheHits + c.cacheMisses ? c.cacheHits / (c.cacheHits + c.cacheMisses) : NaN);
 const pct = (x: number) => (Number.isFinite(x) ? `${(x * 100).toFixed(1)} %` : "–");
 
+/** The load table (one row per cell) and, per apfa cell, its ratios with the issue's goals. */
 export function loadCellTables(cells: Cell[], s: Setup): SuiteOutput {
   const raw = (c: Cell) => cells.find((x) => x.server === "raw" && x.conns === c.conns && x.processes === c.processes);
   const table: Table = {
     title: `Load: ${s.n / 1000}k × 384 flat index, ${s.durationS} s per run, queries drawn by Zipf rank (s = ${s.zipfS}) from ${s.queries.toLocaleString("en-US")} distinct ones`,
-    columns: ["server", "processes", "connections", "swaps applied", "answers/s", "2xx/s", "2xx/s ÷ raw", "2xx p50 ms", "2xx p95 ms", "2xx p99 ms", "503 (counted)", "503 p50 ms", "other non-2xx", "socket errors + timeouts", "cache hit rate", "peak RSS MiB"],
+    columns: ["server", "processes", "connections", "swaps applied", "answers/s", "2xx/s", "2xx/s ÷ raw", "2xx p50 ms", "2xx p95 ms", "2xx p99 ms", "503 (counted)", "503 p50 ms", "other non-2xx", "no response (of which timeouts)", "cache hit rate", "peak RSS MiB"],
     rows: cells.map((c) => [
       c.server === "raw" ? "raw /search" : "apfa /generate-advice", c.processes, c.conns.toLocaleString("en-US"), c.server === "raw" ? "–" : `${c.swaps} of ${c.swapsPublished ?? 0}`,
       num(c.result.total / c.result.durationS), num(okRate(c)), c.server === "raw" ? "1.00×" : ratioText(okRate(c) / (raw(c) ? okRate(raw(c)!) : NaN)),
       num(percentile(c.result.okMs, 50)), num(percentile(c.result.okMs, 95)), num(percentile(c.result.okMs, 99)),
       c.server === "raw" ? seen503(c) : `${seen503(c)} (${c.counted503})`, c.result.rejectedMs.length ? num(percentile(c.result.rejectedMs, 50)) : "–",
-      otherNon2xx(c), socketErrors(c), c.server === "raw" ? "–" : pct(hitRate(c)), num(c.rssMiB, 0),
+      otherNon2xx(c), `${socketErrors(c)} (${c.result.timeouts})`, c.server === "raw" ? "–" : pct(hitRate(c)), num(c.rssMiB, 0),
     ]),
     note: "raw = node:http + the same hash embedder + usearch exactSearch + hits JSON, no cache and no admission gate; apfa /generate-advice adds JWT, validation, the response cache (in-process LRU, keyed by version), the admission gate (64 active, 1024 queued, 1 s wait), index leases, metrics and the template generator. Each apfa run starts on a version of its own, so its cache starts cold; with swaps, each new version starts cold again. Load generators (autocannon, one process per 2,500 connections) run on the same machine.",
   };
@@ -65,5 +67,7 @@ export function loadCellTables(cells: Cell[], s: Setup): SuiteOutput {
     if (!c.swapsPublished) ratios.push({ id: `load/${tag}/cache_hit_rate`, label: `cache hit rate, ${what}`, value: hitRate(c), better: "higher", goal: 0.8 });
     else ratios.push({ id: `load/${tag}/swaps_missed`, label: `swaps not applied of ${s.swaps}, ${what}`, value: s.swaps - c.swaps, better: "lower", goal: 0 });
   }
-  return { tables: [table], ratios, charts: [], notes: [] };
+  const notes = cells.filter((c) => c.result.errors).map((c) =>
+    `${c.server} at ${c.conns.toLocaleString("en-US")} connections${c.swapsPublished ? " with swaps" : ""}, requests with no response by cause: ${Object.entries(c.result.errorCodes).map(([k, v]) => `${k} ${v}`).join(", ")}`);
+  return { tables: [table], ratios, charts: [], notes };
 }

@@ -38,12 +38,15 @@ async function drive(c: Ctx, args: Omit<LoadGenArgs, "connections" | "seed">, co
     return waitMessage(child, (m) => (m && typeof m === "object" && "okMs" in m ? (m as LoadGenResult) : undefined), (args.durationS + 120) * 1000);
   }));
   const statuses: Record<string, number> = {};
+  const errorCodes: Record<string, number> = {};
   for (const p of parts) for (const [k, v] of Object.entries(p.statuses)) statuses[k] = (statuses[k] ?? 0) + v;
+  for (const p of parts) for (const [k, v] of Object.entries(p.errorCodes)) errorCodes[k] = (errorCodes[k] ?? 0) + v;
   return {
     durationS: Math.max(...parts.map((p) => p.durationS)),
     total: parts.reduce((a, p) => a + p.total, 0),
     errors: parts.reduce((a, p) => a + p.errors, 0),
     timeouts: parts.reduce((a, p) => a + p.timeouts, 0),
+    errorCodes,
     statuses,
     okMs: parts.flatMap((p) => p.okMs),
     rejectedMs: parts.flatMap((p) => p.rejectedMs),
@@ -78,6 +81,7 @@ function rssSampler(pid: number | undefined): { stop(): number } {
   return { stop: () => (clearInterval(timer), read(), peak) };
 }
 
+/** The load suite: every cell's run, then the table, ratios and chart ({@link loadCellTables}). */
 export async function loadSuite(ctx: BenchContext): Promise<SuiteOutput> {
   const q = ctx.quick;
   const n = q ? 10_000 : 100_000;

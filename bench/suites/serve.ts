@@ -96,6 +96,7 @@ export interface Ctx {
   log: string;
 }
 
+/** Writes the serve suites' pipeline.yaml for one server (`name` keeps its cache directory apart). */
 export function serverYaml(c: Ctx, name: string, port: number): string {
   return writePipeline(c.dir, {
     name: "bench",
@@ -130,6 +131,7 @@ export async function startRaw(c: Ctx, dir: string, fdLimit?: number): Promise<{
   return { base: `http://127.0.0.1:${port}`, stop: () => stopChild(child), t0, child };
 }
 
+/** Writes a version's files into `dir` (for the raw server, which reads them directly); returns `dir`. */
 export function writeFiles(dir: string, v: Version): string {
   fs.mkdirSync(dir, { recursive: true });
   for (const [f, b] of Object.entries(v.files)) fs.writeFileSync(path.join(dir, f), b);
@@ -253,6 +255,7 @@ export async function serveSuite(ctx: BenchContext): Promise<SuiteOutput> {
   }
 }
 
+/** Successful swaps the server has counted (`apfa_swap_total{outcome="success"}`). */
 export async function swapCount(base: string): Promise<number> {
   const text = await (await fetch(`${base}/metrics`)).text();
   return Number(/apfa_swap_total\{outcome="success"[^}]*\} (\d+)/.exec(text)?.[1] ?? 0);
