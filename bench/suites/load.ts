@@ -65,9 +65,21 @@ async function serverCounters(base: string): Promise<{ hits: number; misses: num
   return { hits: metricSum(text, "apfa_cache_hits_total"), misses: metricSum(text, "apfa_cache_misses_total"), rejected: metricSum(text, "apfa_overload_rejected_total") };
 }
 
-/** Samples a process's resident set every 250 ms; `stop()` returns the largest sample in MiB. */
-function rssSampler(pid: number | undefined): { stop(): number } {
+/** CPU seconds (user + system) a process has used so far; Linux counts them in ticks of 1/100 s. */
+function cpuSeconds(pid: number | undefined): number {
+  try {
+    const fields = fs.readFileSync(`/proc/${pid}/stat`, "utf8").replace(/^.*\) /s, "").split(" ");
+    return (Number(fields[11]) + Number(fields[12])) / 100;
+  } catch {
+    return NaN;
+  }
+}
+
+/** Samples a process's resident set every 250 ms; `stop()` returns the largest sample in MiB and the cores it kept busy. */
+function rssSampler(pid: number | undefined): { stop(): { rssMiB: number; cores: number } } {
   let peak = 0;
+  const cpu0 = cpuSeconds(pid);
+  const t0 = performance.now();
   const read = () => {
     try {
       const kb = Number(/VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, "utf8"))?.[1] ?? 0);
@@ -78,7 +90,7 @@ function rssSampler(pid: number | undefined): { stop(): number } {
   };
   read();
   const timer = setInterval(read, 250);
-  return { stop: () => (clearInterval(timer), read(), peak) };
+  return { stop: () => (clearInterval(timer), read(), { rssMiB: peak, cores: (cpuSeconds(pid) - cpu0) / ((performance.now() - t0) / 1000) }) };
 }
 
 /** The load suite: every cell's run, then the table, ratios and chart ({@link loadCellTables}). */
@@ -113,17 +125,24 @@ export async function loadSuite(ctx: BenchContext): Promise<SuiteOutput> {
     const cells: Cell[] = [];
     for (const processes of processCounts) {
       const apfa = await startApfa(c, `load-p${processes}`, FD_LIMIT);
-      const raw = await startRaw(c, writeFiles(path.join(dir, "raw"), first), FD_LIMIT);
+      const rawDir = writeFiles(path.join(dir, "raw"), first);
       try {
         await firstOk(`${apfa.base}/ready`, {}, apfa.t0);
-        await firstOk(`${raw.base}/search`, { method: "POST", body: JSON.stringify({ query: "warm up", k: 5 }) }, raw.t0);
         const headers = { authorization: `Bearer ${token}` };
         for (const conns of connCounts) {
           const common = { durationS, bodiesFile, zipfS: ZIPF_S };
-          ctx.log(`raw /search, ${conns} connections`);
-          const rawRss = rssSampler(raw.child.pid);
-          const r = await drive(c, { ...common, url: raw.base, route: "/search", headers: {} }, conns, 1);
-          cells.push({ server: "raw", processes, conns, swaps: 0, result: r, counted503: 0, cacheHits: 0, cacheMisses: 0, rssMiB: rawRss.stop() });
+          // The raw server has no admission gate: when its run ends it still holds every request it has read and
+          // would search them for many seconds, on the cores the next run needs. So it lives for its run only.
+          const raw = await startRaw(c, rawDir, FD_LIMIT);
+          try {
+            await firstOk(`${raw.base}/search`, { method: "POST", body: JSON.stringify({ query: "warm up", k: 5 }) }, raw.t0);
+            ctx.log(`raw /search, ${conns} connections`);
+            const rawRss = rssSampler(raw.child.pid);
+            const r = await drive(c, { ...common, url: raw.base, route: "/search", headers: {} }, conns, 1);
+            cells.push({ server: "raw", processes, conns, swaps: 0, result: r, counted503: 0, cacheHits: 0, cacheMisses: 0, ...rawRss.stop() });
+          } finally {
+            await raw.stop();
+          }
           // A fresh version first, so the cache (keyed by version) starts cold in every apfa cell.
           const fresh = await make(tweak++);
           await publish(p, fresh);
@@ -142,15 +161,14 @@ export async function loadSuite(ctx: BenchContext): Promise<SuiteOutput> {
               }
             };
             const [res] = await Promise.all([drive(c, { ...common, url: apfa.base, route: "/generate-advice", headers }, conns, 2), swapper()]);
-            const rssMiB = rss.stop();
+            const use = rss.stop();
             const applied = withSwaps ? (await waitVersion(apfa.base, versions.at(-1)!.manifest.version, swapsBefore + swaps)) - swapsBefore : 0;
             const after = await serverCounters(apfa.base);
-            cells.push({ server: "apfa", processes, conns, swaps: applied, result: res, counted503: after.rejected - before.rejected, cacheHits: after.hits - before.hits, cacheMisses: after.misses - before.misses, rssMiB, swapsPublished: versions.length });
+            cells.push({ server: "apfa", processes, conns, swaps: applied, result: res, counted503: after.rejected - before.rejected, cacheHits: after.hits - before.hits, cacheMisses: after.misses - before.misses, ...use, swapsPublished: versions.length });
           }
         }
       } finally {
         await apfa.stop();
-        await raw.stop();
       }
     }
     const out = loadCellTables(cells, { n, durationS, queries: queries.length, zipfS: ZIPF_S, swaps });
