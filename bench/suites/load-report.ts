@@ -14,6 +14,8 @@ export interface Cell {
   conns: number;
   /** Swaps the server applied during the run. */
   swaps: number;
+  /** Of `swaps`, those applied before the load ended (the rest landed while the suite waited afterwards). */
+  swapsDuring?: number;
   /** Versions published during the run (0 or undefined: the no-swap run). */
   swapsPublished?: number;
   result: LoadGenResult;
@@ -24,6 +26,8 @@ export interface Cell {
   rssMiB: number;
   /** CPU cores the server kept busy during the run (user + system seconds ÷ wall seconds). */
   cores: number;
+  /** The server's event-loop delay p99 over the run (prom-client's monitor, reset by each /metrics read). */
+  loopP99Ms?: number;
 }
 
 interface Setup {
@@ -49,15 +53,15 @@ export function loadCellTables(cells: Cell[], s: Setup): SuiteOutput {
   const raw = (c: Cell) => cells.find((x) => x.server === "raw" && x.conns === c.conns && x.processes === c.processes);
   const table: Table = {
     title: `Load: ${s.n / 1000}k × 384 flat index, ${s.durationS} s per run, queries drawn by Zipf rank (s = ${s.zipfS}) from ${s.queries.toLocaleString("en-US")} distinct ones`,
-    columns: ["server", "processes", "connections", "swaps applied", "answers/s", "2xx/s", "2xx/s ÷ raw", "2xx p50 ms", "2xx p95 ms", "2xx p99 ms", "503 (counted)", "503 p50 ms", "other non-2xx", "no response (of which timeouts)", "cache hit rate", "server CPU cores", "peak RSS MiB"],
+    columns: ["server", "processes", "connections", "swaps applied", "answers/s", "2xx/s", "2xx/s ÷ raw", "2xx p50 ms", "2xx p95 ms", "2xx p99 ms", "503 (counted)", "503 p50 ms", "other non-2xx", "no response (of which timeouts)", "cache hit rate", "server CPU cores", "event-loop delay p99 ms", "peak RSS MiB"],
     rows: cells.map((c) => [
-      c.server === "raw" ? "raw /search" : "apfa /generate-advice", c.processes, c.conns.toLocaleString("en-US"), c.server === "raw" ? "–" : `${c.swaps} of ${c.swapsPublished ?? 0}`,
+      c.server === "raw" ? "raw /search" : "apfa /generate-advice", c.processes, c.conns.toLocaleString("en-US"), c.server === "raw" ? "–" : c.swapsPublished ? `${c.swaps} of ${c.swapsPublished} (${c.swapsDuring ?? "?"} during the run)` : "–",
       num(c.result.total / c.result.durationS), num(okRate(c)), c.server === "raw" ? "1.00×" : ratioText(okRate(c) / (raw(c) ? okRate(raw(c)!) : NaN)),
       num(percentile(c.result.okMs, 50)), num(percentile(c.result.okMs, 95)), num(percentile(c.result.okMs, 99)),
       c.server === "raw" ? seen503(c) : `${seen503(c)} (${c.counted503})`, c.result.rejectedMs.length ? num(percentile(c.result.rejectedMs, 50)) : "–",
-      otherNon2xx(c), `${socketErrors(c)} (${c.result.timeouts})`, c.server === "raw" ? "–" : pct(hitRate(c)), num(c.cores, 2), num(c.rssMiB, 0),
+      otherNon2xx(c), `${socketErrors(c)} (${c.result.timeouts})`, c.server === "raw" ? "–" : pct(hitRate(c)), num(c.cores, 2), c.loopP99Ms === undefined ? "–" : num(c.loopP99Ms), num(c.rssMiB, 0),
     ]),
-    note: "raw = node:http + the same hash embedder + usearch exactSearch + hits JSON, no cache and no admission gate; apfa /generate-advice adds JWT, validation, the response cache (in-process LRU, keyed by version), the admission gate (64 active, 1024 queued, 1 s wait), index leases, metrics and the template generator. Each apfa run starts on a version of its own, so its cache starts cold; with swaps, each new version starts cold again. Load generators (autocannon, one process per 2,500 connections) run on the same machine.",
+    note: "raw = node:http + the same hash embedder + usearch exactSearch + hits JSON, no cache and no admission gate; apfa /generate-advice adds JWT, validation, the response cache (in-process LRU, keyed by version), the admission gate (64 active, 1024 queued, 1 s wait), index leases, metrics and the template generator. Each apfa run starts on a version of its own, so its cache starts cold; with swaps, each new version starts cold again; a swap published during the run may be applied only after it. Load generators (autocannon, one process per 2,500 connections) run on the same machine.",
   };
   const ratios: Ratio[] = [];
   for (const c of cells.filter((x) => x.server === "apfa")) {

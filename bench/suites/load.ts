@@ -60,9 +60,15 @@ function metricSum(text: string, name: string): number {
   return sum;
 }
 
-async function serverCounters(base: string): Promise<{ hits: number; misses: number; rejected: number }> {
+/** The server's counters; its event-loop delay p99 covers the time since the previous /metrics read. */
+async function serverCounters(base: string): Promise<{ hits: number; misses: number; rejected: number; loopP99Ms: number }> {
   const text = await (await fetch(`${base}/metrics`)).text();
-  return { hits: metricSum(text, "apfa_cache_hits_total"), misses: metricSum(text, "apfa_cache_misses_total"), rejected: metricSum(text, "apfa_overload_rejected_total") };
+  return {
+    hits: metricSum(text, "apfa_cache_hits_total"),
+    misses: metricSum(text, "apfa_cache_misses_total"),
+    rejected: metricSum(text, "apfa_overload_rejected_total"),
+    loopP99Ms: metricSum(text, "apfa_process_nodejs_eventloop_lag_p99_seconds") * 1000,
+  };
 }
 
 /** CPU seconds (user + system) a process has used so far; Linux counts them in ticks of 1/100 s. */
@@ -143,16 +149,16 @@ export async function loadSuite(ctx: BenchContext): Promise<SuiteOutput> {
           } finally {
             await raw.stop();
           }
-          // A fresh version first, so the cache (keyed by version) starts cold in every apfa cell.
-          const fresh = await make(tweak++);
-          await publish(p, fresh);
-          await waitVersion(apfa.base, fresh.manifest.version, 0);
           for (const withSwaps of [false, true]) {
+            // A fresh version first, so the cache (keyed by version) starts cold in every apfa run.
+            const fresh = await make(tweak++);
+            await publish(p, fresh);
+            await waitVersion(apfa.base, fresh.manifest.version, 0);
             const versions: Version[] = [];
             for (let i = 0; withSwaps && i < swaps; i++) versions.push(await make(tweak++));
             ctx.log(`apfa /generate-advice, ${conns} connections${withSwaps ? `, ${swaps} swaps` : ""}`);
-            const before = await serverCounters(apfa.base);
             const swapsBefore = await swapCount(apfa.base);
+            const before = await serverCounters(apfa.base); // last /metrics read before the run: the delay monitor restarts here
             const rss = rssSampler(apfa.child.pid);
             const swapper = async () => {
               for (const v of versions) {
@@ -162,9 +168,10 @@ export async function loadSuite(ctx: BenchContext): Promise<SuiteOutput> {
             };
             const [res] = await Promise.all([drive(c, { ...common, url: apfa.base, route: "/generate-advice", headers }, conns, 2), swapper()]);
             const use = rss.stop();
-            const applied = withSwaps ? (await waitVersion(apfa.base, versions.at(-1)!.manifest.version, swapsBefore + swaps)) - swapsBefore : 0;
             const after = await serverCounters(apfa.base);
-            cells.push({ server: "apfa", processes, conns, swaps: applied, result: res, counted503: after.rejected - before.rejected, cacheHits: after.hits - before.hits, cacheMisses: after.misses - before.misses, ...use, swapsPublished: versions.length });
+            const swapsDuring = (await swapCount(apfa.base)) - swapsBefore;
+            const applied = withSwaps ? (await waitVersion(apfa.base, versions.at(-1)!.manifest.version, swapsBefore + swaps)) - swapsBefore : 0;
+            cells.push({ server: "apfa", processes, conns, swaps: applied, result: res, counted503: after.rejected - before.rejected, cacheHits: after.hits - before.hits, cacheMisses: after.misses - before.misses, loopP99Ms: after.loopP99Ms, swapsDuring, ...use, swapsPublished: versions.length });
           }
         }
       } finally {
