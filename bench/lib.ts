@@ -199,14 +199,17 @@ export const NO_SCHEDULES = { rebuild: { enabled: false }, cleanup: { enabled: f
  * Starts `node [--cpu-prof] ...args` from the repository root with an IPC channel, output appended to `log`.
  * With `profileDir`, the child writes a V8 CPU profile there when it exits.
  */
-export function spawnNode(args: string[], opts: { profileDir?: string; env?: Record<string, string>; log?: string } = {}): ChildProcess {
+export function spawnNode(args: string[], opts: { profileDir?: string; env?: Record<string, string>; log?: string; fdLimit?: number } = {}): ChildProcess {
   const nodeArgs: string[] = [];
   if (opts.profileDir) {
     fs.mkdirSync(opts.profileDir, { recursive: true });
     nodeArgs.push("--cpu-prof", `--cpu-prof-dir=${opts.profileDir}`);
   }
   const out = opts.log ? fs.openSync(opts.log, "a") : "ignore";
-  const child = spawn(process.execPath, [...nodeArgs, ...args], {
+  // Thousands of sockets need more descriptors than a login shell's soft limit; bash raises it (to the hard
+  // limit where a container forbids more) and execs node, so the pid (for /proc RSS) and IPC stay node's own.
+  const argv = opts.fdLimit ? ["-c", `{ ulimit -n ${opts.fdLimit} || ulimit -n "$(ulimit -Hn)"; } 2>/dev/null; exec "$0" "$@"`, process.execPath, ...nodeArgs, ...args] : [...nodeArgs, ...args];
+  const child = spawn(opts.fdLimit ? "bash" : process.execPath, argv, {
     cwd: ROOT,
     stdio: ["ignore", out, out, "ipc"],
     env: { ...process.env, APFA_LOG_LEVEL: "warn", ...opts.env },

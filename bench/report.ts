@@ -8,7 +8,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { goalMet, num, type Ratio, type SuiteResult, type Table } from "./lib.ts";
 
-export const SUITE_ORDER = ["embedding", "queue", "index", "ann", "serve", "incremental", "quality"];
+export const SUITE_ORDER = ["embedding", "queue", "index", "ann", "serve", "load", "incremental", "quality"];
 
 /** A ratio more than this much worse than its baseline fails `--compare`. */
 export const TOLERANCE = 0.2;
@@ -19,7 +19,7 @@ export function markdownTable(t: Pick<Table, "columns" | "rows">): string {
   return [`| ${t.columns.map(cell).join(" | ")} |`, `| ${t.columns.map(() => "---").join(" | ")} |`, ...t.rows.map((r) => `| ${r.map(cell).join(" | ")} |`)].join("\n");
 }
 
-const fmtRatio = (r: Ratio) => (/_s$|errors|missed|recall/.test(r.id) ? num(r.value, r.id.includes("recall") ? 3 : 2) : `${r.value.toFixed(2)}×`);
+const fmtRatio = (r: Ratio) => (/_s$|errors|missed|recall|hit_rate/.test(r.id) ? num(r.value, /recall|hit_rate/.test(r.id) ? 3 : 2) : `${r.value.toFixed(2)}×`);
 const fmtGoal = (r: Ratio) => (r.goal === undefined ? "" : `${r.better === "higher" ? "≥" : "≤"} ${r.goal}`);
 const status = (r: Ratio) => ({ true: "met", false: "**missed**", undefined: "" } as const)[String(goalMet(r)) as "true"];
 

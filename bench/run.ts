@@ -18,6 +18,7 @@ export const SUITES: Record<string, () => Promise<Suite>> = {
   index: async () => (await import("./suites/index.ts")).indexSuite,
   ann: async () => (await import("./suites/ann.ts")).annSuite,
   serve: async () => (await import("./suites/serve.ts")).serveSuite,
+  load: async () => (await import("./suites/load.ts")).loadSuite,
   incremental: async () => (await import("./suites/incremental.ts")).incrementalSuite,
   quality: async () => (await import("./suites/quality.ts")).qualitySuite,
 };
@@ -26,6 +27,8 @@ export interface BenchOptions {
   suites: string[];
   quick: boolean;
   large: boolean;
+  /** `serve --load`: the serve suite's 1k/10k-connection load test (the `load` suite) instead of the serve suite. */
+  load?: boolean;
   compare: boolean;
   accept: boolean;
   profile: boolean;
@@ -47,7 +50,11 @@ export async function runBench(opts: BenchOptions): Promise<number> {
     return 2;
   }
   // `apfa bench index --large` is the FAISS comparison at 100k and 1M: the ann suite carries it.
-  const names = !opts.suites.length ? SUITE_ORDER : opts.large && opts.suites.includes("index") && !opts.suites.includes("ann") ? [...opts.suites, "ann"] : opts.suites;
+  // `serve --load` is the load suite; a full run of every suite leaves it out (10k sockets, about 5 minutes)
+  // unless asked for, while a quick run (CI) includes its 200-connection form.
+  const chosen = opts.load ? [...new Set(opts.suites.length ? opts.suites.map((s) => (s === "serve" ? "load" : s)) : ["load"])] : opts.suites;
+  const all = opts.quick ? SUITE_ORDER : SUITE_ORDER.filter((s) => s !== "load");
+  const names = !chosen.length ? all : opts.large && chosen.includes("index") && !chosen.includes("ann") ? [...chosen, "ann"] : chosen;
   const resultsDir = path.join(ROOT, opts.quick ? "bench/results/quick" : "bench/results");
   const report = opts.quick ? path.join(resultsDir, "BENCHMARKS.md") : path.join(ROOT, "BENCHMARKS.md");
   const chartsDir = opts.quick ? path.join(resultsDir, "charts") : path.join(ROOT, "bench/charts");

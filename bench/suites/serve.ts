@@ -38,7 +38,7 @@ export interface Version {
  * Flat index versions of `n` hash-embedded corpus rows (the corpus repeated with small perturbations);
  * `make(tweak)` changes one value, so every tweak is a distinct version, as every real build would be.
  */
-async function versionFactory(n: number): Promise<(tweak: number) => Promise<Version>> {
+export async function versionFactory(n: number): Promise<(tweak: number) => Promise<Version>> {
   const docs = generateCorpus({ count: 1000 });
   const base = new Float32Array(docs.length * DIMS);
   docs.forEach((d, i) => hashEmbed(d.text, DIMS, base.subarray(i * DIMS, (i + 1) * DIMS)));
@@ -87,7 +87,8 @@ export async function firstOk(url: string, init: RequestInit, t0: number, timeou
   }
 }
 
-interface Ctx {
+/** What the serve and load suites' server starters share. */
+export interface Ctx {
   ctx: BenchContext;
   dir: string;
   url: string;
@@ -95,7 +96,8 @@ interface Ctx {
   log: string;
 }
 
-function serverYaml(c: Ctx, name: string, port: number): string {
+/** Writes the serve suites' pipeline.yaml for one server (`name` keeps its cache directory apart). */
+export function serverYaml(c: Ctx, name: string, port: number): string {
   return writePipeline(c.dir, {
     name: "bench",
     database: { url: c.url },
@@ -112,22 +114,25 @@ function serverYaml(c: Ctx, name: string, port: number): string {
   }, `serve-${name}.yaml`);
 }
 
-async function startApfa(c: Ctx, name: string): Promise<{ base: string; stop: () => Promise<void>; t0: number; child: ReturnType<typeof spawnNode> }> {
+/** Starts `apfa serve` on a free port; `fdLimit` raises its descriptor limit for thousands of connections. */
+export async function startApfa(c: Ctx, name: string, fdLimit?: number): Promise<{ base: string; stop: () => Promise<void>; t0: number; child: ReturnType<typeof spawnNode> }> {
   const port = await freePort();
   const yaml = serverYaml(c, name, port);
   const t0 = performance.now();
-  const child = spawnNode(["bin/apfa.mjs", "serve", "-c", yaml, "--port", String(port), "--no-sync-build"], { profileDir: c.ctx.profileDir, log: c.log, env: { APFA_LOG_LEVEL: "info" } });
+  const child = spawnNode(["bin/apfa.mjs", "serve", "-c", yaml, "--port", String(port), "--no-sync-build"], { profileDir: c.ctx.profileDir, log: c.log, env: { APFA_LOG_LEVEL: "info" }, fdLimit });
   return { base: `http://127.0.0.1:${port}`, stop: () => stopChild(child), t0, child };
 }
 
-async function startRaw(c: Ctx, dir: string): Promise<{ base: string; stop: () => Promise<void>; t0: number }> {
+/** Starts the raw node:http baseline over the version files in `dir`. */
+export async function startRaw(c: Ctx, dir: string, fdLimit?: number): Promise<{ base: string; stop: () => Promise<void>; t0: number; child: ReturnType<typeof spawnNode> }> {
   const port = await freePort();
   const t0 = performance.now();
-  const child = spawnTs(benchFile("child/raw-server.ts"), [dir, String(port)], { profileDir: c.ctx.profileDir, log: c.log });
-  return { base: `http://127.0.0.1:${port}`, stop: () => stopChild(child), t0 };
+  const child = spawnTs(benchFile("child/raw-server.ts"), [dir, String(port)], { profileDir: c.ctx.profileDir, log: c.log, fdLimit });
+  return { base: `http://127.0.0.1:${port}`, stop: () => stopChild(child), t0, child };
 }
 
-function writeFiles(dir: string, v: Version): string {
+/** Writes a version's files into `dir` (for the raw server, which reads them directly); returns `dir`. */
+export function writeFiles(dir: string, v: Version): string {
   fs.mkdirSync(dir, { recursive: true });
   for (const [f, b] of Object.entries(v.files)) fs.writeFileSync(path.join(dir, f), b);
   return dir;
@@ -250,13 +255,14 @@ export async function serveSuite(ctx: BenchContext): Promise<SuiteOutput> {
   }
 }
 
-async function swapCount(base: string): Promise<number> {
+/** Successful swaps the server has counted (`apfa_swap_total{outcome="success"}`). */
+export async function swapCount(base: string): Promise<number> {
   const text = await (await fetch(`${base}/metrics`)).text();
   return Number(/apfa_swap_total\{outcome="success"[^}]*\} (\d+)/.exec(text)?.[1] ?? 0);
 }
 
 /** Waits until the server serves `version` and has counted `swaps` successful swaps (or 30 s); returns the count. */
-async function waitVersion(base: string, version: string, swaps: number): Promise<number> {
+export async function waitVersion(base: string, version: string, swaps: number): Promise<number> {
   const t0 = Date.now();
   for (;;) {
     const v = ((await (await fetch(`${base}/index`)).json()) as { version?: string }).version;

@@ -4,10 +4,11 @@ import type { Command } from "./common.ts";
 export const bench: Command = {
   summary: "Run the benchmark suites (embedding, queue, index, serve, incremental, quality): tables, bench/results/<suite>.json, BENCHMARKS.md with SVG charts.",
   usage: [
-    "apfa bench [suite...] [--quick] [--large] [--compare] [--accept] [--profile] [--report]",
-    "Suites: embedding, queue, index, serve, incremental (unchanged and 0.1-100 % changed re-runs against a full run), quality (recall@10, nDCG@10 and ineligible recommendations on labelled queries; filtered hnsw recall); all by default",
+    "apfa bench [suite...] [--quick] [--large] [--load] [--compare] [--accept] [--profile] [--report]",
+    "Suites: embedding, queue, index, serve, load (the serve suite at 1k and 10k connections; what --load runs), incremental (unchanged and 0.1-100 % changed re-runs against a full run), quality (recall@10, nDCG@10 and ineligible recommendations on labelled queries; filtered hnsw recall); all by default",
     "  --quick     small sizes, about a minute per suite (CI proves the suites run); writes under bench/results/quick/",
     "  --large     adds the 1M-vector index and the use-lite batch/concurrency sweeps",
+    "  --load      serve under 1k and 10k connections, a Zipf query mix, a 100k index, with and without swaps (the load suite)",
     "  --compare   exit 1 when a ratio is more than 20% worse than bench/baseline.json",
     "  --accept    write this run's ratios to bench/baseline.json",
     "  --profile   CPU-profile the bench process and its children (bench/results/profiles/) and print where time went",
@@ -17,6 +18,7 @@ export const bench: Command = {
   options: {
     quick: { type: "boolean" },
     large: { type: "boolean" },
+    load: { type: "boolean" },
     compare: { type: "boolean" },
     accept: { type: "boolean" },
     profile: { type: "boolean" },
@@ -28,6 +30,7 @@ export const bench: Command = {
       suites: positionals,
       quick: Boolean(values.quick),
       large: Boolean(values.large),
+      load: Boolean(values.load),
       compare: Boolean(values.compare),
       accept: Boolean(values.accept),
       profile: Boolean(values.profile),

@@ -1,0 +1,79 @@
+/**
+ * The load suite's table and ratios, from its cells (one server × processes × connections × swaps run each).
+ * A 503 the server counted in `apfa_overload_rejected_total` is an answer (the admission gate's fast refusal);
+ * every other non-2xx, socket error or timeout is an error.
+ * @module
+ */
+import type { LoadGenResult } from "../child/load-gen.ts";
+import { num, percentile, ratioText, type Ratio, type SuiteOutput, type Table } from "../lib.ts";
+
+/** One measured run. */
+export interface Cell {
+  server: "raw" | "apfa";
+  processes: number;
+  conns: number;
+  /** Swaps the server applied during the run. */
+  swaps: number;
+  /** Of `swaps`, those applied before the load ended (the rest landed while the suite waited afterwards). */
+  swapsDuring?: number;
+  /** Versions published during the run (0 or undefined: the no-swap run). */
+  swapsPublished?: number;
+  result: LoadGenResult;
+  /** The server's own count of overload 503s during the run. */
+  counted503: number;
+  cacheHits: number;
+  cacheMisses: number;
+  rssMiB: number;
+  /** CPU cores the server kept busy during the run (user + system seconds ÷ wall seconds). */
+  cores: number;
+  /** The server's event-loop delay p99 over the run (prom-client's monitor, reset by each /metrics read). */
+  loopP99Ms?: number;
+}
+
+interface Setup {
+  n: number;
+  durationS: number;
+  queries: number;
+  zipfS: number;
+  swaps: number;
+}
+
+const okRate = (c: Cell) => c.result.okMs.length / c.result.durationS;
+const seen503 = (c: Cell) => c.result.statuses["503"] ?? 0;
+const non2xx = (c: Cell) => Object.entries(c.result.statuses).filter(([s]) => !s.startsWith("2")).reduce((a, [, v]) => a + v, 0);
+/** Non-2xx answers that are not 503s the server counted. */
+const otherNon2xx = (c: Cell) => non2xx(c) - Math.min(seen503(c), c.counted503);
+/** Requests with no response at all (autocannon counts timeouts among its errors). */
+const socketErrors = (c: Cell) => c.result.errors;
+const hitRate = (c: Cell) => (c.cacheHits + c.cacheMisses ? c.cacheHits / (c.cacheHits + c.cacheMisses) : NaN);
+const pct = (x: number) => (Number.isFinite(x) ? `${(x * 100).toFixed(1)} %` : "–");
+
+/** The load table (one row per cell) and, per apfa cell, its ratios with the issue's goals. */
+export function loadCellTables(cells: Cell[], s: Setup): SuiteOutput {
+  const raw = (c: Cell) => cells.find((x) => x.server === "raw" && x.conns === c.conns && x.processes === c.processes);
+  const table: Table = {
+    title: `Load: ${s.n / 1000}k × 384 flat index, ${s.durationS} s per run, queries drawn by Zipf rank (s = ${s.zipfS}) from ${s.queries.toLocaleString("en-US")} distinct ones`,
+    columns: ["server", "processes", "connections", "swaps applied", "answers/s", "2xx/s", "2xx/s ÷ raw", "2xx p50 ms", "2xx p95 ms", "2xx p99 ms", "503 (counted)", "503 p50 ms", "other non-2xx", "no response (of which timeouts)", "cache hit rate", "server CPU cores", "event-loop delay p99 ms", "peak RSS MiB"],
+    rows: cells.map((c) => [
+      c.server === "raw" ? "raw /search" : "apfa /generate-advice", c.processes, c.conns.toLocaleString("en-US"), c.server === "raw" ? "–" : c.swapsPublished ? `${c.swaps} of ${c.swapsPublished} (${c.swapsDuring ?? "?"} during the run)` : "–",
+      num(c.result.total / c.result.durationS), num(okRate(c)), c.server === "raw" ? "1.00×" : ratioText(okRate(c) / (raw(c) ? okRate(raw(c)!) : NaN)),
+      num(percentile(c.result.okMs, 50)), num(percentile(c.result.okMs, 95)), num(percentile(c.result.okMs, 99)),
+      c.server === "raw" ? seen503(c) : `${seen503(c)} (${c.counted503})`, c.result.rejectedMs.length ? num(percentile(c.result.rejectedMs, 50)) : "–",
+      otherNon2xx(c), `${socketErrors(c)} (${c.result.timeouts})`, c.server === "raw" ? "–" : pct(hitRate(c)), num(c.cores, 2), c.loopP99Ms === undefined ? "–" : num(c.loopP99Ms), num(c.rssMiB, 0),
+    ]),
+    note: "raw = node:http + the same hash embedder + usearch exactSearch + hits JSON, no cache and no admission gate; apfa /generate-advice adds JWT, validation, the response cache (in-process LRU, keyed by version), the admission gate (64 active, 1024 queued, 1 s wait), index leases, metrics and the template generator. Each apfa run starts on a version of its own, so its cache starts cold; with swaps, each new version starts cold again; a swap published during the run may be applied only after it. Load generators (autocannon, one process per 2,500 connections) run on the same machine.",
+  };
+  const ratios: Ratio[] = [];
+  for (const c of cells.filter((x) => x.server === "apfa")) {
+    const tag = `p${c.processes}/c${c.conns}${c.swapsPublished ? "/swaps" : ""}`;
+    const what = `${c.conns.toLocaleString("en-US")} connections${c.swapsPublished ? `, ${s.swaps} swaps` : ""}`;
+    if (raw(c)) ratios.push({ id: `load/${tag}/ok_rps`, label: `2xx answers/s ÷ raw, ${what}`, value: okRate(c) / okRate(raw(c)!), better: "higher" });
+    ratios.push({ id: `load/${tag}/p95_s`, label: `2xx p95 (seconds), ${what}`, value: percentile(c.result.okMs, 95) / 1000, better: "lower", goal: 3 });
+    ratios.push({ id: `load/${tag}/errors`, label: `errors other than counted 503s, ${what}`, value: otherNon2xx(c) + socketErrors(c), better: "lower", goal: 0 });
+    if (!c.swapsPublished) ratios.push({ id: `load/${tag}/cache_hit_rate`, label: `cache hit rate, ${what}`, value: hitRate(c), better: "higher", goal: 0.8 });
+    else ratios.push({ id: `load/${tag}/swaps_missed`, label: `swaps not applied of ${s.swaps}, ${what}`, value: s.swaps - c.swaps, better: "lower", goal: 0 });
+  }
+  const notes = cells.filter((c) => c.result.errors).map((c) =>
+    `${c.server} at ${c.conns.toLocaleString("en-US")} connections${c.swapsPublished ? " with swaps" : ""}, requests with no response by cause: ${Object.entries(c.result.errorCodes).map(([k, v]) => `${k} ${v}`).join(", ")}`);
+  return { tables: [table], ratios, charts: [], notes };
+}
