@@ -7,32 +7,9 @@
  * swap is serving within 5 s of its publish. This is the timed load version (fault suite, CI): `npm test` has
  * test/integration/server-hotswap.test.ts, the same checks driven by counts instead of a clock.
  */
-import { createRequire } from "node:module";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { openServerFixture, post, until, type ChildServer, type Published, type ServerFixture } from "../helpers/server.ts";
-
-/** The part of autocannon's programmatic API used here (it ships no types). */
-interface AutocannonClient {
-  on(event: "request" | "response", fn: (status?: number) => void): void;
-}
-interface AutocannonRequest {
-  method: string;
-  path: string;
-  headers: Record<string, string>;
-  body?: string;
-  setupRequest?: (req: AutocannonRequest) => AutocannonRequest;
-  onResponse?: (status: number, body: string) => void;
-}
-interface AutocannonResult {
-  requests: { average: number; total: number };
-  latency: { p50: number; p97_5: number; p99: number; max: number; average: number };
-  errors: number;
-  timeouts: number;
-  non2xx: number;
-  "2xx": number;
-}
-type Autocannon = ((opts: Record<string, unknown>) => Promise<AutocannonResult>) & Record<string, unknown>;
-const autocannon = createRequire(import.meta.url)("autocannon") as Autocannon;
+import { inFlightAcross, searchLoad, staleAnswers, swapTimeline } from "../helpers/swap-load.ts";
 
 const CONNECTIONS = 50;
 const DURATION_S = 26;
@@ -53,51 +30,13 @@ afterAll(async () => {
   await fx?.close();
 });
 
-interface Rec {
-  start: number;
-  end: number;
-  status: number;
-  version?: string;
-}
-
 describe("hot swap under load", () => {
   it(`serves ${CONNECTIONS} connections for ${DURATION_S} s through ${VERSIONS} swaps with no failed request and no stale answer`, async () => {
     const token = await fx.token();
     const check = await post(srv.url, "/search", { query: "warm up", k: 5 }, { token });
     expect(check.json.index_version).toBe(first.version);
 
-    const words = ["credit card", "mortgage", "student loan", "car loan", "savings", "refinance", "debt", "rates", "offer", "customers"];
-    let bodyVersion: string | undefined;
-    const recs: Rec[] = [];
-    const run = autocannon({
-      url: srv.url,
-      connections: CONNECTIONS,
-      duration: DURATION_S,
-      timeout: 10,
-      requests: [{
-        method: "POST",
-        path: "/search",
-        headers: { "content-type": "application/json", authorization: `Bearer ${token}` },
-        // Many distinct queries, so most requests search (a cache hit is still per version).
-        setupRequest: (req) => ({ ...req, body: JSON.stringify({ query: `${words[Math.floor(Math.random() * 10)]} ${Math.floor(Math.random() * 500)}`, k: 5 }) }),
-        // Called synchronously just before the same client's "response" event, so a shared slot is safe.
-        onResponse: (_status, body) => {
-          try {
-            bodyVersion = (JSON.parse(body) as { index_version?: string }).index_version;
-          } catch {
-            bodyVersion = undefined;
-          }
-        },
-      } satisfies AutocannonRequest],
-      setupClient: (client: AutocannonClient) => {
-        let start = 0;
-        client.on("request", () => (start = Date.now()));
-        client.on("response", (status) => {
-          recs.push({ start, end: Date.now(), status: status!, version: bodyVersion });
-          bodyVersion = undefined;
-        });
-      },
-    });
+    const { run, recs } = searchLoad({ url: srv.url, token, connections: CONNECTIONS, duration: DURATION_S, timeout: 10 });
 
     const published: Published[] = [first];
     const t0 = Date.now();
@@ -112,10 +51,8 @@ describe("hot swap under load", () => {
     const last = published.at(-1)!.version;
     await until("the last version to be installed", () => srv.logs.some((l) => l.msg === "index version serving" && l.version === last), 10_000);
 
-    // The server's own record of when each version became current (install() logs synchronously with the swap).
-    const installs = srv.logs.filter((l) => l.msg === "index version serving").map((l) => ({ version: String(l.version), at: Date.parse(l.time) }));
+    const { installs, at } = swapTimeline(srv);
     expect(installs.map((x) => x.version)).toEqual(published.map((p) => p.version));
-    const at = new Map(installs.map((x, i) => [x.version, { from: x.at, until: installs[i + 1]?.at ?? Infinity }]));
 
     const lags = published.slice(1).map((p) => at.get(p.version)!.from - p.after);
     for (const [i, p] of published.entries()) {
@@ -128,24 +65,14 @@ describe("hot swap under load", () => {
     expect(result.timeouts).toBe(0);
     expect(result.non2xx).toBe(0);
     expect(recs.length).toBe(result["2xx"]);
-    const bad: string[] = [];
+    const bad = staleAnswers(recs, at, published);
     const seen = new Map<string, number>();
-    for (const r of recs) {
-      const when = r.version ? at.get(r.version) : undefined;
-      if (r.status !== 200 || !when) bad.push(`status ${r.status} version ${r.version}`);
-      else if (r.end < when.from) bad.push(`got ${r.version!.slice(0, 8)} at ${r.end}, before it was installed at ${when.from}`);
-      else if (r.start > when.until) bad.push(`got ${r.version!.slice(0, 8)} for a request sent at ${r.start}, after it was replaced at ${when.until}`);
-      else {
-        const p = published.find((x) => x.version === r.version)!;
-        if (r.end < p.before) bad.push(`got ${r.version!.slice(0, 8)} at ${r.end}, before its publish began at ${p.before}`);
-      }
-      if (r.version) seen.set(r.version, (seen.get(r.version) ?? 0) + 1);
-    }
+    for (const r of recs) if (r.version) seen.set(r.version, (seen.get(r.version) ?? 0) + 1);
     expect(bad.slice(0, 10)).toEqual([]);
     expect(bad).toHaveLength(0);
     // The load really spanned every swap: requests were in flight across each one (a version replaced
     // quickly under load may answer few or no requests itself, so that is not required).
-    const inFlight = installs.slice(1).map((x) => recs.filter((r) => r.start < x.at && r.end > x.at).length);
+    const inFlight = inFlightAcross(installs, recs);
     expect(inFlight.filter((n) => n === 0), `requests in flight across each swap: ${inFlight.join(", ")}`).toEqual([]);
     expect(seen.size).toBeGreaterThanOrEqual(VERSIONS / 2);
     expect(srv.logs.filter((l) => l.level === "error")).toEqual([]);
