@@ -8,21 +8,14 @@
  * cache's hit rate and the server's peak RSS. `--quick`: 200 connections, a 10k index, 10 s per cell.
  * @module
  */
-import * as crypto from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import pg from "pg";
-import { loadOrFail } from "../../runtime/commands/common.ts";
-import { silentLogger } from "../../runtime/log.ts";
-import { migrate } from "../../runtime/migrate.ts";
-import { openPipeline, type Pipeline } from "../../runtime/pipeline.ts";
-import { mintToken, type AuthConfig } from "../../server/auth.ts";
 import type { LoadGenArgs, LoadGenResult } from "../child/load-gen.ts";
-import { benchFile, createBenchDatabase, saveChart, spawnTs, tempDir, waitMessage, type BenchContext, type SuiteOutput } from "../lib.ts";
+import { benchFile, saveChart, spawnTs, waitMessage, type BenchContext, type SuiteOutput } from "../lib.ts";
 import { lineChart } from "../svg.ts";
 import { querySet } from "../zipf.ts";
 import { loadCellTables, type Cell } from "./load-report.ts";
-import { firstOk, publish, serverYaml, startApfa, startRaw, swapCount, versionFactory, waitVersion, writeFiles, type Ctx, type Version } from "./serve.ts";
+import { firstOk, publish, startApfa, startRaw, swapCount, versionFactory, waitVersion, withServeBench, writeFiles, type Ctx, type Version } from "./serve.ts";
 
 const FD_LIMIT = 65_536;
 /** Sockets per autocannon process: one Node process drives a few thousand well, not ten thousand. */
@@ -108,18 +101,7 @@ export async function loadSuite(ctx: BenchContext): Promise<SuiteOutput> {
   const swaps = q ? 3 : 10;
   // Multi-process serving is a dimension of its own: each entry starts the server with that many processes.
   const processCounts = [1];
-  const db = await createBenchDatabase();
-  const dir = tempDir("load");
-  const pool = new pg.Pool({ connectionString: db.url, max: 2 });
-  pool.on("error", () => {}); // sessions end when the database is dropped
-  pool.on("connect", (client) => client.on("error", () => {}));
-  const c: Ctx = { ctx, dir, url: db.url, secret: crypto.randomBytes(24).toString("hex"), log: ctx.logFile };
-  let p: Pipeline | undefined;
-  try {
-    await migrate(pool, silentLogger);
-    fs.writeFileSync(path.join(dir, "empty.jsonl"), "");
-    p = await openPipeline(await loadOrFail(serverYaml(c, "publisher", 0)), silentLogger);
-    const token = await mintToken({ jwt_secret: c.secret } as AuthConfig, { sub: "bench", ttl_s: 86_400 });
+  return withServeBench(ctx, "load", async ({ c, dir, p, token }) => {
     const queries = querySet(q ? 2_000 : 10_000);
     const bodiesFile = path.join(dir, "bodies.json");
     fs.writeFileSync(bodiesFile, JSON.stringify(queries.map((query) => JSON.stringify({ query, k: 5 }))));
@@ -188,10 +170,5 @@ export async function loadSuite(ctx: BenchContext): Promise<SuiteOutput> {
       ],
     })));
     return out;
-  } finally {
-    await p?.close().catch(() => {});
-    await pool.end().catch(() => {});
-    await db.drop().catch((err) => ctx.log(`dropping ${db.name} failed: ${(err as Error).message}`));
-    fs.rmSync(dir, { recursive: true, force: true });
-  }
+  });
 }

@@ -21,7 +21,7 @@ import { openPipeline, type Pipeline } from "../../runtime/pipeline.ts";
 import { writeVersion, type Manifest } from "../../runtime/versions.ts";
 import { mintToken, type AuthConfig } from "../../server/auth.ts";
 import { hashEmbed } from "../fixtures/hash-embedder.ts";
-import { benchFile, createBenchDatabase, median, NO_SCHEDULES, num, ROOT, saveChart, spawnNode, spawnTs, stopChild, tempDir, waitMessage, writePipeline, type BenchContext, type SuiteOutput } from "../lib.ts";
+import { benchFile, createBenchDatabase, median, NO_SCHEDULES, num, ROOT, saveChart, spawnNode, spawnTs, stopChild, tempDir, writePipeline, type BenchContext, type SuiteOutput } from "../lib.ts";
 import { lineChart } from "../svg.ts";
 import { docsJsonl, expand } from "../vectors.ts";
 import { cliStartup } from "./cli-startup.ts";
@@ -138,9 +138,13 @@ export function writeFiles(dir: string, v: Version): string {
   return dir;
 }
 
-export async function serveSuite(ctx: BenchContext): Promise<SuiteOutput> {
+/**
+ * A bench database with apfa's tables, a temporary folder, the publisher pipeline the servers swap from and a
+ * day-long token; `fn` runs with them and everything is torn down after it, however it ends.
+ */
+export async function withServeBench<T>(ctx: BenchContext, name: string, fn: (b: { c: Ctx; dir: string; p: Pipeline; token: string }) => Promise<T>): Promise<T> {
   const db = await createBenchDatabase();
-  const dir = tempDir("serve");
+  const dir = tempDir(name);
   const pool = new pg.Pool({ connectionString: db.url, max: 2 });
   pool.on("error", () => {}); // sessions end when the database is dropped
   pool.on("connect", (client) => client.on("error", () => {}));
@@ -151,6 +155,17 @@ export async function serveSuite(ctx: BenchContext): Promise<SuiteOutput> {
     fs.writeFileSync(path.join(dir, "empty.jsonl"), "");
     p = await openPipeline(await loadOrFail(serverYaml(c, "publisher", 0)), silentLogger);
     const token = await mintToken({ jwt_secret: c.secret } as AuthConfig, { sub: "bench", ttl_s: 86_400 });
+    return await fn({ c, dir, p, token });
+  } finally {
+    await p?.close().catch(() => {});
+    await pool.end().catch(() => {});
+    await db.drop().catch((err) => ctx.log(`dropping ${db.name} failed: ${(err as Error).message}`));
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+export async function serveSuite(ctx: BenchContext): Promise<SuiteOutput> {
+  return withServeBench(ctx, "serve", async ({ c, dir, p, token }) => {
     const q = ctx.quick;
     const makeSmall = await versionFactory(10_000);
     const first = await makeSmall(0);
@@ -247,12 +262,7 @@ export async function serveSuite(ctx: BenchContext): Promise<SuiteOutput> {
       ],
     }))));
     return out;
-  } finally {
-    await p?.close().catch(() => {});
-    await pool.end().catch(() => {});
-    await db.drop().catch((err) => ctx.log(`dropping ${db.name} failed: ${(err as Error).message}`));
-    fs.rmSync(dir, { recursive: true, force: true });
-  }
+  });
 }
 
 /** Successful swaps the server has counted (`apfa_swap_total{outcome="success"}`). */
