@@ -71,6 +71,37 @@ describe.skipIf(!hasDeno)("deno task lint", () => {
     expect(r.stderr).toContain("3 problems in");
     expect(r.code).toBe(1);
   });
+
+  // The Node side of this is test/integration/plugins-anywhere.test.ts; under Deno, `apfa` resolves through
+  // deno.json's import map, which also applies to a module outside the project.
+  for (const ext of [".ts", ".mjs"]) {
+    it(`loads a ${ext} plugin from a third folder that imports apfa, and checks its options`, async () => {
+      const third = await fsp.mkdtemp(path.join(os.tmpdir(), "apfa-deno-third-"));
+      try {
+        const typed = ext === ".ts";
+        await fsp.writeFile(path.join(third, `plugin${ext}`), `import { definePlugin, z${typed ? ", type Source" : ""} } from "apfa";
+export default definePlugin({
+  kind: "source", name: "third", description: "numbered documents",
+  options: z.strictObject({ count: z.number().int().min(1).default(2) }),
+  create: (o)${typed ? ": Source" : ""} => ({ async *pages() { yield [{ id: "d" + o.count, text: "doc" }]; } }),
+});
+`);
+        const file = path.join(dir, `third${ext}.yaml`);
+        const yaml = (options: string) => `version: 1\nname: anywhere\nstages:\n  source:\n    plugin: "${path.join(third, `plugin${ext}`)}"\n    options: ${options}\n`;
+        await fsp.writeFile(file, yaml("{ count: 3 }"));
+        const ok = denoTask(["lint", file]);
+        expect(ok.stdout + ok.stderr).toContain(": ok");
+        expect(ok.code).toBe(0);
+        await fsp.writeFile(file, yaml("{ count: 0, colour: blue }"));
+        const bad = denoTask(["lint", file]);
+        expect(bad.stdout).toMatch(/:6:23 +stages\.source\.options\.count +must be >=1/);
+        expect(bad.stdout).toMatch(/:6:26 +stages\.source\.options\.colour +unknown key "colour"; allowed: count/);
+        expect(bad.code).toBe(1);
+      } finally {
+        await fsp.rm(third, { recursive: true, force: true });
+      }
+    });
+  }
 });
 
 describe.skipIf(!hasDeno)("deno task plan --json", () => {
