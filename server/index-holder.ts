@@ -52,6 +52,18 @@ export interface IndexHolderOptions {
   metrics?: ServerMetrics;
   /** Last resort when neither the store nor the local cache has an index (the seed's synchronous build). */
   buildFromSource?: () => Promise<{ manifest: Manifest; dir: string }>;
+  /**
+   * Where `checkLatest` sends a version it found; default: swap to it here. Under `--processes N` it asks the
+   * supervisor for a swap round instead (server/cluster.ts).
+   */
+  request?: (version: string, reason: string) => Promise<unknown>;
+}
+
+/** A version opened by `prepare` and not yet served; `index` is absent when it was already serving. */
+export interface PreparedSwap {
+  version: string;
+  reason: string;
+  index?: LoadedIndex;
 }
 
 export class SwapRefused extends ApfaError {
@@ -121,6 +133,7 @@ export function createIndexHolder(opts: IndexHolderOptions) {
   let chain: Promise<unknown> = Promise.resolve();
   const degraded = new Set<string>();
   let lastRefusal: { version: string; reason: string; message: string; at: string } | undefined;
+  let lastAbort: { version: string; reason: string; at: string } | undefined;
   const pointerFile = path.join(opts.cacheDir, "current.json");
 
   const retire = (ix: LoadedIndex) => {
@@ -207,6 +220,37 @@ export function createIndexHolder(opts: IndexHolderOptions) {
     }
   }
 
+  /** Loads a version without serving it; a refusal is recorded (`last_refusal`, the swap metric) and thrown. */
+  async function prepareNow(version: string, reason: string): Promise<PreparedSwap> {
+    if (current?.version === version) return { version, reason };
+    try {
+      return { version, reason, index: await load(version) };
+    } catch (err) {
+      const why = err instanceof SwapRefused ? err.reason : "failed";
+      lastRefusal = { version, reason: why, message: errorMessage(err), at: new Date().toISOString() };
+      metrics?.swaps.inc({ outcome: err instanceof SwapRefused ? "refused" : "failed", reason: why });
+      log.error("swap refused; previous version keeps serving", { version, reason: why, error: errorMessage(err), serving: current?.version });
+      throw err;
+    }
+  }
+
+  /** Serves a prepared version (a no-op if it was already serving when prepared). */
+  function commit(p: PreparedSwap): "swapped" | "unchanged" {
+    if (!p.index || p.index === current) return "unchanged";
+    install(p.index, p.reason);
+    degraded.delete("store_unreachable");
+    metrics?.swaps.inc({ outcome: "success", reason: "" });
+    return "swapped";
+  }
+
+  /** Closes a prepared version that will not be served: the current one keeps serving. */
+  function abort(p: PreparedSwap, why: { code: string; reason: string }): void {
+    if (p.index && p.index !== current) p.index.searcher.close().catch(() => {});
+    lastAbort = { version: p.version, reason: why.reason, at: new Date().toISOString() };
+    metrics?.swaps.inc({ outcome: "aborted", reason: why.code });
+    log.warn("swap aborted; previous version keeps serving", { version: p.version, code: why.code, reason: why.reason, serving: current?.version });
+  }
+
   /** Serialised: at most one load at a time; a refused version leaves the current one serving. */
   function swapTo(version: string, reason: string): Promise<"swapped" | "unchanged" | "refused"> {
     const next = chain.then(async () => {
@@ -214,18 +258,21 @@ export function createIndexHolder(opts: IndexHolderOptions) {
       // Don't re-download a refused version on every poll; an explicit event or a minute later tries again.
       if (lastRefusal?.version === version && reason === "poll" && Date.now() - Date.parse(lastRefusal.at) < 60_000) return "refused" as const;
       try {
-        install(await load(version), reason);
-        degraded.delete("store_unreachable");
-        metrics?.swaps.inc({ outcome: "success", reason: "" });
-        return "swapped" as const;
-      } catch (err) {
-        const why = err instanceof SwapRefused ? err.reason : "failed";
-        lastRefusal = { version, reason: why, message: errorMessage(err), at: new Date().toISOString() };
-        metrics?.swaps.inc({ outcome: err instanceof SwapRefused ? "refused" : "failed", reason: why });
-        log.error("swap refused; previous version keeps serving", { version, reason: why, error: errorMessage(err), serving: current?.version });
+        return commit(await prepareNow(version, reason));
+      } catch {
         return "refused" as const;
       }
     });
+    chain = next.catch(() => undefined);
+    return next;
+  }
+
+  /**
+   * The first half of a coordinated swap (`apfa serve --processes N`): downloads, verifies and opens `version`
+   * in turn with other loads, but leaves the current one serving until `commit` (or `abort`) gets the handle.
+   */
+  function prepare(version: string, reason: string): Promise<PreparedSwap> {
+    const next = chain.then(() => prepareNow(version, reason));
     chain = next.catch(() => undefined);
     return next;
   }
@@ -240,7 +287,7 @@ export function createIndexHolder(opts: IndexHolderOptions) {
       log.warn("cannot read latest from the store", { error: errorMessage(err), reason });
       return;
     }
-    if (ptr) await swapTo(ptr.version, reason);
+    if (ptr) await (opts.request ?? swapTo)(ptr.version, reason);
   }
 
   async function fromLocalCache(): Promise<boolean> {
@@ -275,10 +322,15 @@ export function createIndexHolder(opts: IndexHolderOptions) {
       };
     },
     swapTo,
+    prepare,
+    commit,
+    abort,
     checkLatest,
-    /** Loads the first index: the store's latest, else the local cache, else a synchronous build. */
-    async start(): Promise<LoadSource | undefined> {
+    /** Loads the first index: `pinned` if given, else the store's latest, else the local cache, else a synchronous build. */
+    async start(pinned?: string): Promise<LoadSource | undefined> {
       await fsp.mkdir(opts.cacheDir, { recursive: true });
+      // Under --processes N a restarted process starts on the version the others serve, not on `latest`.
+      if (pinned && (await swapTo(pinned, "startup")) === "swapped") return "store";
       let ptr;
       let storeOk = true;
       try {
@@ -313,6 +365,8 @@ export function createIndexHolder(opts: IndexHolderOptions) {
         fetch_ms: current ? Math.round(current.fetchMs) : undefined,
         degraded: [...degraded, ...(current?.source === "local-cache" ? ["serving_local_cache"] : [])],
         last_refusal: lastRefusal,
+        /** The last coordinated swap that was aborted in every process (`--processes N`). */
+        last_abort: lastAbort,
       };
     },
     async close(): Promise<void> {

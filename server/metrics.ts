@@ -33,7 +33,7 @@ export function createServerMetrics() {
     indexAge: new client.Gauge({ name: "apfa_index_age_seconds", help: "Seconds since the served version was built", registers: [registry] }),
     loadSeconds: new client.Gauge({ name: "apfa_index_load_seconds", help: "Time the last index load took (opening the local files)", registers: [registry] }),
     fetchSeconds: new client.Gauge({ name: "apfa_index_fetch_seconds", help: "Time the last index took to reach the local cache (download + checksum, or sync build)", registers: [registry] }),
-    swaps: new client.Counter({ name: "apfa_swap_total", help: "Index swaps by outcome (success, refused, failed, unchanged)", labelNames: ["outcome", "reason"], registers: [registry] }),
+    swaps: new client.Counter({ name: "apfa_swap_total", help: "Index swaps by outcome (success, refused, failed, aborted: a coordinated swap under --processes N that was not applied anywhere)", labelNames: ["outcome", "reason"], registers: [registry] }),
     byVersion: new client.Counter({ name: "apfa_requests_by_index_version_total", help: "Answered search/advice requests by index version", labelNames: ["version"], registers: [registry] }),
     generatorFallbacks: new client.Counter({ name: "apfa_generator_fallback_total", help: "Advice answered by the fallback generator", registers: [registry] }),
     overloadRejected: new client.Counter({ name: "apfa_overload_rejected_total", help: "Search/advice requests answered 503 by admission control: the queue was full, or no slot came within max_wait_ms", labelNames: ["route", "reason"], registers: [registry] }),

@@ -14,7 +14,10 @@
 export type RoundCommand =
   | { apfa: "swap-prepare"; round: number; version: string }
   | { apfa: "swap-commit"; round: number; version: string }
-  | { apfa: "swap-abort"; round: number; version: string; reason: string };
+  | { apfa: "swap-abort"; round: number; version: string; code: AbortCode; reason: string };
+
+/** Why a round aborted, as a metric label: a process failed to prepare, the timeout, a newer version, a process exit. */
+export type AbortCode = "failed" | "timeout" | "superseded" | "exited";
 
 export interface RoundTimer<T> {
   set(fn: () => void, ms: number): T;
@@ -31,7 +34,7 @@ export interface SwapRoundsOptions<T> {
   /** A version whose round aborted is not retried on a `poll` request for this long. @default 60000 */
   retryAfterMs?: number;
   onCommit?(version: string, slots: number[]): void;
-  onAbort?(version: string, reason: string, slots: number[]): void;
+  onAbort?(version: string, reason: string, slots: number[], code: AbortCode): void;
 }
 
 interface Round<T> {
@@ -54,22 +57,22 @@ export function createSwapRounds<T>(o: SwapRoundsOptions<T>) {
     if (live.length === 0) return false;
     const id = nextId++;
     const timer = o.timer.set(() => {
-      if (round?.id === id) abort(`timed out after ${Math.round(o.timeoutMs / 1000)} s`);
+      if (round?.id === id) abort("timeout", `timed out after ${Math.round(o.timeoutMs / 1000)} s`);
     }, o.timeoutMs);
     round = { id, version, slots: new Set(live), waiting: new Set(live), timer };
     for (const slot of live) o.send(slot, { apfa: "swap-prepare", round: id, version });
     return true;
   }
 
-  function abort(reason: string, gone?: number): void {
+  function abort(code: AbortCode, reason: string, gone?: number): void {
     const r = round;
     if (!r) return;
     round = undefined;
     o.timer.clear(r.timer);
     lastAbort = { version: r.version, reason, at: now() };
     const slots = [...r.slots].filter((s) => s !== gone);
-    for (const slot of slots) o.send(slot, { apfa: "swap-abort", round: r.id, version: r.version, reason });
-    o.onAbort?.(r.version, reason, slots);
+    for (const slot of slots) o.send(slot, { apfa: "swap-abort", round: r.id, version: r.version, code, reason });
+    o.onAbort?.(r.version, reason, slots, code);
   }
 
   function commit(r: Round<T>): void {
@@ -93,7 +96,7 @@ export function createSwapRounds<T>(o: SwapRoundsOptions<T>) {
     request(version: string, live: number[], reason = "event"): "started" | "ignored" {
       if (round ? round.version === version : committed === version) return "ignored";
       if (reason === "poll" && lastAbort?.version === version && now() - lastAbort.at < retryAfter) return "ignored";
-      if (round) abort(`superseded by ${version}`);
+      if (round) abort("superseded", `superseded by ${version}`);
       return start(version, live) ? "started" : "ignored";
     },
     prepared(slot: number, id: number): void {
@@ -101,11 +104,11 @@ export function createSwapRounds<T>(o: SwapRoundsOptions<T>) {
       if (round.waiting.size === 0) commit(round);
     },
     failed(slot: number, id: number, reason: string): void {
-      if (round?.id === id && round.slots.has(slot)) abort(`process ${slot}: ${reason}`);
+      if (round?.id === id && round.slots.has(slot)) abort("failed", `process ${slot}: ${reason}`);
     },
     /** A process died: a round it was part of cannot commit everywhere, so it aborts. */
     exited(slot: number): void {
-      if (round?.slots.has(slot)) abort(`process ${slot} exited`, slot);
+      if (round?.slots.has(slot)) abort("exited", `process ${slot} exited`, slot);
     },
     /**
      * A process came up serving `version`. The first one names the committed version; a later one joins a
