@@ -3,9 +3,9 @@
  * node:cluster (Node 20 has no `reusePort`; cluster's round-robin hands each connection to one process).
  * The supervisor serves nothing itself: it starts the processes, restarts one that dies (with backoff),
  * answers a process's request for every process's metrics (prom-client's AggregatorRegistry), and on
- * SIGTERM/SIGINT stops them all gracefully. Each process loads and swaps its index exactly as a single
- * `apfa serve` does (its own notifier subscription and `latest` poll), so they converge the way replicas on
- * several machines do. Node-only: this file is the runtime adapter.
+ * SIGTERM/SIGINT stops them all gracefully. Each process keeps its own notifier subscription and `latest` poll,
+ * but does not swap on them: it asks the supervisor, which runs a swap round (server/swap-rounds.ts) so that a
+ * version is served by every process or by none. Node-only: this file is the runtime adapter.
  * @module
  */
 import cluster, { type Worker } from "node:cluster";
@@ -14,17 +14,25 @@ import * as os from "node:os";
 import promClient from "prom-client";
 import type { Logger } from "../runtime/contracts.ts";
 import { errorMessage } from "../runtime/errors.ts";
+import type { IndexHolder, PreparedSwap } from "./index-holder.ts";
+import { createSwapRounds, type RoundCommand } from "./swap-rounds.ts";
 
 /** The env var that tells a forked process its slot (0-based); unset in a single-process server. */
 export const PROCESS_ENV = "APFA_PROCESS";
 /** The port every process listens on (the supervisor resolves port 0 once, so all share it). */
 export const PORT_ENV = "APFA_PROCESS_PORT";
+/** The version a (re)started process loads first: the one the others serve, so it joins on the same version. */
+export const VERSION_ENV = "APFA_PROCESS_VERSION";
 
 /** Messages between the supervisor and its processes (over cluster's IPC channel). */
 type Msg =
   | { apfa: "ready"; url: string; version?: string; count?: number }
   | { apfa: "metrics-req"; id: number }
-  | { apfa: "metrics-res"; id: number; text?: string; error?: string };
+  | { apfa: "metrics-res"; id: number; text?: string; error?: string }
+  | { apfa: "swap-request"; version: string; reason: string }
+  | { apfa: "swap-prepared"; round: number; version: string }
+  | { apfa: "swap-failed"; round: number; version: string; reason: string }
+  | RoundCommand;
 
 /** `server.processes` / `--processes` resolved: 0 or `auto` = one per core. */
 export function resolveProcesses(v: number | "auto"): number {
@@ -61,6 +69,8 @@ export interface SupervisorOptions {
   backoffMs?: number;
   /** @default 30000 */
   maxBackoffMs?: number;
+  /** A swap round not settled this long after it started is aborted in every process. @default 300000 */
+  swapTimeoutMs?: number;
   /** A process that has not exited this long after SIGTERM is killed. @default 30000 */
   stopTimeoutMs?: number;
 }
@@ -81,11 +91,22 @@ export async function runSupervisor(o: SupervisorOptions): Promise<number> {
   let announced = false;
   let firstReady: (() => void) | undefined;
   const firstUp = new Promise<void>((r) => (firstReady = r));
+  const live = () => slots.flatMap((s, i) => (s.ready && s.worker ? [i] : []));
+  const rounds = createSwapRounds<NodeJS.Timeout>({
+    timeoutMs: o.swapTimeoutMs ?? 300_000,
+    timer: { set: (fn, ms) => setTimeout(fn, ms), clear: (t) => clearTimeout(t) },
+    send(slot, cmd) {
+      const w = slots[slot].worker;
+      if (w?.isConnected()) w.send(cmd, (err: Error | null) => err && log.warn("cannot reach server process", { process: slot, error: err.message }));
+    },
+    onCommit: (version, at) => log.info("swap committed in every process", { version, processes: at }),
+    onAbort: (version, reason, at, code) => log.warn("swap aborted in every process", { version, reason, code, processes: at }),
+  });
 
   const fork = (i: number) => {
     const slot = slots[i];
     slot.ready = false;
-    const w = cluster.fork({ [PROCESS_ENV]: String(i), [PORT_ENV]: String(port) });
+    const w = cluster.fork({ [PROCESS_ENV]: String(i), [PORT_ENV]: String(port), [VERSION_ENV]: rounds.committed() ?? "" });
     slot.worker = w;
     w.on("message", (m: Msg) => {
       if (m?.apfa === "ready") {
@@ -93,10 +114,17 @@ export async function runSupervisor(o: SupervisorOptions): Promise<number> {
         slot.failures = 0;
         if (i === 0) firstReady?.();
         log.info("server process ready", { process: i, pid: w.process.pid, url: m.url, index_version: m.version });
+        rounds.joined(i, m.version, live());
         if (!announced && slots.every((s) => s.ready)) {
           announced = true;
           log.info("server ready", { url: m.url, processes, pids: slots.map((s) => s.worker?.process.pid), index_version: m.version, count: m.count });
         }
+      } else if (m?.apfa === "swap-request") {
+        if (rounds.request(m.version, live()) === "started") log.info("swap round started", { version: m.version, reason: m.reason, asked_by: i, processes: live() });
+      } else if (m?.apfa === "swap-prepared") {
+        rounds.prepared(i, m.round);
+      } else if (m?.apfa === "swap-failed") {
+        rounds.failed(i, m.round, m.reason);
       } else if (m?.apfa === "metrics-req") {
         aggregator.clusterMetrics().then(
           (text) => w.send({ apfa: "metrics-res", id: m.id, text } satisfies Msg),
@@ -107,6 +135,8 @@ export async function runSupervisor(o: SupervisorOptions): Promise<number> {
     w.on("exit", (code, signal) => {
       if (slot.worker !== w) return;
       slot.worker = undefined;
+      slot.ready = false;
+      rounds.exited(i);
       if (i === 0) firstReady?.(); // start the others even if the first failed: they may do better
       if (stopping) return;
       const delay = Math.min(maxBackoff, backoff * 2 ** slot.failures);
@@ -122,9 +152,10 @@ export async function runSupervisor(o: SupervisorOptions): Promise<number> {
 
   const sig = await o.stopSignal;
   stopping = true;
+  rounds.close();
   log.info("server stopping", { signal: sig, processes });
-  const live = slots.map((s) => (clearTimeout(s.timer), s.worker)).filter((w): w is Worker => Boolean(w));
-  await Promise.all(live.map((w) => new Promise<void>((resolve) => {
+  const running = slots.map((s) => (clearTimeout(s.timer), s.worker)).filter((w): w is Worker => Boolean(w));
+  await Promise.all(running.map((w) => new Promise<void>((resolve) => {
     if (w.isDead()) return resolve();
     const kill = setTimeout(() => w.process.kill("SIGKILL"), o.stopTimeoutMs ?? 30_000);
     w.once("exit", () => (clearTimeout(kill), resolve()));
@@ -162,4 +193,39 @@ export function clusterMetrics(registry: promClient.Registry, index: number): ()
 /** Tells the supervisor this process listens and serves (it then counts towards "server ready"). */
 export function reportReady(info: { url: string; version?: string; count?: number }): void {
   process.send?.({ apfa: "ready", ...info } satisfies Msg);
+}
+
+/** The version the supervisor asks this process to start on (the one the others serve), if any. */
+export function pinnedVersion(): string | undefined {
+  return process.env[VERSION_ENV] || undefined;
+}
+
+/**
+ * In a supervised process: takes part in the supervisor's swap rounds. Returns what the process calls instead of
+ * swapping when its subscription or poll sees a version: a request to the supervisor for a round.
+ */
+export function swapParticipant(holder: Pick<IndexHolder, "prepare" | "commit" | "abort" | "current">, log: Logger): (version: string, reason: string) => Promise<void> {
+  const prepared = new Map<number, Promise<PreparedSwap | undefined>>();
+  const send = (m: Msg) => process.send?.(m, undefined, {}, (err: Error | null) => err && log.warn("cannot reach the supervisor", { error: err.message }));
+  process.on("message", (m: Msg) => {
+    if (m?.apfa === "swap-prepare") {
+      prepared.set(m.round, holder.prepare(m.version, "coordinated").then(
+        (p) => (send({ apfa: "swap-prepared", round: m.round, version: m.version }), p),
+        (err) => (send({ apfa: "swap-failed", round: m.round, version: m.version, reason: errorMessage(err) }), undefined),
+      ));
+    } else if (m?.apfa === "swap-commit" || m?.apfa === "swap-abort") {
+      const p = prepared.get(m.round) ?? Promise.resolve(undefined);
+      prepared.delete(m.round);
+      void p.then((h) => {
+        if (m.apfa === "swap-commit") {
+          if (h) holder.commit(h);
+        } else {
+          holder.abort(h ?? { version: m.version, reason: "coordinated" }, { code: m.code, reason: m.reason });
+        }
+      }).catch((err) => log.error("swap round step failed", { version: m.version, step: m.apfa, error: errorMessage(err) }));
+    }
+  });
+  return async (version, reason) => {
+    if (holder.current()?.version !== version) send({ apfa: "swap-request", version, reason });
+  };
 }

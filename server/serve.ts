@@ -88,7 +88,14 @@ export interface HandlerOptions {
    * Set in a process of `apfa serve --processes N` (server/cluster.ts): its slot, which `/ready` reports and
    * `/metrics` labels, and how to render every process's metrics instead of this one's.
    */
-  cluster?: { index: number; metrics(registry: ServerMetrics["registry"]): () => Promise<string> };
+  cluster?: {
+    index: number;
+    metrics(registry: ServerMetrics["registry"]): () => Promise<string>;
+    /** Takes part in the supervisor's swap rounds; returns what to call instead of swapping on an event or poll. */
+    swaps(holder: IndexHolder): (version: string, reason: string) => Promise<unknown>;
+    /** The version the other processes serve: loaded first, instead of `latest`. */
+    pinned?: string;
+  };
 }
 
 /**
@@ -119,7 +126,10 @@ export async function createApfaHandler(config: PipelineConfig, log: Logger, opt
     }
     return e;
   };
-  const holder = createIndexHolder({
+  // Under --processes N a version found by the subscription or the poll goes to the supervisor's swap round.
+  let swap: ((version: string, reason: string) => Promise<unknown>) | undefined;
+  const holder: IndexHolder = createIndexHolder({
+    request: opts.cluster ? (v, r) => swap!(v, r) : undefined,
     store: p.store,
     cacheDir,
     embedder,
@@ -135,12 +145,13 @@ export async function createApfaHandler(config: PipelineConfig, log: Logger, opt
     onMiss: (b) => metrics.cacheMisses.inc({ backend: b }),
     log,
   });
-  const source = await holder.start();
+  swap = opts.cluster ? opts.cluster.swaps(holder) : holder.swapTo;
+  const source = await holder.start(opts.cluster?.pinned);
   let unsubscribe: (() => Promise<void>) | undefined;
   try {
     const notifier = await p.notifier();
     unsubscribe = await notifier.subscribe(
-      (ev) => void holder.swapTo(ev.version, "event"),
+      (ev) => void swap!(ev.version, "event"),
       { onReconnect: () => void holder.checkLatest("reconnect") },
     );
   } catch (err) {

@@ -31,7 +31,10 @@ export interface SwapRoundsOptions<T> {
   timer: RoundTimer<T>;
   /** @default Date.now */
   now?: () => number;
-  /** A version whose round aborted is not retried on a `poll` request for this long. @default 60000 */
+  /**
+   * A version whose round aborted (other than for a newer version) is not tried again for this long: every
+   * process relays the same event, and a poll would otherwise retry a broken version every time. @default 60000
+   */
   retryAfterMs?: number;
   onCommit?(version: string, slots: number[]): void;
   onAbort?(version: string, reason: string, slots: number[], code: AbortCode): void;
@@ -51,7 +54,7 @@ export function createSwapRounds<T>(o: SwapRoundsOptions<T>) {
   let committed: string | undefined;
   let round: Round<T> | undefined;
   let nextId = 1;
-  let lastAbort: { version: string; reason: string; at: number } | undefined;
+  let lastAbort: { version: string; code: AbortCode; at: number } | undefined;
 
   function start(version: string, live: number[]): boolean {
     if (live.length === 0) return false;
@@ -69,7 +72,7 @@ export function createSwapRounds<T>(o: SwapRoundsOptions<T>) {
     if (!r) return;
     round = undefined;
     o.timer.clear(r.timer);
-    lastAbort = { version: r.version, reason, at: now() };
+    lastAbort = { version: r.version, code, at: now() };
     const slots = [...r.slots].filter((s) => s !== gone);
     for (const slot of slots) o.send(slot, { apfa: "swap-abort", round: r.id, version: r.version, code, reason });
     o.onAbort?.(r.version, reason, slots, code);
@@ -91,11 +94,12 @@ export function createSwapRounds<T>(o: SwapRoundsOptions<T>) {
     pending: () => round?.version,
     /**
      * A process saw `version` (an event, a reconnect, a poll). Starts a round over the `live` slots unless the
-     * version is already committed or being prepared; a round for another version is aborted first.
+     * version is already committed, being prepared, or was just aborted; a round for another version is aborted
+     * first.
      */
-    request(version: string, live: number[], reason = "event"): "started" | "ignored" {
+    request(version: string, live: number[]): "started" | "ignored" {
       if (round ? round.version === version : committed === version) return "ignored";
-      if (reason === "poll" && lastAbort?.version === version && now() - lastAbort.at < retryAfter) return "ignored";
+      if (lastAbort?.version === version && lastAbort.code !== "superseded" && now() - lastAbort.at < retryAfter) return "ignored";
       if (round) abort("superseded", `superseded by ${version}`);
       return start(version, live) ? "started" : "ignored";
     },

@@ -36,7 +36,7 @@ export const serveCmd: Command = {
       if (slot !== undefined && c.processIndex() !== undefined) {
         const index = Number(slot);
         const plog = log.child({ process: index });
-        const s = await startServer(config, plog, { ...opts, port: Number(process.env[c.PORT_ENV]), cluster: { index, metrics: (r) => c.clusterMetrics(r, index) } });
+        const s = await startServer(config, plog, { ...opts, port: Number(process.env[c.PORT_ENV]), cluster: { index, metrics: (r) => c.clusterMetrics(r, index), swaps: (h) => c.swapParticipant(h, plog.child({ component: "index" })), pinned: c.pinnedVersion() } });
         const st = s.status();
         c.reportReady({ url: s.url, version: st.version, count: st.count });
         // The supervisor gone (killed) means nobody restarts or stops us: stop rather than linger.
@@ -48,7 +48,7 @@ export const serveCmd: Command = {
         return 0;
       }
       const processes = c.resolveProcesses(asked);
-      if (processes > 1) return c.runSupervisor({ processes, port: port ?? config.server.port, host: config.server.host, log, stopSignal: onceSignal() });
+      if (processes > 1) return c.runSupervisor({ processes, port: port ?? config.server.port, host: config.server.host, log, stopSignal: onceSignal(), swapTimeoutMs: config.server.swap_timeout_s * 1000 });
     }
     const s = await startServer(config, log, opts);
     const sig = await onceSignal();

@@ -161,6 +161,8 @@ export const pipelineSchema = z.strictObject({
       backlog: z.int().min(1).default(4096).describe("Pending-connection queue of the listening socket (capped by net.core.somaxconn)"),
     }).prefault({}),
     swap_poll_s: z.number().min(1).default(30).describe("Safety-net check of `latest` every N seconds"),
+    swap_timeout_s: z.number().min(1).default(300)
+      .describe("With several processes: a swap not prepared (downloaded, verified, opened) by every process within N seconds is aborted in all of them"),
     cache_dir: z.string().default(".apfa/cache").describe("Local copy of the served index (fallback when the store is down)"),
   }).prefault({}),
 });
