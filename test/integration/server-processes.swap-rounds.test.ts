@@ -1,7 +1,9 @@
 /**
  * `apfa serve --processes 2` swaps in rounds: a version is served by both processes or by neither. A good
  * version reaches both; a version that only process 1 cannot open (the failing-open-index fixture) is aborted in
- * both, though process 0 had opened it, and `/ready` and `/metrics` say so. Every wait polls for a condition.
+ * both, though process 0 had opened it, and `/ready` and `/metrics` say so; a process killed in the middle of
+ * a round aborts it, and comes back on the version the other serves, not on `latest`. Every wait polls for a
+ * condition.
  */
 import * as http from "node:http";
 import * as path from "node:path";
@@ -10,6 +12,7 @@ import { openServerFixture, ROOT, until, type ChildServer, type ServerFixture } 
 
 const FAILING_ENGINE = path.join(ROOT, "test/fixtures/plugins/failing-open-index.ts");
 const FAIL_COUNT = 250;
+const HANG_COUNT = 260;
 
 let fx: ServerFixture;
 let srv: ChildServer;
@@ -39,7 +42,7 @@ async function everyProcess(what: string, pred: (r: Ready) => boolean): Promise<
 
 beforeAll(async () => {
   fx = await openServerFixture({
-    overrides: { stages: { index: { plugin: FAILING_ENGINE, options: { fail_count: FAIL_COUNT, only_process: 1 } } }, server: { swap_poll_s: 3600 } },
+    overrides: { stages: { index: { plugin: FAILING_ENGINE, options: { fail_count: FAIL_COUNT, hang_count: HANG_COUNT, only_process: 1 } } }, server: { swap_poll_s: 3600 } },
   });
   await fx.publish({ count: 300, tag: "v1" });
   srv = await fx.spawn({ args: ["--processes", "2"] });
@@ -73,5 +76,23 @@ describe("apfa serve --processes 2: coordinated swaps", () => {
       const line = metrics.split("\n").find((l) => l.startsWith("apfa_swap_total{") && l.includes('outcome="aborted"') && l.includes(`process="${p}"`));
       expect(line, `process ${p}'s aborted swaps in /metrics`).toMatch(/ 1$/);
     }
+  }, 120_000);
+
+  it("aborts the round when a process dies in it; the restarted process serves what the other serves", async () => {
+    const serving = JSON.parse(await get("/ready")) as Ready;
+    const stuck = await fx.publish({ count: HANG_COUNT, tag: "v4" });
+    await srv.waitForLog((r) => r.msg === "swap round started" && r.version === stuck.version, "the round to start", 60_000);
+    // Process 1's open of this version never returns: the round waits on it until it is killed.
+    const victim = srv.logs.find((r) => r.msg === "server ready")!.pids as number[];
+    process.kill(victim[1], "SIGKILL");
+    const aborted = await srv.waitForLog((r) => r.msg === "swap aborted in every process" && r.version === stuck.version, "the round to abort", 60_000);
+    expect(aborted.code).toBe("exited");
+    const back = await srv.waitForLog((r) => r.msg === "server process ready" && r.process === 1 && r.pid !== victim[1], "process 1 to come back", 60_000);
+    // `latest` is the stuck version; the new process starts on the committed one instead.
+    expect(back.index_version).toBe(serving.version);
+    const answers = await everyProcess("both processes on the previous version", (r) => r.pid !== victim[1]);
+    for (const r of answers) expect(r.version).toBe(serving.version);
+    expect(answers.find((r) => r.pid === back.pid)?.last_abort).toBeUndefined();
+    expect(answers.find((r) => r.pid !== back.pid)?.last_abort?.version).toBe(stuck.version);
   }, 120_000);
 });
