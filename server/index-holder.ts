@@ -226,12 +226,16 @@ export function createIndexHolder(opts: IndexHolderOptions) {
     try {
       return { version, reason, index: await load(version) };
     } catch (err) {
-      const why = err instanceof SwapRefused ? err.reason : "failed";
-      lastRefusal = { version, reason: why, message: errorMessage(err), at: new Date().toISOString() };
-      metrics?.swaps.inc({ outcome: err instanceof SwapRefused ? "refused" : "failed", reason: why });
-      log.error("swap refused; previous version keeps serving", { version, reason: why, error: errorMessage(err), serving: current?.version });
+      refused(version, err);
       throw err;
     }
+  }
+
+  function refused(version: string, err: unknown): void {
+    const why = err instanceof SwapRefused ? err.reason : "failed";
+    lastRefusal = { version, reason: why, message: errorMessage(err), at: new Date().toISOString() };
+    metrics?.swaps.inc({ outcome: err instanceof SwapRefused ? "refused" : "failed", reason: why });
+    log.error("swap refused; previous version keeps serving", { version, reason: why, error: errorMessage(err), serving: current?.version });
   }
 
   /** Serves a prepared version (a no-op if it was already serving when prepared). */
@@ -257,9 +261,16 @@ export function createIndexHolder(opts: IndexHolderOptions) {
       if (current?.version === version) return "unchanged" as const;
       // Don't re-download a refused version on every poll; an explicit event or a minute later tries again.
       if (lastRefusal?.version === version && reason === "poll" && Date.now() - Date.parse(lastRefusal.at) < 60_000) return "refused" as const;
+      let prepared: PreparedSwap;
       try {
-        return commit(await prepareNow(version, reason));
+        prepared = await prepareNow(version, reason);
       } catch {
+        return "refused" as const; // recorded and logged by prepareNow
+      }
+      try {
+        return commit(prepared);
+      } catch (err) {
+        refused(version, err);
         return "refused" as const;
       }
     });
