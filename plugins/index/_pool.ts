@@ -44,6 +44,8 @@ export interface ExactPool {
   close(): Promise<void>;
   /** Test hook: the next free worker exits with code 7 while holding this job. */
   _crash(): Promise<ExactMatches>;
+  /** Test hook: the workers running now. */
+  _workers(): Worker[];
 }
 
 // Runs inside each worker. Imports are dynamic so the string works as Node's CommonJS eval and as Deno's module.
@@ -193,5 +195,6 @@ export async function exactPool(opts: ExactPoolOptions): Promise<ExactPool> {
     },
     close,
     _crash: () => enqueue({ crash: true }),
+    _workers: () => slots.flatMap((s) => (s ? [s.worker] : [])),
   };
 }

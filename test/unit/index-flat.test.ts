@@ -13,6 +13,8 @@ const ctx = { baseDir: "/", log: silentLogger, env: {} };
 const make = () => flat.create(flat.options.parse({}), ctx) as IndexEngine;
 
 testIndexEngine("flat", make, { exact: true });
+// search_threads: 0 scans on the caller's thread instead of the worker pool; both must answer the same.
+testIndexEngine("flat, inline search", () => flat.create(flat.options.parse({ search_threads: 0 }), ctx) as IndexEngine, { exact: true });
 
 describe("flat engine: FAISS IndexFlatIP file", () => {
   const dirs: string[] = [];
