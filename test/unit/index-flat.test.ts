@@ -77,6 +77,33 @@ describe("flat engine: FAISS IndexFlatIP file", () => {
     expect(r.rows[0]).toBe(42);
     await s.close();
   });
+
+  it("keeps the caller's event loop turning while a search runs (search_threads: 1), and not inline (0)", async () => {
+    const dims = 32;
+    const count = 5000;
+    const v = randomUnitVectors(count, dims, 9);
+    const dir = await writeArtifact(await make().build(v, dims));
+    dirs.push(dir);
+    /** Event-loop turns (setImmediate callbacks) that ran between starting a search and its answer. */
+    const turnsDuringSearch = async (searchThreads: number) => {
+      const s = await (flat.create(flat.options.parse({ search_threads: searchThreads }), ctx) as IndexEngine).open(dir, { dims, count });
+      try {
+        let turns = 0;
+        let settled = false;
+        const answer = s.search(v.subarray(7 * dims, 8 * dims), 3).finally(() => (settled = true));
+        while (!settled) {
+          await new Promise((r) => setImmediate(r));
+          if (!settled) turns++;
+        }
+        expect((await answer).rows[0]).toBe(7);
+        return turns;
+      } finally {
+        await s.close();
+      }
+    };
+    expect(await turnsDuringSearch(0)).toBe(0); // the scan ran before search() returned
+    expect(await turnsDuringSearch(1)).toBeGreaterThan(0);
+  });
 });
 
 /** An interpreter that can `import faiss`: Debian's python3-faiss lives in /usr/bin/python3, not a pyenv one. */
