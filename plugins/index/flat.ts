@@ -7,7 +7,9 @@
  * (count of floats:u64, then the f32 data). All fields little-endian, 45 header bytes in total.
  *
  * Searching uses usearch's SIMD `exactSearch` directly on the loaded bytes: no JS loop over vectors.
- * A 100k×384 search takes a few milliseconds and runs inline on the caller's thread.
+ * A 100k×384 search takes 10-20 ms of blocking native work, so by default it runs in a worker thread
+ * (`search_threads`, plugins/index/_pool.ts) that holds its own copy of the vectors; `search_threads: 0`
+ * keeps the vectors on the caller's thread and searches inline, as before.
  * @module
  */
 import { Buffer } from "node:buffer";
@@ -20,6 +22,7 @@ import { definePlugin, type IndexEngine, type Searcher } from "../../runtime/con
 import { checkVectors } from "./_check.ts";
 import { ApfaError } from "../../runtime/errors.ts";
 import { overFetch } from "../../runtime/filtered-search.ts";
+import { exactPool, type ExactPool } from "./_pool.ts";
 
 export const NAME = "flat";
 
@@ -33,12 +36,27 @@ export const HEADER_BYTES = 4 + 4 + 8 + 8 + 8 + 1 + 4 + 8;
 const usearch = createRequire(import.meta.url)("usearch") as typeof Usearch;
 
 export interface FlatOptions {
-  /** Threads one search scans with; 0 uses every core (the search blocks its caller until done). @default 0 */
+  /** Threads one search scans with; 0 uses every core. @default 0 */
   threads: number;
+  /**
+   * Worker threads that run the searches, each holding its own copy of the vectors (memory = vectors ×
+   * search_threads); 0 searches inline on the caller's thread, blocking its event loop for each scan.
+   * @default 1
+   */
+  search_threads: number;
 }
 
 const options = z.strictObject({
   threads: z.number().int().min(0).max(256).default(0).describe("Threads one search scans with; 0 uses every core"),
+  search_threads: z
+    .number()
+    .int()
+    .min(0)
+    .max(64)
+    .default(1)
+    .describe(
+      "Worker threads that run searches off the event loop, each holding its own copy of the vectors (memory = vectors × search_threads); 0 searches inline on the caller's thread",
+    ),
 });
 
 const FOURCC = [0x49, 0x78, 0x46, 0x49]; // "IxFI"
@@ -119,38 +137,68 @@ export default definePlugin({
         } catch (err) {
           throw fail(`cannot open ${file}: ${(err as NodeJS.ErrnoException).code ?? err}`, err);
         }
-        let data: Float32Array;
+        let data: Float32Array | undefined;
         try {
           const size = (await fh.stat()).size;
           if (size < HEADER_BYTES) throw fail(`${file} is truncated: ${size} bytes, shorter than the ${HEADER_BYTES}-byte header`);
           const header = new Uint8Array(HEADER_BYTES);
-          if (size !== HEADER_BYTES + info.count * info.dims * 4) {
-            // Not the file this version describes: read just the header so the error names what differs.
+          if (size !== HEADER_BYTES + info.count * info.dims * 4 || opts.search_threads > 0) {
+            // Not the file this version describes (the check names what differs), or the workers read the vectors.
             await fh.read(header, 0, HEADER_BYTES, 0);
             checkHeader(file, header, size, info);
-            throw fail(`${file} is ${size} bytes, expected ${HEADER_BYTES + info.count * info.dims * 4}`);
+          } else {
+            data = await readBody(fh, file, size, header);
+            checkHeader(file, header, size, info);
           }
-          // One scatter read: the header lands in its own buffer and the vectors at offset 0 of a fresh,
-          // unzeroed ArrayBuffer, so they are 4-byte aligned and usable by usearch without any copy.
-          const body = Buffer.allocUnsafeSlow(size - HEADER_BYTES);
-          let done = 0;
-          while (done < size) {
-            const bufs = done < HEADER_BYTES ? [header.subarray(done), body] : [body.subarray(done - HEADER_BYTES)];
-            const { bytesRead } = await fh.readv(bufs, done);
-            if (bytesRead === 0) throw fail(`${file} shrank while being read`);
-            done += bytesRead;
-          }
-          checkHeader(file, header, size, info);
-          data = new Float32Array(body.buffer, body.byteOffset, info.count * info.dims);
-          if (data.byteOffset !== 0) data = data.slice(); // allocUnsafeSlow never pools; kept for safety
         } finally {
           await fh.close();
         }
-        return flatSearcher(data, info.dims, info.count, opts.threads);
+        if (data) return flatSearcher(inlineScanner(data, info.dims, opts.threads), info.dims, info.count, data.byteLength);
+        const pool = await exactPool({ file, offset: HEADER_BYTES, dims: info.dims, count: info.count, workers: opts.search_threads, threads: opts.threads });
+        return flatSearcher(pool, info.dims, info.count, info.count * info.dims * 4 * opts.search_threads);
       },
     };
   },
 });
+
+/**
+ * One scatter read: the header lands in its own buffer and the vectors at offset 0 of a fresh, unzeroed
+ * ArrayBuffer, so they are 4-byte aligned and usable by usearch without any copy.
+ */
+async function readBody(fh: fsp.FileHandle, file: string, size: number, header: Uint8Array): Promise<Float32Array> {
+  const body = Buffer.allocUnsafeSlow(size - HEADER_BYTES);
+  let done = 0;
+  while (done < size) {
+    const bufs = done < HEADER_BYTES ? [header.subarray(done), body] : [body.subarray(done - HEADER_BYTES)];
+    const { bytesRead } = await fh.readv(bufs, done);
+    if (bytesRead === 0) throw fail(`${file} shrank while being read`);
+    done += bytesRead;
+  }
+  const data = new Float32Array(body.buffer, body.byteOffset, (size - HEADER_BYTES) / 4);
+  return data.byteOffset === 0 ? data : data.slice(); // allocUnsafeSlow never pools; kept for safety
+}
+
+/** usearch's exact scan of the vectors, inline or in workers: the shape of {@link ExactPool}. */
+type Scanner = Pick<ExactPool, "search" | "close">;
+
+/** Searches `vectors` on the calling thread, blocking it for the scan. */
+function inlineScanner(vectors: Float32Array, dims: number, threads: number): Scanner {
+  // Dropped on close, so a stray reference to a retired searcher does not pin its vectors.
+  let data = vectors;
+  return {
+    async search(query, n, rows) {
+      let matrix = data;
+      if (rows) {
+        matrix = new Float32Array(rows.length * dims);
+        for (let i = 0; i < rows.length; i++) matrix.set(data.subarray(rows[i] * dims, (rows[i] + 1) * dims), i * dims);
+      }
+      return usearch.exactSearch(matrix, atBufferStart(query), dims, n, usearch.MetricKind.IP, threads) as Usearch.Matches;
+    },
+    async close() {
+      data = new Float32Array(0);
+    },
+  };
+}
 
 /**
  * Filters passing at most this share of the rows are searched by copying their vectors out and scanning only
@@ -158,21 +206,19 @@ export default definePlugin({
  */
 const GATHER_SHARE = 0.25;
 
-function flatSearcher(vectors: Float32Array, dims: number, count: number, threads: number): Searcher {
+function flatSearcher(scanner: Scanner, dims: number, count: number, memoryBytes: number): Searcher {
   let closed = false;
-  // Dropped on close, so a stray reference to a retired searcher does not pin its vectors.
-  let data = vectors;
   const check = (query: Float32Array) => {
     if (closed) throw fail("search on a closed index");
     if (!(query instanceof Float32Array) || query.length !== dims) {
       throw fail(`query must be a Float32Array of ${dims} floats, got ${query?.length ?? typeof query}`);
     }
   };
-  /** usearch's exact scan of `matrix` (`total` rows); `rowOf` maps its rows back to the index's. */
-  const scan = (matrix: Float32Array, total: number, query: Float32Array, k: number, rowOf?: Uint32Array) => {
+  /** The top `k` of `total` rows (all, or the `rowOf` ones), mapped back to the index's rows. */
+  const scan = async (total: number, query: Float32Array, k: number, rowOf?: Uint32Array) => {
     const n = Math.min(Math.floor(k), total);
     if (!(n >= 1)) return { rows: [], scores: [] };
-    const m = usearch.exactSearch(matrix, atBufferStart(query), dims, n, usearch.MetricKind.IP, threads) as Usearch.Matches;
+    const m = await scanner.search(query, n, rowOf);
     const rows = new Array<number>(n);
     const scores = new Array<number>(n);
     // usearch's "ip" distance is 1 - inner product; k is small, so this loop is over results only.
@@ -185,25 +231,24 @@ function flatSearcher(vectors: Float32Array, dims: number, count: number, thread
   return {
     count,
     dims,
-    memoryBytes: vectors.byteLength,
+    memoryBytes,
     async search(query, k) {
       check(query);
-      return scan(data, count, query, k);
+      return scan(count, query, k);
     },
     async searchFiltered(query, k, filter) {
       check(query);
       const passing = filter.rows;
       if (passing.length > count * GATHER_SHARE) {
-        const { rows, scores } = await overFetch(async (q, n) => scan(data, count, q, n), count, query, Math.min(k, passing.length), filter);
+        const { rows, scores } = await overFetch(async (q, n) => scan(count, q, n), count, query, Math.min(k, passing.length), filter);
         return { rows, scores };
       }
-      const sub = new Float32Array(passing.length * dims);
-      for (let i = 0; i < passing.length; i++) sub.set(data.subarray(passing[i] * dims, (passing[i] + 1) * dims), i * dims);
-      return scan(sub, passing.length, query, k, passing);
+      return scan(passing.length, query, k, passing);
     },
     async close() {
+      if (closed) return;
       closed = true;
-      data = new Float32Array(0);
+      await scanner.close();
     },
   };
 }

@@ -13,6 +13,8 @@ const ctx = { baseDir: "/", log: silentLogger, env: {} };
 const make = () => flat.create(flat.options.parse({}), ctx) as IndexEngine;
 
 testIndexEngine("flat", make, { exact: true });
+// search_threads: 0 scans on the caller's thread instead of the worker pool; both must answer the same.
+testIndexEngine("flat, inline search", () => flat.create(flat.options.parse({ search_threads: 0 }), ctx) as IndexEngine, { exact: true });
 
 describe("flat engine: FAISS IndexFlatIP file", () => {
   const dirs: string[] = [];
@@ -74,6 +76,33 @@ describe("flat engine: FAISS IndexFlatIP file", () => {
     const r = await s.search(holder.subarray(dims, 2 * dims), 3);
     expect(r.rows[0]).toBe(42);
     await s.close();
+  });
+
+  it("keeps the caller's event loop turning while a search runs (search_threads: 1), and not inline (0)", async () => {
+    const dims = 32;
+    const count = 5000;
+    const v = randomUnitVectors(count, dims, 9);
+    const dir = await writeArtifact(await make().build(v, dims));
+    dirs.push(dir);
+    /** Event-loop turns (setImmediate callbacks) that ran between starting a search and its answer. */
+    const turnsDuringSearch = async (searchThreads: number) => {
+      const s = await (flat.create(flat.options.parse({ search_threads: searchThreads }), ctx) as IndexEngine).open(dir, { dims, count });
+      try {
+        let turns = 0;
+        let settled = false;
+        const answer = s.search(v.subarray(7 * dims, 8 * dims), 3).finally(() => (settled = true));
+        while (!settled) {
+          await new Promise((r) => setImmediate(r));
+          if (!settled) turns++;
+        }
+        expect((await answer).rows[0]).toBe(7);
+        return turns;
+      } finally {
+        await s.close();
+      }
+    };
+    expect(await turnsDuringSearch(0)).toBe(0); // the scan ran before search() returned
+    expect(await turnsDuringSearch(1)).toBeGreaterThan(0);
   });
 });
 

@@ -1,0 +1,105 @@
+import * as fsp from "node:fs/promises";
+import { createRequire } from "node:module";
+import * as os from "node:os";
+import * as path from "node:path";
+import type * as Usearch from "usearch";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { exactPool, type ExactPool } from "../../plugins/index/_pool.ts";
+import { isApfaError } from "../../runtime/errors.ts";
+import { randomUnitVectors } from "../conformance/index.ts";
+
+const usearch = createRequire(import.meta.url)("usearch") as typeof Usearch;
+const dims = 24;
+const count = 3000;
+const OFFSET = 45; // like flat's header: the matrix need not start at byte 0 of the file
+const vectors = randomUnitVectors(count, dims, 11);
+const queries = randomUnitVectors(16, dims, 12);
+const query = (i: number) => queries.subarray(i * dims, (i + 1) * dims);
+const inline = (q: Float32Array, k: number, matrix = vectors) => usearch.exactSearch(matrix, q.slice(), dims, k, usearch.MetricKind.IP, 1) as Usearch.Matches;
+
+let dir: string;
+let file: string;
+const open = (workers: number) => exactPool({ file, offset: OFFSET, dims, count, workers, threads: 1 });
+
+beforeAll(async () => {
+  dir = await fsp.mkdtemp(path.join(os.tmpdir(), "apfa-pool-"));
+  file = path.join(dir, "matrix.bin");
+  await fsp.writeFile(file, Buffer.concat([Buffer.alloc(OFFSET, 0xee), Buffer.from(vectors.buffer)]));
+});
+afterAll(() => fsp.rm(dir, { recursive: true, force: true }));
+
+describe("exact search worker pool", () => {
+  it("answers exactly what an inline exactSearch answers, for concurrent searches over two workers", async () => {
+    const pool = await open(2);
+    try {
+      const answers = await Promise.all(Array.from({ length: 16 }, (_, i) => pool.search(query(i), 10)));
+      expect(answers).toHaveLength(16);
+      answers.forEach((a, i) => {
+        const want = inline(query(i), 10);
+        expect(Array.from(a.keys)).toEqual(Array.from(want.keys));
+        expect(Array.from(a.distances)).toEqual(Array.from(want.distances));
+      });
+    } finally {
+      await pool.close();
+    }
+  });
+
+  it("scans only the given rows, keys indexing them", async () => {
+    const pool = await open(1);
+    try {
+      const rows = Uint32Array.from({ length: 200 }, (_, i) => i * 7 + 3);
+      const sub = new Float32Array(rows.length * dims);
+      rows.forEach((r, i) => sub.set(vectors.subarray(r * dims, (r + 1) * dims), i * dims));
+      const got = await pool.search(query(0), 5, rows);
+      expect(Array.from(got.keys)).toEqual(Array.from(inline(query(0), 5, sub).keys));
+    } finally {
+      await pool.close();
+    }
+  });
+
+  it("close terminates every worker and later searches reject naming the closed index", async () => {
+    const pool = await open(2);
+    const workers = pool._workers();
+    expect(workers.map((w) => w.threadId).every((id) => id > 0)).toBe(true);
+    await pool.close();
+    expect(workers.map((w) => w.threadId)).toEqual([-1, -1]);
+    const err = await pool.search(query(0), 3).catch((e: unknown) => e);
+    expect(isApfaError(err, "index")).toBe(true);
+    expect((err as Error).message).toMatch(/closed index/);
+  });
+
+  it("a crashed worker rejects its search with the exit code, and the next search gets a fresh worker", async () => {
+    const pool = await open(1);
+    try {
+      const [before] = pool._workers();
+      // Queued behind the crash: must be answered by the respawned worker, not lost with the dead one.
+      const crash = pool._crash().catch((e: unknown) => e);
+      const after = pool.search(query(3), 4);
+      const err = await crash;
+      expect(isApfaError(err, "index")).toBe(true);
+      expect((err as Error).message).toMatch(/search worker 0 exited with code 7/);
+      expect(Array.from((await after).keys)).toEqual(Array.from(inline(query(3), 4).keys));
+      expect(pool._workers()[0]).not.toBe(before);
+    } finally {
+      await pool.close();
+    }
+  });
+
+  it("refuses to start when the file is missing, naming it", async () => {
+    const err = await exactPool({ file: path.join(dir, "missing.bin"), offset: 0, dims, count, workers: 1, threads: 1 }).catch((e: unknown) => e);
+    expect(isApfaError(err, "index")).toBe(true);
+    expect((err as Error).message).toMatch(/missing\.bin/);
+  });
+
+  it("rejects a bad k with a clear error and keeps serving", async () => {
+    const pool: ExactPool = await open(1);
+    try {
+      const err = await pool.search(query(0), count + 1).catch((e: unknown) => e);
+      expect(isApfaError(err, "index")).toBe(true);
+      expect((err as Error).message).toMatch(/exact search failed/);
+      expect((await pool.search(query(0), 1)).keys).toHaveLength(1);
+    } finally {
+      await pool.close();
+    }
+  });
+});
