@@ -69,3 +69,23 @@ it("closes an old version's documents and searcher when its last lease is releas
   await holder.close();
   expect(cur.docs.closed).toBe(true);
 });
+
+it("answers a 503 with a JSON error, not a stack, when the served documents file was truncated under it", async () => {
+  const { servedApp } = await import("../helpers/served-app.ts");
+  const ctx = { baseDir: tmp, log: silentLogger, env: {} };
+  const embedder = await hashEmbedder.create(hashEmbedder.options.parse({ dims: 16 }), ctx);
+  const docs = ["auto loan", "student loan", "mortgage"].map((text, i) => ({ id: `d${i}`, text, metadata: { kind: i % 2 ? "odd" : "even" } }));
+  const app = await servedApp(docs, embedder);
+  try {
+    expect((await app.post("/search", { query: "loan", k: 3 })).body.hits).toHaveLength(3);
+    await fsp.truncate(path.join(app.cacheDir, app.version, "docs.jsonl"), 10);
+    for (const body of [{ query: "mortgage", k: 3 }, { query: "auto", k: 2, filter: { kind: "odd" } }]) {
+      const r = await app.post("/search", body);
+      expect(r.status).toBe(503);
+      expect(r.body.error).toBe("unavailable");
+      expect(JSON.stringify(r.body)).not.toMatch(/\bat .*\.ts:\d+/);
+    }
+  } finally {
+    await app.close();
+  }
+});
