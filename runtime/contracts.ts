@@ -195,17 +195,25 @@ export interface Searcher {
   close(): Promise<void>;
 }
 
+export interface BuildOptions {
+  /**
+   * Told, now and then, how many of `total` vectors a build has inserted (the run's progress line shows it).
+   * Optional for engines; one that builds again (a denser graph after a recall miss) counts from 0 again.
+   */
+  onProgress?(done: number, total: number): void;
+}
+
 export interface IndexEngine {
   metric: Metric;
   /** `vectors` is row-major count × dims, L2-normalised. */
-  build(vectors: Float32Array, dims: number): Promise<IndexArtifact>;
+  build(vectors: Float32Array, dims: number, opts?: BuildOptions): Promise<IndexArtifact>;
   /**
    * Builds the next version by changing the previous one, when that is cheaper than `build`: `vectors` is the
    * whole new matrix (canonical row order), `prevRow[r]` the previous version's row whose vector row `r` keeps,
    * or -1 for a new vector. The result must search the same rows as `build(vectors, dims)`. Returns undefined to
    * ask for a full build (too much changed, an old artifact). Engines without it always rebuild.
    */
-  update?(prev: { files: Record<string, Uint8Array>; count: number; dims: number }, next: { vectors: Float32Array; dims: number; prevRow: Int32Array }): Promise<IndexArtifact | undefined>;
+  update?(prev: { files: Record<string, Uint8Array>; count: number; dims: number }, next: { vectors: Float32Array; dims: number; prevRow: Int32Array } & BuildOptions): Promise<IndexArtifact | undefined>;
   /** Opens an artifact previously written by `build` from a local directory holding its files. */
   open(dir: string, info: { dims: number; count: number }): Promise<Searcher>;
 }

@@ -1,5 +1,6 @@
 /**
- * Follows a run to its end: a live bar on a TTY (batches done/total, docs/s, ETA), plain lines otherwise.
+ * Follows a run to its end: a live bar on a TTY (batches done/total, docs/s, ETA, then the index build's vectors
+ * inserted when the engine reports them), plain lines otherwise.
  * Reads the run row (display only; the fan-in itself never polls).
  * @module
  */
@@ -22,7 +23,8 @@ export function describeProgress(r: RunRow, now = Date.now()): { line: string; f
   const eta = total && done && r.status === "embedding" ? (elapsed / done) * (total - done) : NaN;
   const batches = total === null ? `${r.batches_done} batches (enumerating)` : `${done}/${total} batches`;
   const reuse = r.status === "pending" || r.status === "enumerating" ? "" : `  reused ${Number(r.docs_reused ?? 0)}  removed ${Number(r.docs_removed ?? 0)}`;
-  return { line: `${r.status.padEnd(11)} ${batches}  ${embedded} docs embedded${reuse}  ${rate.toFixed(1)} docs/s  ETA ${fmtEta(eta)}`, fraction };
+  const built = r.status === "building" && r.build_total !== null && Number(r.build_total) > 0 ? `  index ${Number(r.build_done ?? 0)}/${Number(r.build_total)} vectors (${Math.floor((Number(r.build_done ?? 0) / Number(r.build_total)) * 100)}%)` : "";
+  return { line: `${r.status.padEnd(11)} ${batches}  ${embedded} docs embedded${reuse}  ${rate.toFixed(1)} docs/s  ETA ${fmtEta(eta)}${built}`, fraction };
 }
 
 /** Resolves with the finished run. */

@@ -40,6 +40,9 @@ export interface RunRow {
   docs_removed: string;
   skipped: Record<string, number>;
   build_enqueued: boolean;
+  /** Vectors the index build has inserted, of `build_total` (engines that report it). */
+  build_done: string | null;
+  build_total: string | null;
   full_run: boolean;
   base_version: string | null;
   base_reason: string | null;
@@ -235,6 +238,11 @@ async function fanIn(client: Queryable, config: PipelineConfig, runId: string): 
   if (r.rowCount === 0) return false;
   await addJob(client, config, "build_index", { run_id: runId }, { key: `build_index:${runId}` });
   return true;
+}
+
+/** How far a `building` run's index build has got (no-op once the run left `building`). */
+export async function recordBuildProgress(db: Queryable, runId: string, done: number, total: number): Promise<void> {
+  await db.query(`update apfa.runs set build_done = $2, build_total = $3 where id = $1 and status = 'building'`, [runId, done, total]);
 }
 
 /** `building` → `succeeded`. */

@@ -134,8 +134,9 @@ export function createApp(deps: AppDeps): H3 {
       }
     }
     metrics.search.observe((performance.now() - t1) / 1000);
-    return ranked.map(({ row, score }) => {
-      const d = JSON.parse(ix.docs.get(row)) as { id: string; text: string; metadata?: Record<string, unknown> };
+    const lines = await ix.docs.getMany(ranked.map((r) => r.row));
+    return ranked.map(({ score }, i) => {
+      const d = JSON.parse(lines[i]) as { id: string; text: string; metadata?: Record<string, unknown> };
       return { id: d.id, score, text: d.text, metadata: d.metadata ?? {} };
     });
   }

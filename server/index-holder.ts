@@ -14,7 +14,7 @@ import type { IndexEngine, Logger, Searcher, Store } from "../runtime/contracts.
 import { ApfaError, errorMessage } from "../runtime/errors.ts";
 import { layout } from "../runtime/keys.ts";
 import { assertVersion, readLatest, readManifest, servingFiles, type Manifest } from "../runtime/versions.ts";
-import { loadDocTable, type DocTable } from "./doc-table.ts";
+import { openDocTable, type DocTable } from "./doc-table.ts";
 import type { ServerMetrics } from "./metrics.ts";
 
 export type LoadSource = "store" | "local-cache" | "sync-build";
@@ -25,7 +25,7 @@ export interface LoadedIndex {
   dir: string;
   manifest: Manifest;
   searcher: Searcher;
-  /** Raw JSON line per row; parsed only for hits. */
+  /** Raw JSON line per row, read from the file on demand; parsed only for hits. */
   docs: DocTable;
   /** Time to open the local files: the engine's `open` plus reading the documents. */
   loadMs: number;
@@ -127,6 +127,12 @@ async function copyVerified(store: Store, key: string, dest: string, expect: { b
   await fsp.rm(tmp, { force: true });
 }
 
+/** Closes what a version holds open: the engine's searcher and the documents file. */
+function closeLoaded(ix: LoadedIndex): void {
+  ix.searcher.close().catch(() => {});
+  ix.docs.close().catch(() => {});
+}
+
 export function createIndexHolder(opts: IndexHolderOptions) {
   const { store, log, metrics } = opts;
   let current: LoadedIndex | undefined;
@@ -140,7 +146,7 @@ export function createIndexHolder(opts: IndexHolderOptions) {
     ix._retired = true;
     // One label per version would grow without bound across swaps.
     metrics?.byVersion.remove({ version: ix.version.slice(0, 16) });
-    if (ix._refs === 0) ix.searcher.close().catch(() => {});
+    if (ix._refs === 0) closeLoaded(ix);
   };
 
   /** Validates a manifest against this server's embedder before anything is opened. */
@@ -153,13 +159,14 @@ export function createIndexHolder(opts: IndexHolderOptions) {
   async function open(manifest: Manifest, dir: string, source: LoadSource, fetchMs: number): Promise<LoadedIndex> {
     const t0 = performance.now();
     const engine = await opts.engine(manifest.engine);
-    // The documents are read and split while the engine reads its file (off the main thread), not after it.
-    const reading = loadDocTable(path.join(dir, "docs.jsonl"));
+    // The documents file is scanned for its line offsets while the engine reads its file, not after it.
+    const reading = openDocTable(path.join(dir, "docs.jsonl"), { sizeHint: manifest.count });
     reading.catch(() => {}); // awaited below; an engine failure must not leave it unhandled
     let searcher: Searcher;
     try {
       searcher = await engine.open(dir, { dims: manifest.dims, count: manifest.count });
     } catch (err) {
+      reading.then((d) => d.close(), () => {});
       throw new SwapRefused("unreadable", `cannot open ${manifest.engine} index ${manifest.version.slice(0, 12)}: ${errorMessage(err)}`, err);
     }
     let docs: DocTable;
@@ -171,6 +178,7 @@ export function createIndexHolder(opts: IndexHolderOptions) {
     }
     if (docs.count !== manifest.count || searcher.count !== manifest.count) {
       await searcher.close();
+      await docs.close();
       throw new SwapRefused("count_mismatch", `version ${manifest.version.slice(0, 12)}: ${searcher.count} vectors, ${docs.count} documents, manifest says ${manifest.count}`);
     }
     return { version: manifest.version, dir, manifest, searcher, docs, source, loadMs: performance.now() - t0, fetchMs, loadedAt: new Date(), _refs: 0, _retired: false };
@@ -328,7 +336,7 @@ export function createIndexHolder(opts: IndexHolderOptions) {
           if (done) return;
           done = true;
           ix._refs--;
-          if (ix._retired && ix._refs === 0) ix.searcher.close().catch(() => {});
+          if (ix._retired && ix._refs === 0) closeLoaded(ix);
         },
       };
     },

@@ -28,7 +28,7 @@ export function createServerMetrics() {
     }),
     embedQuery: new client.Histogram({ name: "apfa_query_embedding_seconds", help: "Time to embed a query", buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1], registers: [registry] }),
     vectorCount: new client.Gauge({ name: "apfa_index_vector_count", help: "Vectors in the served index", registers: [registry] }),
-    memoryBytes: new client.Gauge({ name: "apfa_index_memory_bytes", help: "Resident bytes of the served index (vectors + documents)", registers: [registry] }),
+    memoryBytes: new client.Gauge({ name: "apfa_index_memory_bytes", help: "Resident bytes of the served index (vectors + document offsets; documents are read from the file on demand)", registers: [registry] }),
     versionInfo: new client.Gauge({ name: "apfa_index_version_info", help: "1 for the served index version", labelNames: ["version", "engine"], registers: [registry] }),
     indexAge: new client.Gauge({ name: "apfa_index_age_seconds", help: "Seconds since the served version was built", registers: [registry] }),
     loadSeconds: new client.Gauge({ name: "apfa_index_load_seconds", help: "Time the last index load took (opening the local files)", registers: [registry] }),

@@ -39,10 +39,13 @@ export interface Ranked {
 }
 
 interface Extras {
-  meta?: Array<Record<string, unknown>>;
+  meta?: Promise<Array<Record<string, unknown>>>;
   filters: Map<string, RowFilter>;
   lexical?: Promise<Lexical | undefined>;
 }
+
+/** Rows whose documents are read together when the metadata is gathered. */
+const META_RUN = 4096;
 
 /** Passing-row sets kept per version; each is a bit per row plus the passing rows. */
 const FILTERS_KEPT = 64;
@@ -55,25 +58,39 @@ export function createRetriever(cfg: RetrievalConfig, log: Logger) {
     return e;
   };
 
-  function metadata(ix: LoadedIndex): Array<Record<string, unknown>> {
+  /** Every row's metadata, read through the document file once (in runs of rows, one read each). */
+  function metadata(ix: LoadedIndex): Promise<Array<Record<string, unknown>>> {
     const e = of(ix);
-    e.meta ??= Array.from({ length: ix.docs.count }, (_, row) => (JSON.parse(ix.docs.get(row)) as { metadata?: Record<string, unknown> }).metadata ?? {});
-    return e.meta;
+    if (e.meta) return e.meta;
+    const gathering = (async () => {
+      const meta: Array<Record<string, unknown>> = [];
+      for (let from = 0; from < ix.docs.count; from += META_RUN) {
+        const rows = Array.from({ length: Math.min(META_RUN, ix.docs.count - from) }, (_, i) => from + i);
+        for (const line of await ix.docs.getMany(rows)) meta.push((JSON.parse(line) as { metadata?: Record<string, unknown> }).metadata ?? {});
+      }
+      return meta;
+    })();
+    gathering.catch(() => {
+      if (e.meta === gathering) e.meta = undefined; // a failed read is tried again by the next filtered request
+    });
+    return (e.meta = gathering);
   }
 
   /** The rows `f` lets through in this version, computed once per filter while it stays among the recent ones. */
-  function passing(ix: LoadedIndex, f: CompiledFilter): RowFilter {
+  async function passing(ix: LoadedIndex, f: CompiledFilter): Promise<RowFilter> {
     const e = of(ix);
     let rf = e.filters.get(f.key);
-    if (rf) {
-      e.filters.delete(f.key); // re-inserted below: Map order is recency
-    } else {
-      const meta = metadata(ix);
-      const rows: number[] = [];
-      for (let r = 0; r < meta.length; r++) if (f.test(meta[r])) rows.push(r);
-      rf = rowFilter(Uint32Array.from(rows), meta.length);
-      if (e.filters.size >= FILTERS_KEPT) e.filters.delete(e.filters.keys().next().value!);
+    if (!rf) {
+      const meta = await metadata(ix);
+      rf = e.filters.get(f.key); // another request may have computed it while this one waited
+      if (!rf) {
+        const rows: number[] = [];
+        for (let r = 0; r < meta.length; r++) if (f.test(meta[r])) rows.push(r);
+        rf = rowFilter(Uint32Array.from(rows), meta.length);
+        if (e.filters.size >= FILTERS_KEPT) e.filters.delete(e.filters.keys().next().value!);
+      }
     }
+    e.filters.delete(f.key); // re-inserted: Map order is recency
     e.filters.set(f.key, rf);
     return rf;
   }
@@ -101,7 +118,7 @@ export function createRetriever(cfg: RetrievalConfig, log: Logger) {
      * hybrid mode; only rows passing `filter` when given (never fewer than k when k pass, on the exact engine).
      */
     async search(ix: LoadedIndex, q: { vector: Float32Array; text: string; k: number; filter?: CompiledFilter; mode?: "vector" | "hybrid" }): Promise<Ranked[]> {
-      const rf = q.filter ? passing(ix, q.filter) : undefined;
+      const rf = q.filter ? await passing(ix, q.filter) : undefined;
       const mode = q.mode ?? cfg.mode;
       const lex = mode === "hybrid" ? await lexical(ix) : undefined;
       const n = lex ? Math.max(q.k, cfg.candidates) : q.k;

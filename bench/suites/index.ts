@@ -11,7 +11,7 @@ import flat from "../../plugins/index/flat.ts";
 import hnsw from "../../plugins/index/hnsw.ts";
 import type { IndexArtifact, IndexEngine, Searcher } from "../../runtime/contracts.ts";
 import { silentLogger } from "../../runtime/log.ts";
-import { loadDocTable } from "../../server/doc-table.ts";
+import { openDocTable } from "../../server/doc-table.ts";
 import { median, num, ratioText, saveChart, tempDir, timeMs, type BenchContext, type Ratio, type SuiteOutput, type Table } from "../lib.ts";
 import { barChart } from "../svg.ts";
 import { docsJsonl, expand, medianNeighbourCosine, noiseForCosine, realVectors } from "../vectors.ts";
@@ -21,14 +21,15 @@ const DIMS = 384;
 const K = 10;
 const pctx = { baseDir: "/", log: silentLogger, env: {} };
 
-/** The version-loading path of server/index-holder.ts, timed in its two parts: engine.open, then docs.jsonl read and split. */
+/** The version-loading path of server/index-holder.ts, timed in its two parts: engine.open, then docs.jsonl scanned for its line offsets. */
 async function loadVersion(engine: IndexEngine, dir: string, count: number): Promise<{ searcher: Searcher; openMs: number; docsMs: number }> {
   let t = performance.now();
   const searcher = await engine.open(dir, { dims: DIMS, count });
   const openMs = performance.now() - t;
   t = performance.now();
-  const docs = await loadDocTable(path.join(dir, "docs.jsonl"));
+  const docs = await openDocTable(path.join(dir, "docs.jsonl"), { sizeHint: count });
   const docsMs = performance.now() - t;
+  await docs.close();
   if (docs.count !== count) throw new Error(`docs.jsonl has ${docs.count} rows, expected ${count}`);
   return { searcher, openMs, docsMs };
 }
@@ -57,7 +58,7 @@ export async function indexSuite(ctx: BenchContext): Promise<SuiteOutput> {
     hnsw256: await hnsw.create(hnsw.options.parse({ expansion_search: 256 }), pctx),
   };
   const build: Table = { title: `Build (${DIMS}-d, median of ${reps})`, columns: ["vectors", "raw concat ms", "flat build ms", "flat ÷ raw", "hnsw build ms", "hnsw ÷ raw"], rows: [], note: "raw = concatenating the 1,000-row batches into one Float32Array (what build_index does first); build = engine.build on the result; hnsw is built once" };
-  const load: Table = { title: `Load (${DIMS}-d, median of ${reps}; files in the page cache)`, columns: ["vectors", "engine", "readFileSync ms", "engine.open ms", "docs ms", "open + docs ms", "÷ raw"], rows: [], note: "open + docs is what the server does to load a version (server/index-holder.ts): engine.open, then docs.jsonl read and its line offsets scanned (server/doc-table.ts); raw = fs.readFileSync of the engine's index file" };
+  const load: Table = { title: `Load (${DIMS}-d, median of ${reps}; files in the page cache)`, columns: ["vectors", "engine", "readFileSync ms", "engine.open ms", "docs ms", "open + docs ms", "÷ raw"], rows: [], note: "open + docs is what the server does to load a version (server/index-holder.ts): engine.open, then docs.jsonl scanned for its line offsets (server/doc-table.ts); raw = fs.readFileSync of the engine's index file" };
   const exact: Table = { title: `Exact search, k = ${K}, ${rv.queryCount} real queries`, columns: ["vectors", "exactSearch p50 ms", "p95", "apfa flat p50 ms", "p95", "flat ÷ raw p50", "flat ÷ raw p95", "exactSearch 1 thread p50", "faiss-node p50 ms", "p95"], rows: [], note: "usearch exactSearch with threads = 0 (all cores, as flat calls it) and with 1 thread, and faiss-node IndexFlatIP, called directly on the same vectors; flat goes through the Searcher" };
   const approx: Table = { title: `HNSW (default options: connectivity 16, grown by the build's recall check where it misses; expansion_add 128) against exact search`, columns: ["vectors", "expansion_search", "p50 ms", "p95 ms", "speed-up over flat p50", "recall@10 (rows)", "recall@10 (source docs)"], rows: [], note: `queries are use-lite embeddings of ${rv.queryCount} corpus docs not in the index; rows past the ${rv.base.length / DIMS} embedded docs are copies perturbed to cosine ${nnCos.toFixed(3)} from their source (the corpus's median nearest-neighbour cosine), so each source has up to ${Math.ceil(Math.max(...sizes) / (rv.base.length / DIMS))} near-tied copies; "source docs" counts a hit when it is a copy of a document in the exact top 10` };
   const ratios: Ratio[] = [];

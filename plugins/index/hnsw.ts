@@ -18,7 +18,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import type * as Usearch from "usearch";
 import { z } from "zod";
-import { definePlugin, type IndexArtifact, type IndexEngine, type Searcher } from "../../runtime/contracts.ts";
+import { definePlugin, type BuildOptions, type IndexArtifact, type IndexEngine, type Searcher } from "../../runtime/contracts.ts";
 import { ApfaError } from "../../runtime/errors.ts";
 import { checkVectors } from "./_check.ts";
 import { recallProbe, type RecallReport } from "./_recall.ts";
@@ -189,20 +189,22 @@ export default definePlugin({
      * from; measured on 100k near-duplicate rows, recall@10 at ef 256 was 0.46 inserted grouped, 0.67 in row order
      * and 0.94 shuffled (docs/index-engines.md). FAISS shuffles its insertion order for the same reason.
      */
-    const addRows = async (index: Usearch.Index, rows: ArrayLike<number>, keys: ArrayLike<number>, vectors: Float32Array, dims: number) => {
+    const addRows = async (index: Usearch.Index, rows: ArrayLike<number>, keys: ArrayLike<number>, vectors: Float32Array, dims: number, onProgress?: BuildOptions["onProgress"]) => {
       const order = shuffled(rows.length);
+      onProgress?.(0, order.length);
       for (let start = 0; start < order.length; start += ADD_BATCH) {
         const part = order.subarray(start, Math.min(order.length, start + ADD_BATCH));
         const batch = new Float32Array(part.length * dims);
         part.forEach((i, j) => batch.set(vectors.subarray(rows[i] * dims, (rows[i] + 1) * dims), j * dims));
         index.add(BigUint64Array.from(part, (i) => BigInt(keys[i])), batch, opts.build_threads);
+        onProgress?.(start + part.length, order.length);
         await new Promise((resolve) => setImmediate(resolve));
       }
     };
 
     return {
       metric: "ip",
-      async build(vectors, dims) {
+      async build(vectors, dims, buildOpts) {
         const count = checkVectors(vectors, dims, "index:hnsw");
         const rows = Int32Array.from({ length: count }, (_, i) => i);
         const meta = { built_count: count, removed_since_build: 0 };
@@ -214,7 +216,7 @@ export default definePlugin({
         let before = -1;
         for (let connectivity = opts.connectivity; ; connectivity *= 2) {
           const index = make(dims, opts.expansion_search, connectivity);
-          await addRows(index, rows, rows, vectors, dims);
+          await addRows(index, rows, rows, vectors, dims, buildOpts?.onProgress);
           const { bytes, checked: recall } = await saveGraph(index, (file) => (opts.target_recall > 0 ? tune(file, vectors, dims, connectivity, tried) : undefined));
           const files = filesOf(bytes, meta, recall);
           if (!recall || recall.met) return { files, main: FILE, recall };
@@ -254,7 +256,7 @@ export default definePlugin({
             added.push(r);
           }
         }
-        await addRows(index, added, added.map((r) => keys[r]), vectors, dims);
+        await addRows(index, added, added.map((r) => keys[r]), vectors, dims, next.onProgress);
         const { bytes, checked: recall } = await saveGraph(index, (file) => (opts.target_recall > 0 ? tune(file, vectors, dims, index.connectivity(), [], keys) : undefined));
         // An updated graph under target is rebuilt in full, where connectivity can grow.
         if (recall && !recall.met) return undefined;

@@ -42,6 +42,8 @@ export interface BuildInput {
   parts: NewPart[];
   base?: BaseData;
   reuse: ReuseEntry[];
+  /** Told how many vectors the engine has inserted so far, when the engine reports it. */
+  onProgress?: (done: number, total: number) => void;
   /** Told when the engine missed its recall target and the version is served with exact search instead. */
   warn?: (message: string, fields: Record<string, unknown>) => void;
 }
@@ -122,9 +124,9 @@ export async function buildVersion(input: BuildInput): Promise<BuiltVersion> {
   const t1 = performance.now();
   // An engine that can change the base's index (hnsw adds and removes on a copy of its graph) does; else a build.
   const prev = base?.engineFiles && input.engine.update
-    ? await input.engine.update({ files: base.engineFiles, count: base.manifest.count, dims }, { vectors, dims, prevRow: Int32Array.from(rows, (r) => r.prev) })
+    ? await input.engine.update({ files: base.engineFiles, count: base.manifest.count, dims }, { vectors, dims, prevRow: Int32Array.from(rows, (r) => r.prev), onProgress: input.onProgress })
     : undefined;
-  let artifact: IndexArtifact = prev ?? (await input.engine.build(vectors, dims));
+  let artifact: IndexArtifact = prev ?? (await input.engine.build(vectors, dims, { onProgress: input.onProgress }));
   let engineName = input.engineName;
   let metric = input.engine.metric;
   const recall: Manifest["recall"] = artifact.recall && { ...artifact.recall, engine: input.engineName };

@@ -11,7 +11,7 @@ import { errorMessage, isApfaError } from "../errors.ts";
 import { layout } from "../keys.ts";
 import { decodeNpy } from "../npy.ts";
 import type { Pipeline } from "../pipeline.ts";
-import { failRun, getRun, listBatches, succeedRun, type RunRow } from "../runs.ts";
+import { failRun, getRun, listBatches, recordBuildProgress, succeedRun, type RunRow } from "../runs.ts";
 import { readBase } from "../stages/base.ts";
 import { buildVersion, unchangedBase, type NewPart } from "../stages/build.ts";
 import { decodeReuse } from "../stages/enumerate.ts";
@@ -72,11 +72,12 @@ export function makeBuildIndex(p: Pipeline) {
         const sameEngine = baseManifest?.engine === p.config.stages.index.plugin && baseManifest.reuse?.engine_key === ekey;
         const base = baseManifest && reuse.length ? await readBase(p.store, baseManifest, { engineFiles: sameEngine && Boolean(engine.update) }) : undefined;
         timing.load_ms = Math.round(performance.now() - t0);
+        const progress = progressWriter(p, runId, log);
         const built = await buildVersion({
           pipeline: p.config.name, runId, engine, engineName: p.config.stages.index.plugin, engineKey: ekey,
           embedderKey: run.embedder_key ?? "", source: { key: await sourceKey(p.config), cursor: run.source_cursor ?? undefined }, parts, base, reuse,
-          warn: (m, f) => log.warn(m, f),
-        });
+          warn: (m, f) => log.warn(m, f), onProgress: progress.report,
+        }).finally(progress.flushed);
         timing = { ...timing, assemble_ms: Math.round(built.assembleMs), engine_ms: Math.round(built.engineMs), lexical_ms: Math.round(built.lexicalMs) };
         await writeVersion(p, built.manifest, built.files);
         version = built.manifest.version;
@@ -95,6 +96,28 @@ export function makeBuildIndex(p: Pipeline) {
     await succeedRun(p.db.pool, runId, version, stats);
     await p.store.put(layout.runReport(runId), new TextEncoder().encode(JSON.stringify({ run_id: runId, version, stats }, null, 2)))
       .catch((err) => log.warn("run report not written", { error: errorMessage(err) }));
+  };
+}
+
+/** Bounds how often a build's progress is written to its run row. */
+const PROGRESS_EVERY_MS = 1000;
+
+/**
+ * Writes the engine's build progress to the run row for `apfa run`'s progress line: the first and the last count
+ * and at most one a second between, one write at a time and in order. A failed write only loses a display.
+ */
+function progressWriter(p: Pipeline, runId: string, log: Pipeline["log"]) {
+  let lastAt = -Infinity;
+  let writes = Promise.resolve();
+  return {
+    report(done: number, total: number): void {
+      const now = performance.now();
+      if (done > 0 && done < total && now - lastAt < PROGRESS_EVERY_MS) return;
+      lastAt = now;
+      writes = writes.then(() => recordBuildProgress(p.db.pool, runId, done, total)).catch((err) => log.debug("build progress not recorded", { error: errorMessage(err) }));
+    },
+    /** Resolves when every write has landed, so none arrives after the run's outcome. */
+    flushed: () => writes,
   };
 }
 

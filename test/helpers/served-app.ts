@@ -33,6 +33,8 @@ export interface ServedApp {
   post<T = any>(route: string, body: unknown): Promise<{ status: number; body: T }>;
   get<T = any>(route: string): Promise<{ status: number; body: T }>;
   version: string;
+  /** The server's local cache of version files (`<cacheDir>/<version>/docs.jsonl`, …). */
+  cacheDir: string;
   close(): Promise<void>;
 }
 
@@ -62,6 +64,7 @@ export async function servedApp(docs: ServedDoc[], embedder: Embedder, opts: { v
   const app = createApp({ config: cfg, holder, embedder, generator, cache: createCache({}), verifier: null, metrics, log: silentLogger });
   return {
     version: manifest.version,
+    cacheDir: path.join(tmp, "cache"),
     async post(route, body) {
       const res = await app.fetch(new Request(`http://127.0.0.1${route}`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) }));
       return { status: res.status, body: await res.json() };

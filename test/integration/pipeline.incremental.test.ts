@@ -83,6 +83,8 @@ for (const engine of ["flat", "hnsw"] as const) {
       expect([Number(first.docs_embedded), Number(first.docs_reused), Number(first.docs_removed)]).toEqual([N, 0, 0]);
       expect(first.base_version).toBeNull();
       expect(first.base_reason).toBe("no previous version");
+      // hnsw reported its insertions while it built (the run's progress line shows them); flat does not report.
+      expect([first.build_done, first.build_total]).toEqual(engine === "hnsw" ? [String(N), String(N)] : [null, null]);
       const m = await readManifest(tp.pipeline.store, first.index_version!);
       expect(m.reuse?.rows).toBe("rows.jsonl");
       expect(m.reuse?.vectors.file).toBe(engine === "flat" ? "index.faiss" : "vectors.npy");

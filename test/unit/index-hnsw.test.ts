@@ -35,7 +35,10 @@ describe("hnsw engine", () => {
     const dims = 32;
     const engine = make({ expansion_search: 2048 });
     const old = randomUnitVectors(2000, dims, 41);
-    const first = await engine.build(old, dims);
+    const built: Array<[number, number]> = [];
+    const first = await engine.build(old, dims, { onProgress: (done, total) => built.push([done, total]) });
+    expect(built[0]).toEqual([0, 2000]);
+    expect(built.at(-1)).toEqual([2000, 2000]);
     // Drop every 10th row, keep the rest in a new order, and add 300 new vectors.
     const kept = Array.from({ length: 2000 }, (_, i) => i).filter((i) => i % 10 !== 0).reverse();
     const fresh = randomUnitVectors(300, dims, 42);
@@ -43,7 +46,9 @@ describe("hnsw engine", () => {
     kept.forEach((p, r) => next.set(old.subarray(p * dims, (p + 1) * dims), r * dims));
     next.set(fresh, kept.length * dims);
     const prevRow = Int32Array.from([...kept, ...Array(300).fill(-1)]);
-    const updated = (await engine.update!({ files: first.files, count: 2000, dims }, { vectors: next, dims, prevRow }))!;
+    const added: Array<[number, number]> = [];
+    const updated = (await engine.update!({ files: first.files, count: 2000, dims }, { vectors: next, dims, prevRow, onProgress: (done, total) => added.push([done, total]) }))!;
+    expect(added).toEqual([[0, 300], [300, 300]]); // only the new vectors are inserted
     expect(Object.keys(updated.files).sort()).toEqual(["hnsw.json", FILE, "keys.u32"]);
     const dir = await writeArtifact(updated);
     dirs.push(dir);
