@@ -257,7 +257,7 @@ export function createIndexHolder(opts: IndexHolderOptions) {
 
   /** Closes a prepared version that will not be served: the current one keeps serving. */
   function abort(p: PreparedSwap, why: { code: string; reason: string }): void {
-    if (p.index && p.index !== current) p.index.searcher.close().catch(() => {});
+    if (p.index && p.index !== current) closeLoaded(p.index);
     lastAbort = { version: p.version, reason: why.reason, at: new Date().toISOString() };
     metrics?.swaps.inc({ outcome: "aborted", reason: why.code });
     log.warn("swap aborted; previous version keeps serving", { version: p.version, code: why.code, reason: why.reason, serving: current?.version });
