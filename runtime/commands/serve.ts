@@ -9,7 +9,7 @@ import { cliLogger, loadOrFail, onceSignal, type Command } from "./common.ts";
 
 export const serveCmd: Command = {
   summary: "Serve the advice API: loads the latest index, hot-swaps on events, answers /generate-advice, /search, /health, /ready, /metrics, /index.",
-  usage: "apfa serve [-c pipeline.yaml] [--port N] [--processes N|auto] [--no-sync-build]",
+  usage: "apfa serve [-c pipeline.yaml] [--port N] [--processes N|auto (default: auto, one per core)] [--no-sync-build]",
   options: { port: { type: "string", short: "p" }, processes: { type: "string" }, "no-sync-build": { type: "boolean" } },
   async run({ values }) {
     const config = await loadOrFail(values.config as string);
