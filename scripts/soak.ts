@@ -143,7 +143,8 @@ async function main(): Promise<number> {
     let seq = 0;
     const published: Array<{ t: number; version: string; ms: number }> = [];
     published.push({ t: 0, version: await publish(project.pipeline, await make(seq++)), ms: 0 });
-    server = spawnNode(["bin/apfa.mjs", "serve", "-c", project.yaml, "--port", String(port), "--no-sync-build"], { log: serverLog, env: { APFA_LOG_LEVEL: "info", APFA_LOG_FORMAT: "json" } });
+    // One process: the soak reads one pid's RSS and FD count, which a supervisor's would not show.
+    server = spawnNode(["bin/apfa.mjs", "serve", "-c", project.yaml, "--port", String(port), "--processes", "1", "--no-sync-build"], { log: serverLog, env: { APFA_LOG_LEVEL: "info", APFA_LOG_FORMAT: "json" } });
     await waitReady(base, server, serverLog);
     const pid = server.pid!;
     say(`apfa serve ready (pid ${pid}, RSS ${num(procMiB(pid), 0)} MiB); traffic for ${o.minutes} min at ${o.rate || "unbounded"} req/s over ${o.connections} connections`);

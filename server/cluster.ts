@@ -34,9 +34,12 @@ type Msg =
   | { apfa: "swap-failed"; round: number; version: string; reason: string }
   | RoundCommand;
 
-/** `server.processes` / `--processes` resolved: 0 or `auto` = one per core. */
-export function resolveProcesses(v: number | "auto"): number {
-  return v === "auto" || v === 0 ? Math.max(1, os.availableParallelism()) : v;
+/**
+ * `server.processes` / `--processes` resolved: 0 or `auto` (the default) = one per core, so a 1-core machine
+ * runs a single process without a supervisor; a number is taken as asked.
+ */
+export function resolveProcesses(v: number | "auto", cores = os.availableParallelism()): number {
+  return v === "auto" || v === 0 ? Math.max(1, cores) : v;
 }
 
 /** This process's slot when it runs under the supervisor, else undefined. */

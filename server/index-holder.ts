@@ -309,9 +309,11 @@ export function createIndexHolder(opts: IndexHolderOptions) {
     if (ptr) await (opts.request ?? swapTo)(ptr.version, reason);
   }
 
-  async function fromLocalCache(): Promise<boolean> {
+  /** Serves the local cache's version (`want` only if it is that one); false, with a warning, when it cannot. */
+  async function fromLocalCache(want?: string): Promise<boolean> {
     try {
       const { version } = JSON.parse(await fsp.readFile(pointerFile, "utf8")) as { version: string };
+      if (want && version !== want) return false;
       const dir = path.join(opts.cacheDir, assertVersion(version));
       const manifest = JSON.parse(await fsp.readFile(path.join(dir, "manifest.json"), "utf8")) as Manifest;
       check(manifest, version);
@@ -348,8 +350,14 @@ export function createIndexHolder(opts: IndexHolderOptions) {
     /** Loads the first index: `pinned` if given, else the store's latest, else the local cache, else a synchronous build. */
     async start(pinned?: string): Promise<LoadSource | undefined> {
       await fsp.mkdir(opts.cacheDir, { recursive: true });
-      // Under --processes N a restarted process starts on the version the others serve, not on `latest`.
-      if (pinned && (await swapTo(pinned, "startup")) === "swapped") return "store";
+      // Under --processes N a restarted process starts on the version the others serve, not on `latest`. One
+      // the store does not hold (the first process's sync build, never published) is in the local cache it wrote:
+      // loaded from there without a refusal logged and counted for a version that was never meant to be fetched.
+      if (pinned) {
+        const published = await store.stat(layout.indexFile(assertVersion(pinned), "manifest.json")).catch(() => undefined);
+        if (published === null && (await fromLocalCache(pinned))) return "local-cache";
+        if ((await swapTo(pinned, "startup")) === "swapped") return "store";
+      }
       let ptr;
       let storeOk = true;
       try {

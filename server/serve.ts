@@ -199,7 +199,7 @@ export async function startServer(config: PipelineConfig, log: Logger, opts: Han
   const url = server.url ?? `http://${config.server.host}:${config.server.port}/`;
   const st = h.status();
   // Under --processes the supervisor says "server ready" once every process is up.
-  log.info(opts.cluster ? "server process listening" : "server ready", { url, ...(opts.cluster ? { process: opts.cluster.index } : {}), index_version: st.version, count: st.count, index_load_ms: st.load_ms, index_source: h.indexSource ?? "none", startup_ms: Math.round(performance.now() - t0), auth: h.auth });
+  log.info(opts.cluster ? "server process listening" : "server ready", { url, ...(opts.cluster ? { process: opts.cluster.index } : { processes: 1 }), index_version: st.version, count: st.count, index_load_ms: st.load_ms, index_source: h.indexSource ?? "none", startup_ms: Math.round(performance.now() - t0), auth: h.auth });
   return {
     url,
     status: () => h.status(),

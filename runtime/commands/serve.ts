@@ -9,7 +9,7 @@ import { cliLogger, loadOrFail, onceSignal, type Command } from "./common.ts";
 
 export const serveCmd: Command = {
   summary: "Serve the advice API: loads the latest index, hot-swaps on events, answers /generate-advice, /search, /health, /ready, /metrics, /index.",
-  usage: "apfa serve [-c pipeline.yaml] [--port N] [--processes N|auto] [--no-sync-build]",
+  usage: "apfa serve [-c pipeline.yaml] [--port N] [--processes N|auto (default: auto, one per core)] [--no-sync-build]",
   options: { port: { type: "string", short: "p" }, processes: { type: "string" }, "no-sync-build": { type: "boolean" } },
   async run({ values }) {
     const config = await loadOrFail(values.config as string);
@@ -20,18 +20,28 @@ export const serveCmd: Command = {
       return 2;
     }
     const flag = values.processes as string | undefined;
-    const asked = flag === undefined ? config.server.processes : flag === "auto" ? "auto" : Number(flag);
+    let asked = flag === undefined ? config.server.processes : flag === "auto" ? "auto" : Number(flag);
     if (asked !== "auto" && !(Number.isInteger(asked) && asked >= 0 && asked <= 256)) {
       console.error(`apfa serve: --processes must be 0-256 or auto (0 and auto: one per core; got ${flag})`);
       return 2;
+    }
+    // Deno forks through node:cluster, but there a forked process cannot start worker threads (flat's search
+    // worker: "process.connected is not supported in workers") and sharing the port needs --unstable-net.
+    if ("Deno" in globalThis && asked !== 1) {
+      if (asked !== "auto" && asked !== 0) {
+        console.error(`apfa serve: ${flag === undefined ? "server.processes" : "--processes"} ${asked} needs Node (node:cluster); under Deno apfa serve runs one process: set 1 or auto, or run it with node`);
+        return 2;
+      }
+      log.info("one server process: under Deno `auto` means 1 (several processes need Node's node:cluster)", { processes: 1 });
+      asked = 1;
     }
     // Loaded here, not at the top: `apfa token` shares this file and needs none of the server.
     const { startServer } = await import("../../server/serve.ts");
     const opts = { port, syncBuild: !values["no-sync-build"] };
     // A forked server process carries its slot in the environment; only then, or with more than one process
-    // asked for, is node:cluster loaded at all (Deno runs a single process).
+    // asked for (auto included), is node:cluster loaded at all (Deno has come here with 1).
     const slot = process.env.APFA_PROCESS;
-    if (slot !== undefined || asked === "auto" || asked !== 1) {
+    if (slot !== undefined || asked !== 1) {
       const c = await import("../../server/cluster.ts");
       if (slot !== undefined && c.processIndex() !== undefined) {
         const index = Number(slot);

@@ -119,8 +119,8 @@ export const pipelineSchema = z.strictObject({
   server: z.strictObject({
     host: z.string().default("127.0.0.1"),
     port: z.int().min(0).max(65535).default(8080),
-    processes: z.union([z.int().min(0).max(256), z.literal("auto")]).default(1)
-      .describe("Server processes sharing the port (a supervisor restarts any that dies); 0 or `auto` = one per core"),
+    processes: z.union([z.int().min(0).max(256), z.literal("auto")]).default("auto")
+      .describe("Server processes sharing the port (a supervisor restarts any that dies); 0 or `auto` = one per core (one process on a 1-core machine or under Deno)"),
     auth,
     body_limit_bytes: z.int().min(256).max(10_485_760).default(65_536),
     max_query_chars: z.int().min(1).max(100_000).default(2000),

@@ -7,7 +7,8 @@
  *   `writeVersion`, exactly as `build_index` does; `corruptNextPut` damages bytes on their way into the store
  *   (the manifest keeps the good checksum), for swap-refusal tests.
  * - `start()` runs `startServer` in this process, with its log lines captured; `spawn()` runs
- *   `node bin/apfa.mjs serve -c <yaml> --port 0` and waits for its "server ready" line.
+ *   `node bin/apfa.mjs serve -c <yaml> --port 0 --processes 1` and waits for its "server ready" line (one
+ *   process, whatever the core count, unless the test asks for more).
  * - `startRedis()` runs a private `redis-server` child the test may kill and restart.
  * @module
  */
@@ -101,8 +102,24 @@ export interface ServerFixture {
   /** `server` is merged over the config's `server` block (e.g. another `cache_dir` or `swap_poll_s`). */
   start(opts?: { syncBuild?: boolean; server?: Partial<PipelineConfig["server"]> }): Promise<ServerHandle & { server: RunningServer }>;
   /** `server` is merged over the config's `server` block in a copy of pipeline.yaml the child reads. */
-  spawn(opts?: { env?: Record<string, string>; args?: string[]; command?: string[]; server?: Obj }): Promise<ChildServer>;
+  spawn(opts?: SpawnOptions): Promise<ChildServer>;
   close(): Promise<void>;
+}
+
+export interface SpawnOptions {
+  env?: Record<string, string>;
+  /** More arguments after `serve -c <yaml> --port 0`. */
+  args?: string[];
+  /** Replaces `node bin/apfa.mjs` (e.g. Deno on runtime/main.ts). */
+  command?: string[];
+  /** Merged over the config's `server` block in a copy of pipeline.yaml the child reads. */
+  server?: Obj;
+  /**
+   * `--processes`: one unless the test is about several, so the suite's processes and /metrics series do not
+   * depend on the machine's cores. `"config"` passes no flag (pipeline.yaml or the built-in default decides);
+   * none is added either when `args` or `server` set the count themselves. @default 1
+   */
+  processes?: number | "auto" | "config";
 }
 
 /** Polls `pred` every 50 ms; throws naming `what` after `ms`. */
@@ -251,7 +268,9 @@ export async function openServerFixture(opts: ServerFixtureOptions = {}): Promis
           yaml = path.join(dir, `pipeline-${crypto.randomBytes(4).toString("hex")}.yaml`);
           await fsp.writeFile(yaml, yamlFor(deepMerge(merged, { server: s.server })));
         }
-        const child = spawn(s.command?.[0] ?? process.execPath, [...(s.command?.slice(1) ?? ["bin/apfa.mjs"]), "serve", "-c", yaml, "--port", "0", ...(s.args ?? [])], {
+        const own = s.args?.includes("--processes") || s.server?.processes !== undefined || s.processes === "config";
+        const processes = own ? [] : ["--processes", String(s.processes ?? 1)];
+        const child = spawn(s.command?.[0] ?? process.execPath, [...(s.command?.slice(1) ?? ["bin/apfa.mjs"]), "serve", "-c", yaml, "--port", "0", ...processes, ...(s.args ?? [])], {
           cwd: ROOT,
           env: { ...process.env, APFA_LOG_LEVEL: "info", APFA_LOG_FORMAT: "json", NO_COLOR: "1", ...env, ...s.env },
           stdio: ["ignore", "pipe", "pipe"],

@@ -87,7 +87,7 @@ it("no secret appears in any output of a full run", async () => {
   const r = await run(["run", "--wait", "--json"]);
   expect(r.code, r.out).toBe(0);
 
-  const server = spawnWorker(yaml, env, ["serve"]);
+  const server = spawnWorker(yaml, env, ["serve", "--processes", "1"]);
   procs.push(server);
   const ready = await waitFor(async () => server.logs.find((l) => l.includes('"server ready"')), 60_000, "server ready");
   const base = (JSON.parse(ready) as { url: string }).url.replace(/\/$/, "");
