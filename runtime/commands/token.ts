@@ -7,6 +7,7 @@
  * Only light modules are imported at the top; the full path's are loaded when it runs.
  * @module
  */
+import { Buffer } from "node:buffer";
 import { createHmac } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
@@ -106,8 +107,12 @@ async function readerAgrees(text: string): Promise<boolean> {
   const mine = readAuthBlock(text);
   if (!mine) return false;
   const { parse } = await import("yaml");
-  const server = (parse(text) as { server?: { host?: unknown; auth?: unknown } } | null)?.server;
-  return JSON.stringify(mine) === JSON.stringify({ host: server?.host, auth: server?.auth });
+  try {
+    const server = (parse(text) as { server?: { host?: unknown; auth?: unknown } } | null)?.server;
+    return JSON.stringify(mine) === JSON.stringify({ host: server?.host, auth: server?.auth });
+  } catch {
+    return false; // the loader accepted it, so this is not expected; it only keeps the file on the full path
+  }
 }
 
 export const tokenCmd: Command = {
