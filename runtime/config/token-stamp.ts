@@ -42,7 +42,7 @@ function envDigest(salt: string, text: string, env: Record<string, string | unde
 function codeStamp(): string | undefined {
   const ext = import.meta.url.endsWith(".ts") ? ".ts" : ".js";
   try {
-    return ["schema", "load", "env-ref"].map((m) => {
+    return ["schema", "load", "cron", "env-ref", "auth-block"].map((m) => {
       const st = fs.statSync(new URL(`./${m}${ext}`, import.meta.url));
       return `${st.mtimeMs}:${st.size}`;
     }).join(",");
