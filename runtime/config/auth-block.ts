@@ -119,10 +119,11 @@ function scalar(s: string): { value: unknown } | undefined {
     return m ? { value: m[1] } : undefined;
   }
   const plain = s.replace(/[ \t]+#.*$/, "").trimEnd();
-  if (plain === "" || /^[&*!|>@`%{}\[\],?:-]/.test(plain) || /: |#/.test(plain)) return undefined;
+  // `-`, `?` and `:` start a plain scalar only when a non-space follows (`-U-A0E…` is a string; `- x` a list).
+  if (plain === "" || /^[&*!|>@`%{}\[\],]|^[-?:](\s|$)/.test(plain) || /: |#/.test(plain)) return undefined;
   if (/^(null|Null|NULL|~)$/.test(plain)) return { value: null };
   if (/^(true|True|TRUE|false|False|FALSE)$/.test(plain)) return { value: /^t/i.test(plain) };
   if (/^[-+]?(\d+|\d*\.\d+|\d+\.\d*)([eE][-+]?\d+)?$/.test(plain)) return { value: Number(plain) };
-  if (/^(0x|0o|[-+]?\.(inf|nan))/i.test(plain)) return undefined;
+  if (/^(0x[0-9a-f]+|0o[0-7]+|[-+]?\.inf|\.nan)$/i.test(plain)) return undefined; // numbers this reader leaves to YAML
   return { value: plain };
 }

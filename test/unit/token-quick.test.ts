@@ -164,6 +164,7 @@ describe("readAuthBlock", () => {
     "# comment\nserver:   # trailing\n  auth:\n    issuer: ${ISS:-apfa}\n    audience: 123\n    mode: jwt\n",
     "server:\n  auth:\n    algorithms:\n    - HS256\n",
     "server:\n  cache:\n    ttl_s: 5\n  auth:\n    jwt_secret: \"${S}\"\n",
+    "server:\n  auth:\n    jwt_secret: -U-A0Eilu_7UhfCu0iH-q7A\n    issuer: ?a:b\n    audience: 0xPjx\n",
   ];
   it.each(cases)("reads what the yaml package reads (%#)", (text) => {
     const server = (parse(text) as { server?: { host?: unknown; auth?: unknown } }).server;
