@@ -6,6 +6,17 @@
 # what a container should run: DATABASE_URL must be set, and APFA_CONFIG should point at a pipeline file that
 # uses shared services (deploy/pipeline.compose.yaml: S3/MinIO store, Redis notifier and cache). A container
 # that writes to its own filesystem loses every index on restart and cannot share it with other replicas.
+
+# Build stage: compiles the TypeScript to dist/ (`npm run build` needs the dev dependencies, typescript among
+# them), so the image runs JavaScript and pays no TypeScript loader at start-up (bin/apfa.mjs runs dist/ when
+# it is there; with no tsconfig.build.json beside it, dist/ is all it considers, as in an installed package).
+FROM node:20-bookworm-slim AS build
+WORKDIR /app
+COPY package.json package-lock.json ./
+RUN npm ci --ignore-scripts --no-audit --no-fund
+COPY . .
+RUN npm run build
+
 FROM node:20-bookworm-slim
 
 ENV NODE_ENV=production \
@@ -28,6 +39,7 @@ COPY migrations ./migrations
 COPY examples ./examples
 COPY deploy ./deploy
 COPY pipeline.yaml pipeline.schema.json tsconfig.json ./
+COPY --from=build /app/dist ./dist
 
 # The sample corpus the compose pipeline embeds (deterministic: same 1,000 documents as `apfa main`).
 RUN node --import tsx examples/corpus.ts examples/data/corpus.jsonl

@@ -9,6 +9,7 @@
 // Deno runs runtime/main.ts directly (see deno.json); should it start here (`deno task start` maps `node` to
 // Deno), it must skip tsx, whose require hooks break loading .node and .json files under Deno.
 import * as fs from "node:fs";
+import { fileURLToPath } from "node:url";
 
 const root = new URL("../", import.meta.url);
 /** The folders compiled into dist/ (tsconfig.build.json and what they import); true: their folders count too. */
@@ -23,6 +24,7 @@ function distIsCurrent() {
     return false;
   }
   if (!fs.existsSync(new URL("tsconfig.build.json", root))) return true; // an installed package: dist is all there is
+  // Plain string paths, not URLs: this walk stats every source file on each start, and URL objects cost more.
   const newer = (dir, folders) => {
     let entries;
     try {
@@ -33,12 +35,13 @@ function distIsCurrent() {
     }
     for (const e of entries) {
       if (e.isDirectory()) {
-        if (!SKIP.has(e.name) && newer(new URL(`${e.name}/`, dir), folders)) return true;
-      } else if (/\.(ts|sql|html|js)$/.test(e.name) && fs.statSync(new URL(e.name, dir)).mtimeMs > built) return true;
+        if (!SKIP.has(e.name) && newer(`${dir}/${e.name}`, folders)) return true;
+      } else if (/\.(ts|sql|html|js)$/.test(e.name) && fs.statSync(`${dir}/${e.name}`).mtimeMs > built) return true;
     }
     return false;
   };
-  return !Object.entries(SOURCES).some(([d, folders]) => newer(new URL(`${d}/`, root), folders));
+  const base = fileURLToPath(root);
+  return !Object.entries(SOURCES).some(([d, folders]) => newer(`${base}${d}`, folders));
 }
 
 let entry;

@@ -23,7 +23,7 @@ const commands: Record<string, () => Promise<Command>> = {
   run: async () => (await import("./commands/run.ts")).runCmd,
   main: async () => (await import("./commands/run.ts")).main,
   serve: async () => (await import("./commands/serve.ts")).serveCmd,
-  token: async () => (await import("./commands/serve.ts")).tokenCmd,
+  token: async () => (await import("./commands/token.ts")).tokenCmd,
   bench: async () => (await import("./commands/bench.ts")).bench,
   inspect: async () => (await import("./commands/inspect.ts")).inspect,
   index: async () => (await import("./commands/index-cmd.ts")).indexCmd,

@@ -9,12 +9,18 @@ import * as path from "node:path";
 import type { PipelineConfig } from "../runtime/config/schema.ts";
 import type { Logger } from "../runtime/contracts.ts";
 import { ApfaError } from "../runtime/errors.ts";
-import type { AuthConfig } from "./auth.ts";
+import type { AuthConfig } from "./auth-rules.ts";
 
 const LOOPBACK = new Set(["127.0.0.1", "localhost", "::1", "[::1]"]);
 
+/** What {@link resolveAuth} reads of a config (`apfa token`'s quick path passes just these). */
+export interface AuthSettings {
+  server: { host: string; auth: PipelineConfig["server"]["auth"] };
+  baseDir: string;
+}
+
 /** The auth config in force: the configured key, or in dev mode a per-install secret under .apfa/. */
-export function resolveAuth(config: PipelineConfig, log?: Logger): AuthConfig | null {
+export function resolveAuth(config: AuthSettings, log?: Logger): AuthConfig | null {
   const a = config.server.auth;
   if (a.mode === "none") {
     if (!LOOPBACK.has(config.server.host)) {

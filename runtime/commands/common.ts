@@ -18,7 +18,7 @@ export interface Command {
  * Loads and validates the pipeline; on problems prints them all and throws. `checkPlugins: false` skips
  * loading the stage plugins to check their options (for commands that use no plugin, like `apfa token`).
  */
-export async function loadOrFail(file: string, opts: { checkPlugins?: boolean } = {}): Promise<PipelineConfig> {
+export async function loadOrFail(file: string, opts: Parameters<typeof loadConfig>[1] = {}): Promise<PipelineConfig> {
   const r = await loadConfig(file, opts);
   if (!r.config) {
     for (const p of r.problems) console.error(formatProblem(p));

@@ -1,10 +1,8 @@
 /**
- * `apfa serve` and `apfa token`: thin commands over server/serve.ts (the CLI imports the server, never the
+ * `apfa serve`: a thin command over server/serve.ts (the CLI imports the server, never the
  * reverse).
  * @module
  */
-import { mintToken } from "../../server/auth.ts";
-import { resolveAuth } from "../../server/auth-config.ts";
 import { cliLogger, loadOrFail, onceSignal, type Command } from "./common.ts";
 
 export const serveCmd: Command = {
@@ -35,7 +33,6 @@ export const serveCmd: Command = {
       log.info("one server process: under Deno `auto` means 1 (several processes need Node's node:cluster)", { processes: 1 });
       asked = 1;
     }
-    // Loaded here, not at the top: `apfa token` shares this file and needs none of the server.
     const { startServer } = await import("../../server/serve.ts");
     const opts = { port, syncBuild: !values["no-sync-build"] };
     // A forked server process carries its slot in the environment; only then, or with more than one process
@@ -64,22 +61,6 @@ export const serveCmd: Command = {
     const sig = await onceSignal();
     log.info("server stopping", { signal: sig });
     await s.stop();
-    return 0;
-  },
-};
-
-export const tokenCmd: Command = {
-  summary: "Mint a development JWT for the configured HS256 secret (or the per-install dev secret).",
-  usage: "apfa token [--sub user] [--ttl 3600]",
-  options: { sub: { type: "string", default: "dev" }, ttl: { type: "string", default: "3600" } },
-  async run({ values }) {
-    const config = await loadOrFail(values.config as string, { checkPlugins: false });
-    const auth = resolveAuth(config);
-    if (!auth) {
-      console.error("apfa token: server.auth.mode is none; no token is needed");
-      return 1;
-    }
-    console.log(await mintToken(auth, { sub: String(values.sub), ttl_s: Number(values.ttl) }));
     return 0;
   },
 };

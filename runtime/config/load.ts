@@ -10,6 +10,7 @@ import type { z } from "zod";
 import type { PluginKind } from "../contracts.ts";
 import { errorMessage } from "../errors.ts";
 import { loadPlugin } from "../plugins.ts";
+import { interpolate, type Seg } from "./env-ref.ts";
 import { DEFAULT_QUEUES, DEFAULT_SCHEDULES, pipelineSchema, STAGE_KINDS, TASK_QUEUES, type PipelineConfig } from "./schema.ts";
 
 export type ProblemKind = "syntax" | "unknown" | "missing" | "type" | "value" | "env" | "plugin";
@@ -34,8 +35,6 @@ export function formatProblem(p: Problem): string {
   return `${p.file}:${p.line}:${p.col}  ${p.path || "(root)"}  ${p.message}`;
 }
 
-type Seg = string | number;
-const ENV_REF = /\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g;
 
 /** Finds the YAML node for a path; `key: true` returns the key of the last segment instead of its value. */
 type Ranged = { range?: readonly number[] | null };
@@ -118,32 +117,6 @@ function issueToProblem(
     message = `must be one of: ${issue.values.map((v) => JSON.stringify(v)).join(", ")}`;
   }
   return [{ ...at(segs), path: segs.join("."), kind, message }];
-}
-
-/** Replaces `${VAR}` / `${VAR:-default}` in every string; a whole-value reference keeps YAML scalar typing. */
-function interpolate(value: unknown, env: Record<string, string | undefined>, segs: Seg[], missing: (segs: Seg[], name: string) => void): unknown {
-  if (typeof value === "string") {
-    if (!value.includes("${")) return value;
-    const whole = /^\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}$/.exec(value);
-    const out = value.replace(ENV_REF, (_m, name: string, def: string | undefined) => {
-      const v = env[name];
-      if (v !== undefined && v !== "") return v;
-      if (def !== undefined) return def;
-      missing(segs, name);
-      return "";
-    });
-    if (whole) {
-      if (out === "") return undefined;
-      if (/^-?\d+(\.\d+)?$/.test(out)) return Number(out);
-      if (out === "true" || out === "false") return out === "true";
-    }
-    return out;
-  }
-  if (Array.isArray(value)) return value.map((v, i) => interpolate(v, env, [...segs, i], missing));
-  if (value && typeof value === "object") {
-    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, interpolate(v, env, [...segs, k], missing)]));
-  }
-  return value;
 }
 
 /** Parses and validates a pipeline file (or the built-in defaults when `file` is undefined). */

@@ -5,6 +5,7 @@
  */
 import { z } from "zod";
 import { cronProblem } from "./cron.ts";
+import { AUTH_DEFAULTS, DEFAULT_HOST } from "./auth-block.ts";
 
 /** Tasks the runtime registers, each routed to one queue. */
 export const TASKS = ["embed_all", "embed_batch", "build_index", "cleanup", "compute_index_stats", "noop"] as const;
@@ -65,14 +66,14 @@ export const DEFAULT_SCHEDULES = {
 } as const;
 
 const auth = z.strictObject({
-  mode: z.enum(["jwt", "none"]).default("jwt").describe("`none` is only honoured when the server binds to localhost"),
+  mode: z.enum(["jwt", "none"]).default(AUTH_DEFAULTS.mode).describe("`none` is only honoured when the server binds to localhost"),
   jwt_secret: z.string().optional().describe("HS256 secret; use ${APFA_JWT_SECRET}"),
   public_key: z.string().optional().describe("RS256 public key (PEM)"),
   jwks_url: z.url().optional(),
   issuer: z.string().optional(),
   audience: z.string().optional(),
   algorithms: z.array(z.enum(["HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "EdDSA"])).optional(),
-  clock_tolerance_s: z.int().min(0).max(300).default(30),
+  clock_tolerance_s: z.int().min(0).max(300).default(AUTH_DEFAULTS.clock_tolerance_s),
 }).prefault({});
 
 export const pipelineSchema = z.strictObject({
@@ -117,7 +118,7 @@ export const pipelineSchema = z.strictObject({
       .describe("A worker silent this long is presumed dead: its jobs are released to live workers (crash recovery)"),
   }).prefault({}),
   server: z.strictObject({
-    host: z.string().default("127.0.0.1"),
+    host: z.string().default(DEFAULT_HOST),
     port: z.int().min(0).max(65535).default(8080),
     processes: z.union([z.int().min(0).max(256), z.literal("auto")]).default("auto")
       .describe("Server processes sharing the port (a supervisor restarts any that dies); 0 or `auto` = one per core (one process on a 1-core machine or under Deno)"),

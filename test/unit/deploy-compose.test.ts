@@ -208,6 +208,10 @@ describe("apfa containers and deploy/pipeline.compose.yaml", () => {
     const df = read("Dockerfile");
     expect(df).toMatch(/^FROM node:20-bookworm-slim$/m);
     expect(df).toMatch(/RUN npm ci\b/);
+    // The image runs the compiled dist/, built in a stage of its own that has the dev dependencies (tsc).
+    expect(df).toMatch(/^FROM node:20-bookworm-slim AS build$/m);
+    expect(df).toMatch(/^RUN npm run build$/m);
+    expect(df).toContain("COPY --from=build /app/dist ./dist");
     expect(df).toMatch(/^USER (?!root)\w+/m);
     expect(df).toContain('ENTRYPOINT ["node", "bin/apfa.mjs"]');
     expect(df).toContain('CMD ["serve"]');
