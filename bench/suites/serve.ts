@@ -114,20 +114,26 @@ export function serverYaml(c: Ctx, name: string, port: number): string {
   }, `serve-${name}.yaml`);
 }
 
-/** Starts `apfa serve` on a free port; `fdLimit` raises its descriptor limit for thousands of connections. */
-export async function startApfa(c: Ctx, name: string, fdLimit?: number): Promise<{ base: string; stop: () => Promise<void>; t0: number; child: ReturnType<typeof spawnNode> }> {
+/**
+ * Starts `apfa serve --processes N` on a free port; `fdLimit` raises its descriptor limit for thousands of
+ * connections. The process count is always passed, so the figures do not move when `server.processes`'s
+ * default does.
+ */
+export async function startApfa(c: Ctx, name: string, opts: { processes: number; fdLimit?: number }): Promise<{ base: string; stop: () => Promise<void>; t0: number; child: ReturnType<typeof spawnNode> }> {
+  const { processes, fdLimit } = opts;
   const port = await freePort();
   const yaml = serverYaml(c, name, port);
   const t0 = performance.now();
-  const child = spawnNode(["bin/apfa.mjs", "serve", "-c", yaml, "--port", String(port), "--no-sync-build"], { profileDir: c.ctx.profileDir, log: c.log, env: { APFA_LOG_LEVEL: "info" }, fdLimit });
+  const child = spawnNode(["bin/apfa.mjs", "serve", "-c", yaml, "--port", String(port), "--processes", String(processes), "--no-sync-build"], { profileDir: c.ctx.profileDir, log: c.log, env: { APFA_LOG_LEVEL: "info" }, fdLimit });
   return { base: `http://127.0.0.1:${port}`, stop: () => stopChild(child), t0, child };
 }
 
-/** Starts the raw node:http baseline over the version files in `dir`. */
-export async function startRaw(c: Ctx, dir: string, fdLimit?: number): Promise<{ base: string; stop: () => Promise<void>; t0: number; child: ReturnType<typeof spawnNode> }> {
+/** Starts the raw node:http baseline over the version files in `dir`, with `processes` processes sharing the port. */
+export async function startRaw(c: Ctx, dir: string, opts: { processes: number; fdLimit?: number }): Promise<{ base: string; stop: () => Promise<void>; t0: number; child: ReturnType<typeof spawnNode> }> {
+  const { processes, fdLimit } = opts;
   const port = await freePort();
   const t0 = performance.now();
-  const child = spawnTs(benchFile("child/raw-server.ts"), [dir, String(port)], { profileDir: c.ctx.profileDir, log: c.log, fdLimit });
+  const child = spawnTs(benchFile("child/raw-server.ts"), [dir, String(port), String(processes)], { profileDir: c.ctx.profileDir, log: c.log, fdLimit });
   return { base: `http://127.0.0.1:${port}`, stop: () => stopChild(child), t0, child };
 }
 
@@ -171,8 +177,8 @@ export async function serveSuite(ctx: BenchContext): Promise<SuiteOutput> {
     const first = await makeSmall(0);
     let tweak = 1;
     await publish(p, first);
-    const apfa = await startApfa(c, "load");
-    const raw = await startRaw(c, writeFiles(path.join(dir, "raw-10k"), first));
+    const apfa = await startApfa(c, "load", { processes: 1 });
+    const raw = await startRaw(c, writeFiles(path.join(dir, "raw-10k"), first), { processes: 1 });
     const rows: LoadRow[] = [];
     try {
       const auth = { authorization: `Bearer ${token}`, "content-type": "application/json" };
@@ -217,14 +223,14 @@ export async function serveSuite(ctx: BenchContext): Promise<SuiteOutput> {
     for (let i = 0; i < (q ? 1 : 3); i++) {
       ctx.log(`start-up ${i + 1}`);
       for (const kind of ["cold", "warm"] as const) {
-        const s = await startApfa(c, `start-${i}`);
+        const s = await startApfa(c, `start-${i}`, { processes: 1 });
         try {
           times[kind].push(await firstOk(`${s.base}/search`, body, s.t0));
         } finally {
           await s.stop();
         }
       }
-      const r = await startRaw(c, rawDir);
+      const r = await startRaw(c, rawDir, { processes: 1 });
       try {
         times.raw.push(await firstOk(`${r.base}/search`, { method: "POST", body: body.body }, r.t0));
       } finally {
