@@ -19,7 +19,7 @@ import { benchFile, saveChart, spawnTs, waitMessage, type BenchContext, type Sui
 import { lineChart } from "../svg.ts";
 import { querySet } from "../zipf.ts";
 import { loadCellTables, type Cell } from "./load-report.ts";
-import { firstOk, publish, startApfa, startRaw, swapCount, versionFactory, waitVersion, withServeBench, writeFiles, type Ctx, type Version } from "./serve.ts";
+import { allProcessesReady, firstOk, publish, startApfa, startRaw, swapCount, versionFactory, waitVersion, withServeBench, writeFiles, type Ctx, type Version } from "./serve.ts";
 
 const FD_LIMIT = 65_536;
 /** Sockets per autocannon process: one Node process drives a few thousand well, not ten thousand. */
@@ -69,7 +69,10 @@ function metricMax(text: string, name: string): number {
  * time since the previous /metrics read.
  */
 async function serverCounters(base: string): Promise<{ hits: number; misses: number; rejected: number; loopP99Ms: number }> {
-  const text = await (await fetch(`${base}/metrics`)).text();
+  const res = await fetch(`${base}/metrics`);
+  const text = await res.text();
+  // A failed read would count as zeros and skew every figure taken from it.
+  if (!res.ok) throw new Error(`[apfa] [bench:load] ${base}/metrics answered ${res.status}: ${text.slice(0, 200)}`);
   return {
     hits: metricSum(text, "apfa_cache_hits_total"),
     misses: metricSum(text, "apfa_cache_misses_total"),
@@ -137,7 +140,7 @@ export interface ServerUse {
  * Samples the memory of the server's whole process tree (`pid` and, with `--processes N`, the N processes it
  * forked) every 250 ms; `stop()` returns the largest sums and the cores the tree kept busy.
  */
-function memorySampler(pid: number | undefined): { stop(): ServerUse } {
+export function memorySampler(pid: number | undefined): { stop(): ServerUse } {
   const tree0 = pid === undefined ? [] : processTree(pid);
   const hasPss = fs.existsSync("/proc/self/smaps_rollup");
   let tree = tree0;
@@ -192,7 +195,7 @@ export async function loadSuite(ctx: BenchContext): Promise<SuiteOutput> {
       const apfa = await startApfa(c, `load-p${processes}`, { processes, fdLimit: FD_LIMIT });
       const rawDir = writeFiles(path.join(dir, "raw"), first);
       try {
-        await firstOk(`${apfa.base}/ready`, {}, apfa.t0);
+        await allProcessesReady(apfa.base, processes, apfa.t0);
         const headers = { authorization: `Bearer ${token}` };
         for (const conns of connCounts) {
           const common = { durationS, bodiesFile, zipfS: ZIPF_S };
@@ -200,6 +203,8 @@ export async function loadSuite(ctx: BenchContext): Promise<SuiteOutput> {
           // would search them for many seconds, on the cores the next run needs. So it lives for its run only.
           const raw = await startRaw(c, rawDir, { processes, fdLimit: FD_LIMIT });
           try {
+            // Its primary reports ready once every process listens (connections made earlier would all go to the first).
+            await waitMessage(raw.child, (m) => (m && typeof m === "object" && "ready" in m ? true : undefined));
             await firstOk(`${raw.base}/search`, { method: "POST", body: JSON.stringify({ query: "warm up", k: 5 }) }, raw.t0);
             ctx.log(`raw /search, ${conns} connections`);
             const rawUse = memorySampler(raw.child.pid);

@@ -9,6 +9,7 @@
  */
 import * as crypto from "node:crypto";
 import * as fs from "node:fs";
+import * as http from "node:http";
 import * as net from "node:net";
 import * as path from "node:path";
 import pg from "pg";
@@ -84,6 +85,27 @@ export async function firstOk(url: string, init: RequestInit, t0: number, timeou
     }
     if (performance.now() - t0 > timeoutMs) throw new Error(`[apfa] [bench:serve] ${url} not answering 200 after ${timeoutMs} ms`);
     await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+/**
+ * Waits until every one of the server's `processes` answers 200 on `/ready` (each reports its slot), asking on
+ * a fresh connection each time since cluster hands out connections round-robin. A run must not start before:
+ * a process still starting gets none of the run's long-lived connections. Returns ms since `t0`.
+ */
+export async function allProcessesReady(base: string, processes: number, t0: number, timeoutMs = 120_000): Promise<number> {
+  const seen = new Set<number>();
+  for (;;) {
+    const r = await new Promise<{ status: number; body: string } | undefined>((resolve) => {
+      http.get(`${base}/ready`, { agent: false }, (res) => {
+        let body = "";
+        res.setEncoding("utf8").on("data", (c: string) => (body += c)).on("end", () => resolve({ status: res.statusCode ?? 0, body }));
+      }).on("error", () => resolve(undefined));
+    });
+    if (r?.status === 200) seen.add((JSON.parse(r.body) as { process?: number }).process ?? 0);
+    if (seen.size >= processes) return performance.now() - t0;
+    if (performance.now() - t0 > timeoutMs) throw new Error(`[apfa] [bench:serve] ${base}: ${seen.size} of ${processes} processes ready after ${timeoutMs} ms`);
+    await new Promise((res) => setTimeout(res, 5));
   }
 }
 
