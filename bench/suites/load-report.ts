@@ -16,6 +16,8 @@ export interface Cell {
   swaps: number;
   /** Of `swaps`, those applied before the load ended (the rest landed while the suite waited afterwards). */
   swapsDuring?: number;
+  /** Versions published during the run that the server dropped because a newer one came first (`--processes N` only). */
+  swapsSuperseded?: number;
   /** Versions published during the run (0 or undefined: the no-swap run). */
   swapsPublished?: number;
   result: LoadGenResult;
@@ -62,7 +64,7 @@ export function loadCellTables(cells: Cell[], s: Setup): SuiteOutput {
     title: `Load: ${s.n / 1000}k × 384 flat index, ${s.durationS} s per run, queries drawn by Zipf rank (s = ${s.zipfS}) from ${s.queries.toLocaleString("en-US")} distinct ones`,
     columns: ["server", "processes", "connections", "swaps applied", "answers/s", "2xx/s", "2xx/s ÷ raw", "2xx p50 ms", "2xx p95 ms", "2xx p99 ms", "503 (counted)", "503 p50 ms", "other non-2xx", "no response (of which timeouts)", "cache hit rate", "server CPU cores", "event-loop delay p99 ms", "peak RSS MiB (sum over processes)", "peak PSS MiB (sum over processes)"],
     rows: cells.map((c) => [
-      c.server === "raw" ? "raw /search" : "apfa /generate-advice", c.processes, c.conns.toLocaleString("en-US"), c.server === "raw" ? "–" : c.swapsPublished ? `${c.swaps} of ${c.swapsPublished} (${c.swapsDuring ?? "?"} during the run)` : "–",
+      c.server === "raw" ? "raw /search" : "apfa /generate-advice", c.processes, c.conns.toLocaleString("en-US"), c.server === "raw" ? "–" : c.swapsPublished ? `${c.swaps} of ${c.swapsPublished} (${c.swapsDuring ?? "?"} during the run${c.swapsSuperseded ? `, ${c.swapsSuperseded} superseded` : ""})` : "–",
       num(c.result.total / c.result.durationS), num(okRate(c)), c.server === "raw" ? "1.00×" : ratioText(okRate(c) / (raw(c) ? okRate(raw(c)!) : NaN)),
       num(percentile(c.result.okMs, 50)), num(percentile(c.result.okMs, 95)), num(percentile(c.result.okMs, 99)),
       c.server === "raw" ? seen503(c) : `${seen503(c)} (${c.counted503})`, c.result.rejectedMs.length ? num(percentile(c.result.rejectedMs, 50)) : "–",
@@ -78,7 +80,7 @@ export function loadCellTables(cells: Cell[], s: Setup): SuiteOutput {
     ratios.push({ id: `load/${tag}/p95_s`, label: `2xx p95 (seconds), ${what}`, value: percentile(c.result.okMs, 95) / 1000, better: "lower", goal: 3 });
     ratios.push({ id: `load/${tag}/errors`, label: `errors other than counted 503s, ${what}`, value: otherNon2xx(c) + socketErrors(c), better: "lower", goal: 0 });
     if (!c.swapsPublished) ratios.push({ id: `load/${tag}/cache_hit_rate`, label: `cache hit rate, ${what}`, value: hitRate(c), better: "higher", goal: 0.8 });
-    else ratios.push({ id: `load/${tag}/swaps_missed`, label: `swaps not applied of ${s.swaps}, ${what}`, value: s.swaps - c.swaps, better: "lower", goal: 0 });
+    else ratios.push({ id: `load/${tag}/swaps_missed`, label: `swaps neither applied nor superseded by a newer version, of ${s.swaps}, ${what}`, value: s.swaps - c.swaps - (c.swapsSuperseded ?? 0), better: "lower", goal: 0 });
   }
   ratios.push(...scalingRatios(cells, s));
   const notes = cells.filter((c) => c.result.errors).map((c) =>

@@ -19,7 +19,7 @@ import { benchFile, saveChart, spawnTs, waitMessage, type BenchContext, type Sui
 import { lineChart } from "../svg.ts";
 import { querySet } from "../zipf.ts";
 import { loadCellTables, type Cell } from "./load-report.ts";
-import { allProcessesReady, firstOk, publish, startApfa, startRaw, swapCount, versionFactory, waitVersion, withServeBench, writeFiles, type Ctx, type Version } from "./serve.ts";
+import { allProcessesReady, firstOk, publish, startApfa, startRaw, swapCounts, versionFactory, waitVersion, withServeBench, writeFiles, type Ctx, type Version } from "./serve.ts";
 
 const FD_LIMIT = 65_536;
 /** Sockets per autocannon process: one Node process drives a few thousand well, not ten thousand. */
@@ -221,7 +221,7 @@ export async function loadSuite(ctx: BenchContext): Promise<SuiteOutput> {
             const versions: Version[] = [];
             for (let i = 0; withSwaps && i < swaps; i++) versions.push(await make(tweak++));
             ctx.log(`apfa /generate-advice, ${conns} connections${withSwaps ? `, ${swaps} swaps` : ""}`);
-            const swapsBefore = await swapCount(apfa.base);
+            const swapsBefore = await swapCounts(apfa.base);
             const before = await serverCounters(apfa.base); // last /metrics read before the run: the delay monitor restarts here
             const use = memorySampler(apfa.child.pid);
             const swapper = async () => {
@@ -233,9 +233,12 @@ export async function loadSuite(ctx: BenchContext): Promise<SuiteOutput> {
             const [res] = await Promise.all([drive(c, { ...common, url: apfa.base, route: "/generate-advice", headers }, conns, 2), swapper()]);
             const used = use.stop();
             const after = await serverCounters(apfa.base);
-            const swapsDuring = (await swapCount(apfa.base)) - swapsBefore;
-            const applied = withSwaps ? (await waitVersion(apfa.base, versions.at(-1)!.manifest.version, swapsBefore + swaps)) - swapsBefore : 0;
-            cells.push({ server: "apfa", processes, conns, swaps: applied, result: res, counted503: after.rejected - before.rejected, cacheHits: after.hits - before.hits, cacheMisses: after.misses - before.misses, loopP99Ms: after.loopP99Ms, swapsDuring, ...used, swapsPublished: versions.length });
+            const swapsDuring = (await swapCounts(apfa.base)).success - swapsBefore.success;
+            const settledBefore = swapsBefore.success + swapsBefore.superseded;
+            const settled = withSwaps ? (await waitVersion(apfa.base, versions.at(-1)!.manifest.version, settledBefore + swaps)) - settledBefore : 0;
+            const superseded = (await swapCounts(apfa.base)).superseded - swapsBefore.superseded;
+            const applied = settled - superseded;
+            cells.push({ server: "apfa", processes, conns, swaps: applied, result: res, counted503: after.rejected - before.rejected, cacheHits: after.hits - before.hits, cacheMisses: after.misses - before.misses, loopP99Ms: after.loopP99Ms, swapsDuring, swapsSuperseded: superseded, ...used, swapsPublished: versions.length });
           }
         }
       } finally {

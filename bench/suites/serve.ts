@@ -293,18 +293,36 @@ export async function serveSuite(ctx: BenchContext): Promise<SuiteOutput> {
   });
 }
 
-/** Successful swaps the server has counted (`apfa_swap_total{outcome="success"}`). */
-export async function swapCount(base: string): Promise<number> {
+/**
+ * Swaps the server has settled, as process 0 counts them (each process counts every swap round it takes part
+ * in): `success`, and `superseded`, the rounds of `--processes N` dropped because a newer version came before
+ * they finished (a single process swaps to every version it sees).
+ */
+export async function swapCounts(base: string): Promise<{ success: number; superseded: number }> {
   const text = await (await fetch(`${base}/metrics`)).text();
-  return Number(/apfa_swap_total\{outcome="success"[^}]*\} (\d+)/.exec(text)?.[1] ?? 0);
+  const n = { success: 0, superseded: 0 };
+  for (const m of text.matchAll(/^apfa_swap_total\{([^}]*)\} (\d+)$/gm)) {
+    const labels = m[1];
+    if (/process="(?!0")/.test(labels)) continue;
+    if (labels.includes('outcome="success"')) n.success += Number(m[2]);
+    else if (labels.includes('outcome="aborted"') && labels.includes('reason="superseded"')) n.superseded += Number(m[2]);
+  }
+  return n;
 }
 
-/** Waits until the server serves `version` and has counted `swaps` successful swaps (or 30 s); returns the count. */
+/** Successful swaps the server has counted (`apfa_swap_total{outcome="success"}`, process 0's under `--processes N`). */
+export const swapCount = async (base: string): Promise<number> => (await swapCounts(base)).success;
+
+/**
+ * Waits until the server serves `version` and has settled (applied or superseded, {@link swapCounts}) `swaps`
+ * swaps in all, or 30 s; returns the settled count.
+ */
 export async function waitVersion(base: string, version: string, swaps: number): Promise<number> {
   const t0 = Date.now();
   for (;;) {
     const v = ((await (await fetch(`${base}/index`)).json()) as { version?: string }).version;
-    const n = await swapCount(base);
+    const c = await swapCounts(base);
+    const n = c.success + c.superseded;
     if ((v === version && n >= swaps) || Date.now() - t0 > 30_000) return n;
     await new Promise((r) => setTimeout(r, 100));
   }
