@@ -3,19 +3,23 @@
  * baseline (bench/child/raw-server.ts) over the same 100k × 384 flat index, at 1k and 10k open connections,
  * each request a query drawn by Zipf rank (s = 1.1) from 10k distinct corpus-template queries; apfa also with
  * 10 hot swaps published during the run. Load comes from several autocannon processes (bench/child/load-gen.ts),
- * every process with its descriptor limit raised. Per cell: answers/s, 2xx latency percentiles, 503s split
- * into those the server counted (`apfa_overload_rejected_total`) and any others, socket errors, the response
- * cache's hit rate and the server's peak RSS. `--quick`: 200 connections, a 10k index, 10 s per cell.
+ * every process with its descriptor limit raised. Both servers run with 1, 2, … processes up to the core
+ * count (at most 4), `apfa serve --processes N` and the raw server under node:cluster alike. Per cell:
+ * answers/s, 2xx latency percentiles, 503s split into those the server counted (`apfa_overload_rejected_total`)
+ * and any others, socket errors, the response cache's hit rate, and the peak RSS and PSS summed over the
+ * server's processes; then how throughput scales with processes and what memory each extra process adds
+ * (`scalingRatios` in load-report.ts). `--quick`: one process, 200 connections, a 10k index, 10 s per cell.
  * @module
  */
 import * as fs from "node:fs";
+import * as os from "node:os";
 import * as path from "node:path";
 import type { LoadGenArgs, LoadGenResult } from "../child/load-gen.ts";
 import { benchFile, saveChart, spawnTs, waitMessage, type BenchContext, type SuiteOutput } from "../lib.ts";
 import { lineChart } from "../svg.ts";
 import { querySet } from "../zipf.ts";
 import { loadCellTables, type Cell } from "./load-report.ts";
-import { firstOk, publish, startApfa, startRaw, swapCount, versionFactory, waitVersion, withServeBench, writeFiles, type Ctx, type Version } from "./serve.ts";
+import { allProcessesReady, firstOk, publish, startApfa, startRaw, swapCounts, versionFactory, waitVersion, withServeBench, writeFiles, type Ctx, type Version } from "./serve.ts";
 
 const FD_LIMIT = 65_536;
 /** Sockets per autocannon process: one Node process drives a few thousand well, not ten thousand. */
@@ -53,43 +57,118 @@ function metricSum(text: string, name: string): number {
   return sum;
 }
 
-/** The server's counters; its event-loop delay p99 covers the time since the previous /metrics read. */
+/** The largest value among every series of a gauge (one per process under `--processes N`), or 0. */
+function metricMax(text: string, name: string): number {
+  let max = 0;
+  for (const m of text.matchAll(new RegExp(`^${name}(?:\\{[^}]*\\})? ([0-9.e+-]+)$`, "gm"))) max = Math.max(max, Number(m[1]));
+  return max;
+}
+
+/**
+ * The server's counters, summed over its processes; its event-loop delay p99 (the worst process's) covers the
+ * time since the previous /metrics read.
+ */
 async function serverCounters(base: string): Promise<{ hits: number; misses: number; rejected: number; loopP99Ms: number }> {
-  const text = await (await fetch(`${base}/metrics`)).text();
+  const res = await fetch(`${base}/metrics`);
+  const text = await res.text();
+  // A failed read would count as zeros and skew every figure taken from it.
+  if (!res.ok) throw new Error(`[apfa] [bench:load] ${base}/metrics answered ${res.status}: ${text.slice(0, 200)}`);
   return {
     hits: metricSum(text, "apfa_cache_hits_total"),
     misses: metricSum(text, "apfa_cache_misses_total"),
     rejected: metricSum(text, "apfa_overload_rejected_total"),
-    loopP99Ms: metricSum(text, "apfa_process_nodejs_eventloop_lag_p99_seconds") * 1000,
+    loopP99Ms: metricMax(text, "apfa_process_nodejs_eventloop_lag_p99_seconds") * 1000,
   };
 }
 
-/** CPU seconds (user + system) a process has used so far; Linux counts them in ticks of 1/100 s. */
-function cpuSeconds(pid: number | undefined): number {
+/**
+ * `pid` and every process below it (a supervisor and the processes it forked). Built from each process's parent
+ * in /proc/<pid>/stat, since /proc/<pid>/task/<tid>/children needs a kernel option not every host has.
+ */
+function processTree(pid: number): number[] {
+  const children = new Map<number, number[]>();
+  for (const entry of fs.readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    const parent = statFields(Number(entry))?.[1];
+    if (parent !== undefined) children.set(Number(parent), [...(children.get(Number(parent)) ?? []), Number(entry)]);
+  }
+  const tree = [pid];
+  for (let i = 0; i < tree.length; i++) tree.push(...(children.get(tree[i]) ?? []));
+  return tree;
+}
+
+/** /proc/<pid>/stat's fields after the command name (state is [0], parent [1], utime [11], stime [12]), or undefined once the process is gone. */
+function statFields(pid: number): string[] | undefined {
   try {
-    const fields = fs.readFileSync(`/proc/${pid}/stat`, "utf8").replace(/^.*\) /s, "").split(" ");
-    return (Number(fields[11]) + Number(fields[12])) / 100;
+    return fs.readFileSync(`/proc/${pid}/stat`, "utf8").replace(/^.*\) /s, "").split(" ");
+  } catch {
+    return undefined;
+  }
+}
+
+/** CPU seconds (user + system) the processes have used so far; Linux counts them in ticks of 1/100 s. */
+function cpuSeconds(pids: number[]): number {
+  let sum = 0;
+  for (const pid of pids) {
+    const f = statFields(pid);
+    if (f) sum += (Number(f[11]) + Number(f[12])) / 100;
+  }
+  return sum;
+}
+
+/** A `kB` field of a /proc file (`VmRSS` of status, `Pss` of smaps_rollup), or NaN when it cannot be read. */
+function procKb(file: string, field: string): number {
+  try {
+    return Number(new RegExp(`^${field}:\\s+(\\d+) kB`, "m").exec(fs.readFileSync(file, "utf8"))?.[1] ?? NaN);
   } catch {
     return NaN;
   }
 }
 
-/** Samples a process's resident set every 250 ms; `stop()` returns the largest sample in MiB and the cores it kept busy. */
-function rssSampler(pid: number | undefined): { stop(): { rssMiB: number; cores: number } } {
-  let peak = 0;
-  const cpu0 = cpuSeconds(pid);
+/** What {@link memorySampler} reports: peaks of the sums over the server's processes, and the cores they kept busy. */
+export interface ServerUse {
+  /** Largest sum of resident sets (VmRSS) over the server's processes, MiB; counts pages they share once per process. */
+  rssMiB: number;
+  /** Largest sum of proportional set sizes (Pss of /proc/<pid>/smaps_rollup), MiB: shared pages split among their sharers, so the sum is what the server holds; NaN where the kernel lacks smaps_rollup. */
+  pssMiB: number;
+  /** Processes in the server's tree when sampling ended (with `--processes N` > 1: the supervisor and N). */
+  treeSize: number;
+  cores: number;
+}
+
+/**
+ * Samples the memory of the server's whole process tree (`pid` and, with `--processes N`, the N processes it
+ * forked) every 250 ms; `stop()` returns the largest sums and the cores the tree kept busy.
+ */
+function memorySampler(pid: number | undefined): { stop(): ServerUse } {
+  const tree0 = pid === undefined ? [] : processTree(pid);
+  const hasPss = fs.existsSync("/proc/self/smaps_rollup");
+  let tree = tree0;
+  let rss = 0;
+  let pss = hasPss ? 0 : NaN;
+  const cpu0 = cpuSeconds(tree0);
   const t0 = performance.now();
   const read = () => {
-    try {
-      const kb = Number(/VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, "utf8"))?.[1] ?? 0);
-      peak = Math.max(peak, kb / 1024);
-    } catch {
-      // the process is gone; keep the last peak
+    if (pid !== undefined) tree = processTree(pid); // again each time: a process that died and was restarted counts
+    let r = 0;
+    let p = 0;
+    for (const x of tree) {
+      r += procKb(`/proc/${x}/status`, "VmRSS");
+      if (hasPss) p += procKb(`/proc/${x}/smaps_rollup`, "Pss");
     }
+    // NaN: a process ended between listing and reading; that sample is skipped.
+    if (!Number.isNaN(r)) rss = Math.max(rss, r / 1024);
+    if (!Number.isNaN(p)) pss = Math.max(pss, p / 1024);
   };
   read();
   const timer = setInterval(read, 250);
-  return { stop: () => (clearInterval(timer), read(), { rssMiB: peak, cores: (cpuSeconds(pid) - cpu0) / ((performance.now() - t0) / 1000) }) };
+  return {
+    stop: () => {
+      clearInterval(timer);
+      read();
+      return { rssMiB: rss, pssMiB: pss, treeSize: tree.length, cores: (cpuSeconds(tree0) - cpu0) / ((performance.now() - t0) / 1000) };
+    },
+  };
 }
 
 /** The load suite: every cell's run, then the table, ratios and chart ({@link loadCellTables}). */
@@ -99,8 +178,9 @@ export async function loadSuite(ctx: BenchContext): Promise<SuiteOutput> {
   const connCounts = q ? [200] : [1_000, 10_000];
   const durationS = q ? 10 : 30;
   const swaps = q ? 3 : 10;
-  // Multi-process serving is a dimension of its own: each entry starts the server with that many processes.
-  const processCounts = [1];
+  // Multi-process serving is a dimension of its own: each entry starts both servers with that many processes
+  // (1 up to the cores, at most 4); quick mode keeps to one.
+  const processCounts = q ? [1] : Array.from({ length: Math.min(os.availableParallelism(), 4) }, (_, i) => i + 1);
   return withServeBench(ctx, "load", async ({ c, dir, p, token }) => {
     const queries = querySet(q ? 2_000 : 10_000);
     const bodiesFile = path.join(dir, "bodies.json");
@@ -112,22 +192,24 @@ export async function loadSuite(ctx: BenchContext): Promise<SuiteOutput> {
     await publish(p, first);
     const cells: Cell[] = [];
     for (const processes of processCounts) {
-      const apfa = await startApfa(c, `load-p${processes}`, FD_LIMIT);
+      const apfa = await startApfa(c, `load-p${processes}`, { processes, fdLimit: FD_LIMIT });
       const rawDir = writeFiles(path.join(dir, "raw"), first);
       try {
-        await firstOk(`${apfa.base}/ready`, {}, apfa.t0);
+        await allProcessesReady(apfa.base, processes, apfa.t0);
         const headers = { authorization: `Bearer ${token}` };
         for (const conns of connCounts) {
           const common = { durationS, bodiesFile, zipfS: ZIPF_S };
           // The raw server has no admission gate: when its run ends it still holds every request it has read and
           // would search them for many seconds, on the cores the next run needs. So it lives for its run only.
-          const raw = await startRaw(c, rawDir, FD_LIMIT);
+          const raw = await startRaw(c, rawDir, { processes, fdLimit: FD_LIMIT });
           try {
+            // Its primary reports ready once every process listens (connections made earlier would all go to the first).
+            await waitMessage(raw.child, (m) => (m && typeof m === "object" && "ready" in m ? true : undefined));
             await firstOk(`${raw.base}/search`, { method: "POST", body: JSON.stringify({ query: "warm up", k: 5 }) }, raw.t0);
             ctx.log(`raw /search, ${conns} connections`);
-            const rawRss = rssSampler(raw.child.pid);
+            const rawUse = memorySampler(raw.child.pid);
             const r = await drive(c, { ...common, url: raw.base, route: "/search", headers: {} }, conns, 1);
-            cells.push({ server: "raw", processes, conns, swaps: 0, result: r, counted503: 0, cacheHits: 0, cacheMisses: 0, ...rawRss.stop() });
+            cells.push({ server: "raw", processes, conns, swaps: 0, result: r, counted503: 0, cacheHits: 0, cacheMisses: 0, ...rawUse.stop() });
           } finally {
             await raw.stop();
           }
@@ -139,9 +221,9 @@ export async function loadSuite(ctx: BenchContext): Promise<SuiteOutput> {
             const versions: Version[] = [];
             for (let i = 0; withSwaps && i < swaps; i++) versions.push(await make(tweak++));
             ctx.log(`apfa /generate-advice, ${conns} connections${withSwaps ? `, ${swaps} swaps` : ""}`);
-            const swapsBefore = await swapCount(apfa.base);
+            const swapsBefore = await swapCounts(apfa.base);
             const before = await serverCounters(apfa.base); // last /metrics read before the run: the delay monitor restarts here
-            const rss = rssSampler(apfa.child.pid);
+            const use = memorySampler(apfa.child.pid);
             const swapper = async () => {
               for (const v of versions) {
                 await new Promise((res) => setTimeout(res, (durationS * 1000) / (swaps + 1)));
@@ -149,25 +231,32 @@ export async function loadSuite(ctx: BenchContext): Promise<SuiteOutput> {
               }
             };
             const [res] = await Promise.all([drive(c, { ...common, url: apfa.base, route: "/generate-advice", headers }, conns, 2), swapper()]);
-            const use = rss.stop();
+            const used = use.stop();
             const after = await serverCounters(apfa.base);
-            const swapsDuring = (await swapCount(apfa.base)) - swapsBefore;
-            const applied = withSwaps ? (await waitVersion(apfa.base, versions.at(-1)!.manifest.version, swapsBefore + swaps)) - swapsBefore : 0;
-            cells.push({ server: "apfa", processes, conns, swaps: applied, result: res, counted503: after.rejected - before.rejected, cacheHits: after.hits - before.hits, cacheMisses: after.misses - before.misses, loopP99Ms: after.loopP99Ms, swapsDuring, ...use, swapsPublished: versions.length });
+            const swapsDuring = (await swapCounts(apfa.base)).success - swapsBefore.success;
+            const settledBefore = swapsBefore.success + swapsBefore.superseded;
+            const settled = withSwaps ? (await waitVersion(apfa.base, versions.at(-1)!.manifest.version, settledBefore + swaps)) - settledBefore : 0;
+            const superseded = (await swapCounts(apfa.base)).superseded - swapsBefore.superseded;
+            const applied = settled - superseded;
+            cells.push({ server: "apfa", processes, conns, swaps: applied, result: res, counted503: after.rejected - before.rejected, cacheHits: after.hits - before.hits, cacheMisses: after.misses - before.misses, loopP99Ms: after.loopP99Ms, swapsDuring, swapsSuperseded: superseded, ...used, swapsPublished: versions.length });
           }
         }
       } finally {
         await apfa.stop();
       }
     }
-    const out = loadCellTables(cells, { n, durationS, queries: queries.length, zipfS: ZIPF_S, swaps });
+    const out = loadCellTables(cells, { n, durationS, queries: queries.length, zipfS: ZIPF_S, swaps, indexBytes: first.files[first.manifest.main].byteLength });
     out.charts.push(saveChart(ctx, "serve-load", "2xx answers/s at 1k-10k connections, Zipf query mix", lineChart({
       title: `2xx answers/s, ${n / 1000}k index, Zipf s = ${ZIPF_S}`, xLabel: "connections (log scale)", yLabel: "2xx answers/s", logX: true,
-      series: [
-        { name: "raw /search", points: cells.filter((x) => x.server === "raw").map((x) => [x.conns, x.result.okMs.length / x.result.durationS]) },
-        { name: "apfa /generate-advice", points: cells.filter((x) => x.server === "apfa" && !x.swapsPublished).map((x) => [x.conns, x.result.okMs.length / x.result.durationS]) },
-        { name: `apfa + ${swaps} swaps`, points: cells.filter((x) => x.server === "apfa" && x.swapsPublished).map((x) => [x.conns, x.result.okMs.length / x.result.durationS]) },
-      ],
+      series: processCounts.flatMap((processes) => {
+        const tag = processCounts.length > 1 ? `, ${processes} process${processes > 1 ? "es" : ""}` : "";
+        const points = (pick: (x: Cell) => boolean) => cells.filter((x) => x.processes === processes && pick(x)).map((x): [number, number] => [x.conns, x.result.okMs.length / x.result.durationS]);
+        return [
+          { name: `raw /search${tag}`, points: points((x) => x.server === "raw") },
+          { name: `apfa /generate-advice${tag}`, points: points((x) => x.server === "apfa" && !x.swapsPublished) },
+          { name: `apfa + ${swaps} swaps${tag}`, points: points((x) => x.server === "apfa" && !!x.swapsPublished) },
+        ];
+      }),
     })));
     return out;
   });

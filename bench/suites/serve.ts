@@ -9,6 +9,7 @@
  */
 import * as crypto from "node:crypto";
 import * as fs from "node:fs";
+import * as http from "node:http";
 import * as net from "node:net";
 import * as path from "node:path";
 import pg from "pg";
@@ -87,6 +88,27 @@ export async function firstOk(url: string, init: RequestInit, t0: number, timeou
   }
 }
 
+/**
+ * Waits until every one of the server's `processes` answers 200 on `/ready` (each reports its slot), asking on
+ * a fresh connection each time since cluster hands out connections round-robin. A run must not start before:
+ * a process still starting gets none of the run's long-lived connections. Returns ms since `t0`.
+ */
+export async function allProcessesReady(base: string, processes: number, t0: number, timeoutMs = 120_000): Promise<number> {
+  const seen = new Set<number>();
+  for (;;) {
+    const r = await new Promise<{ status: number; body: string } | undefined>((resolve) => {
+      http.get(`${base}/ready`, { agent: false }, (res) => {
+        let body = "";
+        res.setEncoding("utf8").on("data", (c: string) => (body += c)).on("end", () => resolve({ status: res.statusCode ?? 0, body }));
+      }).on("error", () => resolve(undefined));
+    });
+    if (r?.status === 200) seen.add((JSON.parse(r.body) as { process?: number }).process ?? 0);
+    if (seen.size >= processes) return performance.now() - t0;
+    if (performance.now() - t0 > timeoutMs) throw new Error(`[apfa] [bench:serve] ${base}: ${seen.size} of ${processes} processes ready after ${timeoutMs} ms`);
+    await new Promise((res) => setTimeout(res, 5));
+  }
+}
+
 /** What the serve and load suites' server starters share. */
 export interface Ctx {
   ctx: BenchContext;
@@ -114,20 +136,26 @@ export function serverYaml(c: Ctx, name: string, port: number): string {
   }, `serve-${name}.yaml`);
 }
 
-/** Starts `apfa serve` on a free port; `fdLimit` raises its descriptor limit for thousands of connections. */
-export async function startApfa(c: Ctx, name: string, fdLimit?: number): Promise<{ base: string; stop: () => Promise<void>; t0: number; child: ReturnType<typeof spawnNode> }> {
+/**
+ * Starts `apfa serve --processes N` on a free port; `fdLimit` raises its descriptor limit for thousands of
+ * connections. The process count is always passed, so the figures do not move when `server.processes`'s
+ * default does.
+ */
+export async function startApfa(c: Ctx, name: string, opts: { processes: number; fdLimit?: number }): Promise<{ base: string; stop: () => Promise<void>; t0: number; child: ReturnType<typeof spawnNode> }> {
+  const { processes, fdLimit } = opts;
   const port = await freePort();
   const yaml = serverYaml(c, name, port);
   const t0 = performance.now();
-  const child = spawnNode(["bin/apfa.mjs", "serve", "-c", yaml, "--port", String(port), "--no-sync-build"], { profileDir: c.ctx.profileDir, log: c.log, env: { APFA_LOG_LEVEL: "info" }, fdLimit });
+  const child = spawnNode(["bin/apfa.mjs", "serve", "-c", yaml, "--port", String(port), "--processes", String(processes), "--no-sync-build"], { profileDir: c.ctx.profileDir, log: c.log, env: { APFA_LOG_LEVEL: "info" }, fdLimit });
   return { base: `http://127.0.0.1:${port}`, stop: () => stopChild(child), t0, child };
 }
 
-/** Starts the raw node:http baseline over the version files in `dir`. */
-export async function startRaw(c: Ctx, dir: string, fdLimit?: number): Promise<{ base: string; stop: () => Promise<void>; t0: number; child: ReturnType<typeof spawnNode> }> {
+/** Starts the raw node:http baseline over the version files in `dir`, with `processes` processes sharing the port. */
+export async function startRaw(c: Ctx, dir: string, opts: { processes: number; fdLimit?: number }): Promise<{ base: string; stop: () => Promise<void>; t0: number; child: ReturnType<typeof spawnNode> }> {
+  const { processes, fdLimit } = opts;
   const port = await freePort();
   const t0 = performance.now();
-  const child = spawnTs(benchFile("child/raw-server.ts"), [dir, String(port)], { profileDir: c.ctx.profileDir, log: c.log, fdLimit });
+  const child = spawnTs(benchFile("child/raw-server.ts"), [dir, String(port), String(processes)], { profileDir: c.ctx.profileDir, log: c.log, fdLimit });
   return { base: `http://127.0.0.1:${port}`, stop: () => stopChild(child), t0, child };
 }
 
@@ -171,8 +199,8 @@ export async function serveSuite(ctx: BenchContext): Promise<SuiteOutput> {
     const first = await makeSmall(0);
     let tweak = 1;
     await publish(p, first);
-    const apfa = await startApfa(c, "load");
-    const raw = await startRaw(c, writeFiles(path.join(dir, "raw-10k"), first));
+    const apfa = await startApfa(c, "load", { processes: 1 });
+    const raw = await startRaw(c, writeFiles(path.join(dir, "raw-10k"), first), { processes: 1 });
     const rows: LoadRow[] = [];
     try {
       const auth = { authorization: `Bearer ${token}`, "content-type": "application/json" };
@@ -217,14 +245,14 @@ export async function serveSuite(ctx: BenchContext): Promise<SuiteOutput> {
     for (let i = 0; i < (q ? 1 : 3); i++) {
       ctx.log(`start-up ${i + 1}`);
       for (const kind of ["cold", "warm"] as const) {
-        const s = await startApfa(c, `start-${i}`);
+        const s = await startApfa(c, `start-${i}`, { processes: 1 });
         try {
           times[kind].push(await firstOk(`${s.base}/search`, body, s.t0));
         } finally {
           await s.stop();
         }
       }
-      const r = await startRaw(c, rawDir);
+      const r = await startRaw(c, rawDir, { processes: 1 });
       try {
         times.raw.push(await firstOk(`${r.base}/search`, { method: "POST", body: body.body }, r.t0));
       } finally {
@@ -265,18 +293,36 @@ export async function serveSuite(ctx: BenchContext): Promise<SuiteOutput> {
   });
 }
 
-/** Successful swaps the server has counted (`apfa_swap_total{outcome="success"}`). */
-export async function swapCount(base: string): Promise<number> {
+/**
+ * Swaps the server has settled, as process 0 counts them (each process counts every swap round it takes part
+ * in): `success`, and `superseded`, the rounds of `--processes N` dropped because a newer version came before
+ * they finished (a single process swaps to every version it sees).
+ */
+export async function swapCounts(base: string): Promise<{ success: number; superseded: number }> {
   const text = await (await fetch(`${base}/metrics`)).text();
-  return Number(/apfa_swap_total\{outcome="success"[^}]*\} (\d+)/.exec(text)?.[1] ?? 0);
+  const n = { success: 0, superseded: 0 };
+  for (const m of text.matchAll(/^apfa_swap_total\{([^}]*)\} (\d+)$/gm)) {
+    const labels = m[1];
+    if (/process="(?!0")/.test(labels)) continue;
+    if (labels.includes('outcome="success"')) n.success += Number(m[2]);
+    else if (labels.includes('outcome="aborted"') && labels.includes('reason="superseded"')) n.superseded += Number(m[2]);
+  }
+  return n;
 }
 
-/** Waits until the server serves `version` and has counted `swaps` successful swaps (or 30 s); returns the count. */
+/** Successful swaps the server has counted (`apfa_swap_total{outcome="success"}`, process 0's under `--processes N`). */
+export const swapCount = async (base: string): Promise<number> => (await swapCounts(base)).success;
+
+/**
+ * Waits until the server serves `version` and has settled (applied or superseded, {@link swapCounts}) `swaps`
+ * swaps in all, or 30 s; returns the settled count.
+ */
 export async function waitVersion(base: string, version: string, swaps: number): Promise<number> {
   const t0 = Date.now();
   for (;;) {
     const v = ((await (await fetch(`${base}/index`)).json()) as { version?: string }).version;
-    const n = await swapCount(base);
+    const c = await swapCounts(base);
+    const n = c.success + c.superseded;
     if ((v === version && n >= swaps) || Date.now() - t0 > 30_000) return n;
     await new Promise((r) => setTimeout(r, 100));
   }

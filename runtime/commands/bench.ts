@@ -8,7 +8,7 @@ export const bench: Command = {
     "Suites: embedding, queue, index, serve, load (the serve suite at 1k and 10k connections; what --load runs), incremental (unchanged and 0.1-100 % changed re-runs against a full run), quality (recall@10, nDCG@10 and ineligible recommendations on labelled queries; filtered hnsw recall); all by default",
     "  --quick     small sizes, about a minute per suite (CI proves the suites run); writes under bench/results/quick/",
     "  --large     adds the 1M-vector index and the use-lite batch/concurrency sweeps",
-    "  --load      serve under 1k and 10k connections, a Zipf query mix, a 100k index, with and without swaps (the load suite)",
+    "  --load      serve under 1k and 10k connections, a Zipf query mix, a 100k index, with and without swaps, at 1 to cores (at most 4) processes (the load suite)",
     "  --compare   exit 1 when a ratio is more than 20% worse than bench/baseline.json",
     "  --accept    write this run's ratios to bench/baseline.json",
     "  --profile   CPU-profile the bench process and its children (bench/results/profiles/) and print where time went",
