@@ -2,7 +2,8 @@
  * `apfa serve --processes N`: a supervisor forks N server processes that share one listening port through
  * node:cluster (Node 20 has no `reusePort`; cluster's round-robin hands each connection to one process).
  * The supervisor serves nothing itself: it starts the processes, restarts one that dies (with backoff),
- * answers a process's request for every process's metrics (prom-client's AggregatorRegistry), and on
+ * answers a process's request for every process's metrics (each ready process's registry as JSON, merged with
+ * prom-client's AggregatorRegistry.aggregate), and on
  * SIGTERM/SIGINT stops them all gracefully. Each process keeps its own notifier subscription and `latest` poll,
  * but does not swap on them: it asks the supervisor, which runs a swap round (server/swap-rounds.ts) so that a
  * version is served by every process or by none. Node-only: this file is the runtime adapter.
@@ -24,11 +25,15 @@ export const PORT_ENV = "APFA_PROCESS_PORT";
 /** The version a (re)started process loads first: the one the others serve, so it joins on the same version. */
 export const VERSION_ENV = "APFA_PROCESS_VERSION";
 
+type Metrics = promClient.MetricObjectWithValues<promClient.MetricValue<string>>[];
+
 /** Messages between the supervisor and its processes (over cluster's IPC channel). */
 type Msg =
   | { apfa: "ready"; url: string; version?: string; count?: number }
   | { apfa: "metrics-req"; id: number }
   | { apfa: "metrics-res"; id: number; text?: string; error?: string }
+  | { apfa: "metrics-get"; id: number }
+  | { apfa: "metrics-json"; id: number; json?: Metrics; error?: string }
   | { apfa: "swap-request"; version: string; reason: string }
   | { apfa: "swap-prepared"; round: number; version: string }
   | { apfa: "swap-failed"; round: number; version: string; reason: string }
@@ -76,6 +81,8 @@ export interface SupervisorOptions {
   swapTimeoutMs?: number;
   /** A process that has not exited this long after SIGTERM is killed. @default 30000 */
   stopTimeoutMs?: number;
+  /** A ready process that has not sent its metrics this long after being asked is left out of /metrics. @default 5000 */
+  metricsTimeoutMs?: number;
 }
 
 /**
@@ -89,12 +96,33 @@ export async function runSupervisor(o: SupervisorOptions): Promise<number> {
   const maxBackoff = o.maxBackoffMs ?? 30_000;
   const slots: Array<{ worker?: Worker; failures: number; timer?: NodeJS.Timeout; ready: boolean }> =
     Array.from({ length: processes }, () => ({ failures: 0, ready: false }));
-  const aggregator = new promClient.AggregatorRegistry();
   let stopping = false;
   let announced = false;
   let firstReady: (() => void) | undefined;
   const firstUp = new Promise<void>((r) => (firstReady = r));
   const live = () => slots.flatMap((s, i) => (s.ready && s.worker ? [i] : []));
+  let nextAsk = 0;
+  const asked = new Map<number, (json: Metrics | undefined) => void>();
+  /**
+   * Every ready process's metrics, merged. Only ready processes are asked: one still starting (or restarting)
+   * has no registry to answer with, and waiting for it made /metrics fail for as long as a start takes. A
+   * ready process that does not answer in time is left out (and logged) rather than failing the scrape.
+   */
+  const gatherMetrics = async (): Promise<string> => {
+    const parts = await Promise.all(live().map((i) => new Promise<Metrics | undefined>((resolve) => {
+      const w = slots[i].worker;
+      if (!w?.isConnected()) return resolve(undefined);
+      const id = nextAsk++;
+      const timer = setTimeout(() => {
+        asked.delete(id);
+        log.warn("server process sent no metrics in time; left out of this scrape", { process: i, pid: w.process.pid });
+        resolve(undefined);
+      }, o.metricsTimeoutMs ?? 5_000);
+      asked.set(id, (json) => (clearTimeout(timer), asked.delete(id), resolve(json)));
+      w.send({ apfa: "metrics-get", id } satisfies Msg, (err: Error | null) => err && asked.get(id)?.(undefined));
+    })));
+    return promClient.AggregatorRegistry.aggregate(parts.filter((p): p is Metrics => p !== undefined)).metrics();
+  };
   const rounds = createSwapRounds<NodeJS.Timeout>({
     timeoutMs: o.swapTimeoutMs ?? 300_000,
     timer: { set: (fn, ms) => setTimeout(fn, ms), clear: (t) => clearTimeout(t) },
@@ -128,8 +156,10 @@ export async function runSupervisor(o: SupervisorOptions): Promise<number> {
         rounds.prepared(i, m.round);
       } else if (m?.apfa === "swap-failed") {
         rounds.failed(i, m.round, m.reason);
+      } else if (m?.apfa === "metrics-json") {
+        asked.get(m.id)?.(m.json);
       } else if (m?.apfa === "metrics-req") {
-        aggregator.clusterMetrics().then(
+        gatherMetrics().then(
           (text) => w.send({ apfa: "metrics-res", id: m.id, text } satisfies Msg),
           (err) => w.send({ apfa: "metrics-res", id: m.id, error: errorMessage(err) } satisfies Msg),
         ).catch(() => { /* the process died meanwhile */ });
@@ -174,12 +204,16 @@ export async function runSupervisor(o: SupervisorOptions): Promise<number> {
  */
 export function clusterMetrics(registry: promClient.Registry, index: number): () => Promise<string> {
   registry.setDefaultLabels({ process: String(index) });
-  promClient.AggregatorRegistry.setRegistries([registry]);
-  // prom-client answers the supervisor's requests only once an AggregatorRegistry exists in this process.
-  new promClient.AggregatorRegistry();
   let next = 0;
   const waiting = new Map<number, { resolve: (t: string) => void; reject: (e: Error) => void }>();
   process.on("message", (m: Msg) => {
+    if (m?.apfa === "metrics-get") {
+      registry.getMetricsAsJSON().then(
+        (json) => process.send?.({ apfa: "metrics-json", id: m.id, json } satisfies Msg),
+        (err) => process.send?.({ apfa: "metrics-json", id: m.id, error: errorMessage(err) } satisfies Msg),
+      );
+      return;
+    }
     if (m?.apfa !== "metrics-res") return;
     const w = waiting.get(m.id);
     waiting.delete(m.id);

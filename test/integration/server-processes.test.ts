@@ -87,10 +87,17 @@ describe("apfa serve --processes 2", () => {
     // Once the supervisor has seen the exit, cluster hands no more connections to the dead process.
     await srv.waitForLog((r) => r.msg === "server process exited; restarting" && r.pid === victim.pid, "the supervisor to see the kill", 60_000);
     let answered = 0;
+    let scrapes = 0;
     const back = await until("a new process in the killed one's slot", async () => {
       const r = await search();
       expect(r.status).toBe(200);
       answered++;
+      // /metrics keeps answering while the slot restarts: the supervisor asks only ready processes, so the
+      // survivor's series come back even while the new process is still starting.
+      const m = await request("GET", "/metrics");
+      expect(m.status, "/metrics while a process restarts").toBe(200);
+      expect(m.json as string).toContain(`process="${1 - (victim.process as number)}"`);
+      scrapes++;
       return srv.logs.slice(before).find((l) => processReady(l) && l.process === victim.process);
     }, 120_000);
     expect(back.pid).not.toBe(victim.pid);
@@ -103,7 +110,8 @@ describe("apfa serve --processes 2", () => {
       return pids.has(back.pid as number);
     }, 60_000);
     expect(pids.has(victim.pid as number)).toBe(false);
-    console.log(`[server-processes] ${answered} searches answered while process ${String(victim.process)} came back as pid ${String(back.pid)}`);
+    expect(scrapes).toBeGreaterThan(0);
+    console.log(`[server-processes] ${answered} searches and ${scrapes} scrapes answered while process ${String(victim.process)} came back as pid ${String(back.pid)}`);
   }, 300_000);
 
   it("stops both processes and exits 0 on SIGTERM to the supervisor", async () => {
