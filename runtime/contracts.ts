@@ -155,15 +155,31 @@ export interface IndexRecall {
   k: number;
   target: number;
   measured: number;
-  /** Queries measured. */
+  /** Corpus rows measured (logged queries are counted in `queries.sample`). */
   sample: number;
-  /** How the queries were chosen: `leave-one-out` = corpus rows, each excluded from its own answer. */
+  /**
+   * How the queries were chosen: `leave-one-out` = corpus rows, each excluded from its own answer;
+   * `leave-one-out+logged-queries` = those and logged real queries, `measured` being the lower figure.
+   */
   method: string;
   /** The search-time settings the version is served with. */
   params: Record<string, number>;
-  /** Each setting tried, in order, with the recall it gave. */
-  tried: Array<{ params: Record<string, number>; recall: number }>;
+  /** Each setting tried, in order, with the recall it gave (the lower figure; each side's when queries were logged). */
+  tried: Array<{ params: Record<string, number>; recall: number; corpus?: number; queries?: number }>;
   met: boolean;
+  /** With logged queries: the corpus rows' own figure at the chosen settings. */
+  corpus?: { sample: number; measured: number };
+  /** With logged queries: their figure at the chosen settings (`measured` is the lower of this and `corpus`). */
+  queries?: { sample: number; measured: number };
+}
+
+/** What a build may hand an engine besides the vectors. */
+export interface BuildExtras {
+  /**
+   * Logged vectors of real queries (n × dims, the same embedder; runtime/query-samples.ts), for an approximate
+   * engine's recall check to measure with besides corpus rows. Empty or absent: corpus rows only.
+   */
+  queries?: Float32Array;
 }
 
 export interface SearchResult {
@@ -198,14 +214,14 @@ export interface Searcher {
 export interface IndexEngine {
   metric: Metric;
   /** `vectors` is row-major count × dims, L2-normalised. */
-  build(vectors: Float32Array, dims: number): Promise<IndexArtifact>;
+  build(vectors: Float32Array, dims: number, extra?: BuildExtras): Promise<IndexArtifact>;
   /**
    * Builds the next version by changing the previous one, when that is cheaper than `build`: `vectors` is the
    * whole new matrix (canonical row order), `prevRow[r]` the previous version's row whose vector row `r` keeps,
    * or -1 for a new vector. The result must search the same rows as `build(vectors, dims)`. Returns undefined to
    * ask for a full build (too much changed, an old artifact). Engines without it always rebuild.
    */
-  update?(prev: { files: Record<string, Uint8Array>; count: number; dims: number }, next: { vectors: Float32Array; dims: number; prevRow: Int32Array }): Promise<IndexArtifact | undefined>;
+  update?(prev: { files: Record<string, Uint8Array>; count: number; dims: number }, next: { vectors: Float32Array; dims: number; prevRow: Int32Array } & BuildExtras): Promise<IndexArtifact | undefined>;
   /** Opens an artifact previously written by `build` from a local directory holding its files. */
   open(dir: string, info: { dims: number; count: number }): Promise<Searcher>;
 }
