@@ -2,7 +2,9 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { silentLogger } from "../../runtime/log.ts";
 import { listMigrations, migrate } from "../../runtime/migrate.ts";
 import { createQuerySampler, decodeVector, encodeVector, loadQuerySamples, type SampleDb } from "../../runtime/query-samples.ts";
+import hashEmbedder from "../fixtures/plugins/hash-embedder.ts";
 import { withTestDatabase, type TestDatabase } from "../helpers/pg.ts";
+import { servedApp } from "../helpers/served-app.ts";
 
 const vec = (i: number, dims = 4) => Float32Array.from({ length: dims }, (_, j) => i + j / 10);
 const opts = { modelKey: "m1", dims: 4, rate: 1, keep: 5, max_pending: 100, flush_s: 0, log: silentLogger };
@@ -56,6 +58,25 @@ describe("query sampler, without a database", () => {
     const b = encodeVector(Float32Array.of(1, -2.5));
     expect(Array.from(b)).toEqual([0, 0, 0x80, 0x3f, 0, 0, 0x20, 0xc0]);
     expect(Array.from(decodeVector(b))).toEqual([1, -2.5]);
+  });
+});
+
+describe("the server's sampling", () => {
+  it("offers each search and advice query's vector, and answers normally when the sampler's writes fail", async () => {
+    const embedder = await hashEmbedder.create(hashEmbedder.options.parse({ dims: 16 }), { baseDir: "/", log: silentLogger, env: {} });
+    const down: SampleDb = { query: () => Promise.reject(new Error("connection refused")) };
+    const sampler = createQuerySampler({ ...opts, dims: 16, db: down });
+    const served = await servedApp([{ id: "a", text: "a loan" }, { id: "b", text: "a savings account" }], embedder, { querySamples: sampler });
+    try {
+      expect((await served.post("/search", { query: "loan", k: 1 })).status).toBe(200);
+      expect((await served.post("/generate-advice", { query: "which loan?", k: 1 })).status).toBe(200);
+      expect(sampler.stats()).toMatchObject({ offered: 2, pending: 2 });
+      await expect(sampler.flush()).resolves.toBe(0);
+      expect(sampler.stats().failed_flushes).toBe(1);
+      expect((await served.post("/search", { query: "savings", k: 1 })).status).toBe(200);
+    } finally {
+      await served.close();
+    }
   });
 });
 
