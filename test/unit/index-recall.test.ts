@@ -92,6 +92,17 @@ describe("recall check", () => {
     expect(JSON.parse(new TextDecoder().decode(v.files[META])).expansion_search).toBe(r.params.expansion_search);
   });
 
+  it("an incremental update measures on logged queries too", async () => {
+    const dims = 32;
+    const corpus = noisyCopies(50, 20, dims, 0.08, 6);
+    const engine = make({ connectivity: 8, build_threads: 1, recall_sample: 50 });
+    const art = await engine.build(corpus, dims);
+    const next = await engine.update!({ files: art.files, count: 1000, dims }, {
+      vectors: corpus, dims, prevRow: Int32Array.from({ length: 1000 }, (_, i) => i), queries: noisyCopies(50, 1, dims, 0.5, 99),
+    });
+    expect(next?.recall).toMatchObject({ method: "leave-one-out+logged-queries", corpus: { sample: 50 }, queries: { sample: 50 } });
+  });
+
   it("ignores logged queries of another width", async () => {
     const dims = 32;
     const v = await build(make({ connectivity: 8, build_threads: 1, recall_sample: 50 }), "hnsw", noisyCopies(20, 10, dims, 0.08, 6), dims, undefined, new Float32Array(31 * 3));
