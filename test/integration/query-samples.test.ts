@@ -5,6 +5,9 @@ import { createQuerySampler, decodeVector, encodeVector, loadQuerySamples, type 
 import hashEmbedder from "../fixtures/plugins/hash-embedder.ts";
 import { withTestDatabase, type TestDatabase } from "../helpers/pg.ts";
 import { servedApp } from "../helpers/served-app.ts";
+import { openServerFixture, until } from "../helpers/server.ts";
+import { embedderKey } from "../../runtime/stages/identity.ts";
+import { createApfaHandler } from "../../server/serve.ts";
 
 const vec = (i: number, dims = 4) => Float32Array.from({ length: dims }, (_, j) => i + j / 10);
 const opts = { modelKey: "m1", dims: 4, rate: 1, keep: 5, max_pending: 100, flush_s: 0, log: silentLogger };
@@ -129,4 +132,27 @@ describe("query sampler on Postgres", () => {
     );
     expect(cols.rows.map((r) => r.column_name)).toEqual(["model_key"]);
   });
+});
+
+describe("apfa serve's sampler", () => {
+  it("writes the vectors of the queries it answers to apfa.query_samples under its embedder's key, and no text", async () => {
+    const fx = await openServerFixture({ overrides: { server: { query_samples: { rate: 1, flush_s: 0.05 } } } });
+    try {
+      await fx.publish({ count: 20 });
+      const h = await createApfaHandler(fx.config, silentLogger);
+      try {
+        const token = await fx.token();
+        const r = await h.fetch(new Request("http://127.0.0.1/search", { method: "POST", headers: { "content-type": "application/json", authorization: `Bearer ${token}` }, body: JSON.stringify({ query: "a private question", k: 2 }) }));
+        expect(r.status).toBe(200);
+        const rows = await until("a sampled query row", async () => (await fx.db.pool.query<{ model_key: string; dims: number; n: number }>("select model_key, dims, length(vector) as n from apfa.query_samples")).rows[0]);
+        expect(rows.model_key).toBe(await embedderKey(fx.config));
+        expect(rows.dims).toBe((fx.config.stages.embedder.options as { dims: number }).dims);
+        expect(rows.n).toBe(rows.dims * 4);
+      } finally {
+        await h.close();
+      }
+    } finally {
+      await fx.close();
+    }
+  }, 60_000);
 });
