@@ -92,6 +92,19 @@ describe("recall check", () => {
     expect(JSON.parse(new TextDecoder().decode(v.files[META])).expansion_search).toBe(r.params.expansion_search);
   });
 
+  it("when no expansion_search lets the logged queries reach the target, a denser graph is built for them", async () => {
+    const dims = 32;
+    const corpus = noisyCopies(100, 40, dims, 0.08, 6);
+    const queries = noisyCopies(100, 2, dims, 0.5, 99);
+    const opts = { connectivity: 4, max_connectivity: 16, build_threads: 1, expansion_search: 16, max_expansion_search: 32, target_recall: 0.95, recall_sample: 200 };
+    const alone = (await make(opts).build(corpus, dims)).recall!;
+    expect(alone).toMatchObject({ met: true, params: { connectivity: 4 } });
+    const r = (await make(opts).build(corpus, dims, { queries })).recall!;
+    expect(r.tried.filter((t) => t.params.connectivity === 4).every((t) => t.queries! < 0.95)).toBe(true);
+    expect(r.params.connectivity, JSON.stringify(r.tried)).toBeGreaterThan(4);
+    expect(r.measured).toBe(r.queries!.measured);
+  });
+
   it("an incremental update measures on logged queries too", async () => {
     const dims = 32;
     const corpus = noisyCopies(50, 20, dims, 0.08, 6);
