@@ -155,15 +155,22 @@ export interface IndexRecall {
   k: number;
   target: number;
   measured: number;
-  /** Queries measured. */
+  /** Corpus rows measured (logged queries are counted in `queries.sample`). */
   sample: number;
-  /** How the queries were chosen: `leave-one-out` = corpus rows, each excluded from its own answer. */
+  /**
+   * How the queries were chosen: `leave-one-out` = corpus rows, each excluded from its own answer;
+   * `leave-one-out+logged-queries` = those and logged real queries, `measured` being the lower figure.
+   */
   method: string;
   /** The search-time settings the version is served with. */
   params: Record<string, number>;
-  /** Each setting tried, in order, with the recall it gave. */
-  tried: Array<{ params: Record<string, number>; recall: number }>;
+  /** Each setting tried, in order, with the recall it gave (the lower figure; each side's when queries were logged). */
+  tried: Array<{ params: Record<string, number>; recall: number; corpus?: number; queries?: number }>;
   met: boolean;
+  /** With logged queries: the corpus rows' own figure at the chosen settings. */
+  corpus?: { sample: number; measured: number };
+  /** With logged queries: their figure at the chosen settings (`measured` is the lower of this and `corpus`). */
+  queries?: { sample: number; measured: number };
 }
 
 export interface SearchResult {
@@ -195,7 +202,13 @@ export interface Searcher {
   close(): Promise<void>;
 }
 
+/** What a build may hand an engine besides the vectors. */
 export interface BuildOptions {
+  /**
+   * Logged vectors of real queries (n × dims, the same embedder; runtime/query-samples.ts), for an approximate
+   * engine's recall check to measure with besides corpus rows. Empty or absent: corpus rows only.
+   */
+  queries?: Float32Array;
   /**
    * Told, now and then, how many of `total` vectors a build has inserted (the run's progress line shows it).
    * Optional for engines; one that builds again (a denser graph after a recall miss) counts from 0 again.

@@ -8,6 +8,7 @@ import { z } from "zod";
 import type { PipelineConfig } from "../runtime/config/schema.ts";
 import type { Embedder, Generator, Logger, RetrievedDoc } from "../runtime/contracts.ts";
 import { ApfaError, errorMessage } from "../runtime/errors.ts";
+import type { QuerySampler } from "../runtime/query-samples.ts";
 import { eligibilityPredicate, extractFacts, hasFacts, purposePredicate, type QuestionFacts } from "../runtime/question.ts";
 import { createAdmission, QueueWaitExceeded } from "./admission.ts";
 import { AuthError, type Verifier } from "./auth.ts";
@@ -32,6 +33,8 @@ export interface AppDeps {
   log: Logger;
   /** Which server process answers (`/ready` reports it): its pid and its slot under `--processes` (0 alone). */
   instance?: { pid: number; process: number };
+  /** Keeps a sample of query vectors for the build's recall check (runtime/query-samples.ts). */
+  querySamples?: Pick<QuerySampler, "offer">;
   /** Mounts more routes (dashboard, admin API). */
   extend?: (app: H3, helpers: { guard: (event: H3Event) => Promise<void> }) => void;
 }
@@ -108,6 +111,7 @@ export function createApp(deps: AppDeps): H3 {
   async function retrieve(lease: Lease, query: string, k: number, opts: { filter?: CompiledFilter; mode?: "vector" | "hybrid"; facts?: QuestionFacts }): Promise<Hit[]> {
     const t0 = performance.now();
     const vector = await embedder.embed([query]);
+    deps.querySamples?.offer(vector);
     metrics.embedQuery.observe((performance.now() - t0) / 1000);
     const t1 = performance.now();
     const ix = lease.index;

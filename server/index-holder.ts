@@ -386,7 +386,7 @@ export function createIndexHolder(opts: IndexHolderOptions) {
         count: current?.manifest.count,
         engine: current?.manifest.engine,
         /** The build's recall check (absent for exact engines): what was measured, against what target. */
-        recall: current?.manifest.recall && (({ k, target, measured, met, sample, params, fallback }) => ({ k, target, measured, met, sample, params, fallback }))(current.manifest.recall),
+        recall: current?.manifest.recall && (({ k, target, measured, met, sample, params, fallback, corpus, queries }) => ({ k, target, measured, met, sample, params, fallback, corpus, queries }))(current.manifest.recall),
         source: current?.source,
         load_ms: current ? Math.round(current.loadMs) : undefined,
         fetch_ms: current ? Math.round(current.fetchMs) : undefined,

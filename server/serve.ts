@@ -11,6 +11,7 @@ import type { PipelineConfig } from "../runtime/config/schema.ts";
 import type { IndexEngine, Logger } from "../runtime/contracts.ts";
 import { errorMessage } from "../runtime/errors.ts";
 import { createPlugin, openPipeline, type Pipeline } from "../runtime/pipeline.ts";
+import { createQuerySampler } from "../runtime/query-samples.ts";
 import { buildVersion, type NewPart } from "../runtime/stages/build.ts";
 import { embedBatch, encodeBatch } from "../runtime/stages/embed.ts";
 import { enumerate } from "../runtime/stages/enumerate.ts";
@@ -163,7 +164,11 @@ export async function createApfaHandler(config: PipelineConfig, log: Logger, opt
   // The operations API and dashboard (/api, /dashboard) share the pipeline's pool and the verifier.
   const extend = opsRoutes({ pipeline: p, verifier, log });
   const instance = { pid: process.pid, process: opts.cluster?.index ?? 0 };
-  const app = createApp({ config, holder, embedder, generator, cache, verifier, metrics, log, extend, instance });
+  const qs = config.server.query_samples;
+  const querySamples = qs.rate > 0
+    ? createQuerySampler({ ...qs, db: p.db.pool, modelKey: await embedderKey(config), dims: embedder.dims, log, onFlush: (outcome, n) => metrics.querySamples.inc({ outcome }, n) })
+    : undefined;
+  const app = createApp({ config, holder, embedder, generator, cache, verifier, metrics, log, extend, instance, querySamples });
   return {
     app,
     fetch: (request) => Promise.resolve(app.fetch(request)),
@@ -173,6 +178,7 @@ export async function createApfaHandler(config: PipelineConfig, log: Logger, opt
     async close() {
       clearInterval(poll);
       await unsubscribe?.().catch(() => {});
+      await querySamples?.close();
       await holder.close();
       await cache.close();
       await p.close();

@@ -9,7 +9,8 @@
  * them is a correct answer, which a comparison of row numbers would count as a miss.
  *
  * The query point sits in the graph, so the walk is guided to it; docs/index-engines.md gives the measured gap
- * to queries from outside the corpus.
+ * to queries from outside the corpus. So when the server has logged real queries (runtime/query-samples.ts), the
+ * build measures on those too (`queryProbe`), and the lower of the two figures is the one held to the target.
  * @module
  */
 import { createRequire } from "node:module";
@@ -24,11 +25,12 @@ export type RecallReport = IndexRecall;
 /** The exact neighbours of the sampled rows, computed once and scored against any number of settings. */
 export interface RecallProbe {
   k: number;
-  rows: Int32Array;
   /** sample × dims, a fresh buffer (usearch reads typed arrays from their buffer's start). */
   queries: Float32Array;
   /** Per query: the exact k-th best inner product with another row. */
   kth: Float32Array;
+  /** Per query its own row, left out of its answer (-1 for a query from outside the corpus). */
+  rows: Int32Array;
   /** Scores one batch answer: per query, `k + 1` row numbers (self included or not), best first. */
   score(answers: ArrayLike<number>[]): number;
 }
@@ -42,10 +44,25 @@ export function sampleRows(count: number, n: number): Int32Array {
 /** Exact top-k (self excluded) of `sample` corpus rows; `vectors` must be count × dims. */
 export function recallProbe(vectors: Float32Array, dims: number, k: number, sample: number): RecallProbe {
   const count = vectors.length / dims;
-  const kk = Math.min(k, count - 1);
   const rows = sampleRows(count, sample);
   const queries = new Float32Array(rows.length * dims);
   rows.forEach((r, i) => queries.set(vectors.subarray(r * dims, (r + 1) * dims), i * dims));
+  return probe(vectors, dims, Math.min(k, count - 1), queries, rows);
+}
+
+/**
+ * Exact top-k of `queries` (n × dims) that are not corpus rows, such as the logged query vectors of real
+ * searches (runtime/query-samples.ts): nothing is excluded from their answers, and `rows` holds -1 for each.
+ */
+export function queryProbe(vectors: Float32Array, dims: number, k: number, queries: Float32Array): RecallProbe {
+  const count = vectors.length / dims;
+  const n = Math.floor(queries.length / dims);
+  return probe(vectors, dims, Math.min(k, count), queries.slice(0, n * dims), new Int32Array(n).fill(-1));
+}
+
+/** The k-th best score of each query, the query's own row (`self[i]`, -1 for none) left out. */
+function probe(vectors: Float32Array, dims: number, kk: number, queries: Float32Array, self: Int32Array): RecallProbe {
+  const rows = self;
   const data = vectors.byteOffset === 0 ? vectors : vectors.slice();
   const ip = (q: number, row: number) => {
     let s = 0;
@@ -53,8 +70,9 @@ export function recallProbe(vectors: Float32Array, dims: number, k: number, samp
     return s;
   };
   const kth = new Float32Array(rows.length);
-  if (kk >= 1) {
-    const m = usearch.exactSearch(data, queries, dims, kk + 1, usearch.MetricKind.IP, 0);
+  if (kk >= 1 && rows.length) {
+    const extra = rows.some((r) => r >= 0) ? 1 : 0;
+    const m = usearch.exactSearch(data, queries, dims, kk + extra, usearch.MetricKind.IP, 0);
     const keys = rows.length === 1 ? [(m as Usearch.Matches).keys] : Array.from(rows, (_, i) => (m as Usearch.BatchMatches).get(i).keys);
     keys.forEach((ks, i) => {
       const others = Array.from(ks, Number).filter((r) => r !== rows[i]).slice(0, kk);
@@ -67,7 +85,7 @@ export function recallProbe(vectors: Float32Array, dims: number, k: number, samp
     queries,
     kth,
     score(answers) {
-      if (kk < 1) return 1;
+      if (kk < 1 || !answers.length) return 1;
       let hits = 0;
       answers.forEach((ans, i) => {
         let taken = 0;

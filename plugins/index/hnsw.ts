@@ -21,7 +21,7 @@ import { z } from "zod";
 import { definePlugin, type BuildOptions, type IndexArtifact, type IndexEngine, type Searcher } from "../../runtime/contracts.ts";
 import { ApfaError } from "../../runtime/errors.ts";
 import { checkVectors } from "./_check.ts";
-import { recallProbe, type RecallReport } from "./_recall.ts";
+import { queryProbe, recallProbe, type RecallProbe, type RecallReport } from "./_recall.ts";
 
 export const NAME = "hnsw";
 
@@ -51,7 +51,8 @@ export interface HnswOptions {
   rebuild_after_removed: number;
   /**
    * Recall@10 the version must reach, measured at build time against exact search on a sample of the corpus's
-   * own rows (plugins/index/_recall.ts); `expansion_search` is doubled until it does. 0 skips the check. @default 0.95
+   * own rows and, once the server has logged some, of real queries (the lower figure counts;
+   * plugins/index/_recall.ts); `expansion_search` is doubled until it does. 0 skips the check. @default 0.95
    */
   target_recall: number;
   /**
@@ -147,7 +148,7 @@ export default definePlugin({
       const p = recall.params;
       const what = `recall@${recall.k} ${recall.measured.toFixed(3)} at expansion_search ${p.expansion_search} (connectivity ${p.connectivity}) is under target_recall ${opts.target_recall}`;
       if (opts.on_recall_miss === "fail") {
-        throw fail(`${what}, measured on ${recall.sample} corpus rows against exact search. Raise max_connectivity or max_expansion_search, ` +
+        throw fail(`${what}, measured on ${recall.sample} corpus rows${recall.queries ? ` and ${recall.queries.sample} logged queries` : ""} against exact search. Raise max_connectivity or max_expansion_search, ` +
           `${opts.quantization === "f32" ? "" : `use a finer quantization than ${opts.quantization}, `}lower target_recall, ` +
           "or set stages.index.options.on_recall_miss to exact (serve with exact search) or accept");
       }
@@ -156,26 +157,37 @@ export default definePlugin({
 
     /**
      * Recall of the saved graph at doubling `expansion_search`, from the configured value to the cap, stopping
-     * early when a doubling gains under 0.005 (the graph, not the search, is then what limits it).
+     * early when a doubling gains under 0.005 (the graph, not the search, is then what limits it). With logged
+     * queries each setting is measured on corpus rows and on them, and the lower figure is the one that counts.
      */
-    const tune = (file: string, vectors: Float32Array, dims: number, connectivity: number, tried: RecallReport["tried"], keys?: Uint32Array): RecallReport => {
+    const tune = (file: string, vectors: Float32Array, dims: number, connectivity: number, tried: RecallReport["tried"], keys?: Uint32Array, queries?: Float32Array): RecallReport => {
       const probe = recallProbe(vectors, dims, RECALL_K, opts.recall_sample);
+      const logged = queries && queries.length >= dims ? queryProbe(vectors, dims, RECALL_K, queries) : undefined;
       const rowOf = keys ? invert(keys) : undefined;
+      const measure = (index: Usearch.Index, p: RecallProbe) => {
+        const m = index.search(p.queries, p.k + 1, 0) as Usearch.Matches | Usearch.BatchMatches;
+        const answers = Array.from(p.rows, (_, i) => {
+          const ks = m instanceof usearch.BatchMatches ? m.get(i).keys : m.keys;
+          return Array.from(ks, (key) => (rowOf ? rowOf[Number(key)] : Number(key)));
+        });
+        return p.score(answers);
+      };
       let ef = Math.min(opts.expansion_search, opts.max_expansion_search);
       let prev = -1;
       for (;;) {
         const index = make(dims, ef);
         index.view(file);
-        const m = index.search(probe.queries, probe.k + 1, 0) as Usearch.Matches | Usearch.BatchMatches;
-        const answers = Array.from(probe.rows, (_, i) => {
-          const ks = m instanceof usearch.BatchMatches ? m.get(i).keys : m.keys;
-          return Array.from(ks, (key) => (rowOf ? rowOf[Number(key)] : Number(key)));
-        });
-        const recall = probe.score(answers);
-        tried.push({ params: { connectivity, expansion_search: ef }, recall });
+        const corpus = measure(index, probe);
+        const q = logged && measure(index, logged);
+        const recall = q === undefined ? corpus : Math.min(corpus, q);
+        tried.push({ params: { connectivity, expansion_search: ef }, recall, ...(q === undefined ? {} : { corpus, queries: q }) });
         if (recall >= opts.target_recall || ef >= opts.max_expansion_search || recall - prev < 0.005) {
           const best = tried.filter((t) => t.params.connectivity === connectivity).reduce((a, b) => (b.recall > a.recall + 0.001 ? b : a));
-          return { k: probe.k, target: opts.target_recall, measured: best.recall, sample: probe.rows.length, method: "leave-one-out", params: best.params, tried, met: best.recall >= opts.target_recall };
+          return {
+            k: probe.k, target: opts.target_recall, measured: best.recall, sample: probe.rows.length,
+            method: logged ? "leave-one-out+logged-queries" : "leave-one-out", params: best.params, tried, met: best.recall >= opts.target_recall,
+            ...(logged ? { corpus: { sample: probe.rows.length, measured: best.corpus! }, queries: { sample: logged.rows.length, measured: best.queries! } } : {}),
+          };
         }
         prev = recall;
         ef = Math.min(ef * 2, opts.max_expansion_search);
@@ -217,7 +229,7 @@ export default definePlugin({
         for (let connectivity = opts.connectivity; ; connectivity *= 2) {
           const index = make(dims, opts.expansion_search, connectivity);
           await addRows(index, rows, rows, vectors, dims, buildOpts?.onProgress);
-          const { bytes, checked: recall } = await saveGraph(index, (file) => (opts.target_recall > 0 ? tune(file, vectors, dims, connectivity, tried) : undefined));
+          const { bytes, checked: recall } = await saveGraph(index, (file) => (opts.target_recall > 0 ? tune(file, vectors, dims, connectivity, tried, undefined, buildOpts?.queries) : undefined));
           const files = filesOf(bytes, meta, recall);
           if (!recall || recall.met) return { files, main: FILE, recall };
           if (connectivity * 2 > opts.max_connectivity || recall.measured - before < 0.005) return missed(files, recall);
@@ -257,7 +269,7 @@ export default definePlugin({
           }
         }
         await addRows(index, added, added.map((r) => keys[r]), vectors, dims, next.onProgress);
-        const { bytes, checked: recall } = await saveGraph(index, (file) => (opts.target_recall > 0 ? tune(file, vectors, dims, index.connectivity(), [], keys) : undefined));
+        const { bytes, checked: recall } = await saveGraph(index, (file) => (opts.target_recall > 0 ? tune(file, vectors, dims, index.connectivity(), [], keys, next.queries) : undefined));
         // An updated graph under target is rebuilt in full, where connectivity can grow.
         if (recall && !recall.met) return undefined;
         return { files: filesOf(bytes, { built_count: meta.built_count, removed_since_build: removed }, recall, keys), main: FILE, recall };

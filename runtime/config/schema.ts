@@ -161,6 +161,16 @@ export const pipelineSchema = z.strictObject({
       max_connections: z.int().min(0).default(0).describe("Open connections per process before new ones are closed (0 = only the file-descriptor limit)"),
       backlog: z.int().min(1).default(4096).describe("Pending-connection queue of the listening socket (capped by net.core.somaxconn)"),
     }).prefault({}),
+    query_samples: z.strictObject({
+      rate: z.number().min(0).max(1).default(0.05)
+        .describe("Fraction of search/advice query embeddings kept (vectors only, never the text) for the build's recall check; 0 = off"),
+      keep: z.int().min(1).max(1_000_000).default(2000).describe("Newest sampled query vectors kept per embedder; older ones are deleted as new ones are written"),
+      flush_s: z.number().min(0.05).max(3600).default(10).describe("How often a server process writes its sampled vectors to Postgres"),
+      max_pending: z.int().min(1).max(100_000).default(500)
+        .describe("Sampled vectors a process holds between writes; past it new ones replace random held ones (reservoir), so a database outage costs no memory"),
+      build_sample: z.int().min(0).max(100_000).default(500)
+        .describe("Newest sampled query vectors of the run's embedder a build's recall check measures with, besides corpus rows; 0 = corpus rows only"),
+    }).prefault({}),
     swap_poll_s: z.number().min(1).default(30).describe("Safety-net check of `latest` every N seconds"),
     swap_timeout_s: z.number().min(1).default(300)
       .describe("With several processes: a swap not prepared (downloaded, verified, opened) by every process within N seconds is aborted in all of them"),

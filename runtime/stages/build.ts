@@ -44,6 +44,12 @@ export interface BuildInput {
   reuse: ReuseEntry[];
   /** Told how many vectors the engine has inserted so far, when the engine reports it. */
   onProgress?: (done: number, total: number) => void;
+  /**
+   * Logged vectors of real queries (n × dims, embedded by this run's embedder), which an approximate engine's
+   * recall check measures with besides corpus rows; the task adapter loads them (a stage reads no database).
+   * Ignored unless their width is the version's.
+   */
+  queries?: Float32Array;
   /** Told when the engine missed its recall target and the version is served with exact search instead. */
   warn?: (message: string, fields: Record<string, unknown>) => void;
 }
@@ -123,10 +129,12 @@ export async function buildVersion(input: BuildInput): Promise<BuiltVersion> {
 
   const t1 = performance.now();
   // An engine that can change the base's index (hnsw adds and removes on a copy of its graph) does; else a build.
+  const queries = input.queries?.length && input.queries.length % dims === 0 ? input.queries : undefined;
+  const extra = queries ? { queries } : {};
   const prev = base?.engineFiles && input.engine.update
-    ? await input.engine.update({ files: base.engineFiles, count: base.manifest.count, dims }, { vectors, dims, prevRow: Int32Array.from(rows, (r) => r.prev), onProgress: input.onProgress })
+    ? await input.engine.update({ files: base.engineFiles, count: base.manifest.count, dims }, { vectors, dims, prevRow: Int32Array.from(rows, (r) => r.prev), ...extra, onProgress: input.onProgress })
     : undefined;
-  let artifact: IndexArtifact = prev ?? (await input.engine.build(vectors, dims, { onProgress: input.onProgress }));
+  let artifact: IndexArtifact = prev ?? (await input.engine.build(vectors, dims, { ...extra, onProgress: input.onProgress }));
   let engineName = input.engineName;
   let metric = input.engine.metric;
   const recall: Manifest["recall"] = artifact.recall && { ...artifact.recall, engine: input.engineName };
@@ -138,7 +146,7 @@ export async function buildVersion(input: BuildInput): Promise<BuiltVersion> {
     engineName = "flat";
     metric = exact.metric;
     recall.fallback = "flat";
-    input.warn?.(`${input.engineName} reached recall@${recall.k} ${recall.measured.toFixed(3)} < target ${recall.target}; this version is served with exact search (flat)`, { params: recall.params, sample: recall.sample });
+    input.warn?.(`${input.engineName} reached recall@${recall.k} ${recall.measured.toFixed(3)} < target ${recall.target}; this version is served with exact search (flat)`, { params: recall.params, sample: recall.sample, ...(recall.queries ? { corpus: recall.corpus, queries: recall.queries } : {}) });
   }
   const engineMs = performance.now() - t1;
   // Rebuilt from the documents every time, incremental runs too: at 100k documents it costs seconds

@@ -11,6 +11,7 @@ import { errorMessage, isApfaError } from "../errors.ts";
 import { layout } from "../keys.ts";
 import { decodeNpy } from "../npy.ts";
 import type { Pipeline } from "../pipeline.ts";
+import { loadQuerySamples } from "../query-samples.ts";
 import { failRun, getRun, listBatches, recordBuildProgress, succeedRun, type RunRow } from "../runs.ts";
 import { readBase } from "../stages/base.ts";
 import { buildVersion, unchangedBase, type NewPart } from "../stages/build.ts";
@@ -71,11 +72,12 @@ export function makeBuildIndex(p: Pipeline) {
         const engine = await p.engine();
         const sameEngine = baseManifest?.engine === p.config.stages.index.plugin && baseManifest.reuse?.engine_key === ekey;
         const base = baseManifest && reuse.length ? await readBase(p.store, baseManifest, { engineFiles: sameEngine && Boolean(engine.update) }) : undefined;
+        const queries = await loggedQueries(p, run, parts[0]?.dims ?? base?.dims ?? 0, log);
         timing.load_ms = Math.round(performance.now() - t0);
         const progress = progressWriter(p, runId, log);
         const built = await buildVersion({
           pipeline: p.config.name, runId, engine, engineName: p.config.stages.index.plugin, engineKey: ekey,
-          embedderKey: run.embedder_key ?? "", source: { key: await sourceKey(p.config), cursor: run.source_cursor ?? undefined }, parts, base, reuse,
+          embedderKey: run.embedder_key ?? "", source: { key: await sourceKey(p.config), cursor: run.source_cursor ?? undefined }, parts, base, reuse, queries,
           warn: (m, f) => log.warn(m, f), onProgress: progress.report,
         }).finally(progress.flushed);
         timing = { ...timing, assemble_ms: Math.round(built.assembleMs), engine_ms: Math.round(built.engineMs), lexical_ms: Math.round(built.lexicalMs) };
@@ -119,6 +121,24 @@ function progressWriter(p: Pipeline, runId: string, log: Pipeline["log"]) {
     /** Resolves when every write has landed, so none arrives after the run's outcome. */
     flushed: () => writes,
   };
+}
+
+/**
+ * The newest logged query vectors of the run's embedder (`server.query_samples.build_sample` of them), for the
+ * engine's recall check. Without them (none logged yet, or the read failed) the check uses corpus rows only,
+ * as before: a build never fails for want of samples.
+ */
+async function loggedQueries(p: Pipeline, run: RunRow, dims: number, log: Pipeline["log"]): Promise<Float32Array | undefined> {
+  const limit = p.config.server.query_samples.build_sample;
+  if (!run.embedder_key || !dims || limit <= 0) return undefined;
+  try {
+    const q = await loadQuerySamples(p.db.pool, run.embedder_key, dims, limit);
+    if (q.length) log.info("recall check uses logged queries", { queries: q.length / dims });
+    return q.length ? q : undefined;
+  } catch (err) {
+    log.warn("logged queries not read; the recall check uses corpus rows only", { error: errorMessage(err) });
+    return undefined;
+  }
 }
 
 /** The figures `apfa.runs.stats` and `runs/<run>.json` carry. */

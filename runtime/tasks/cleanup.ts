@@ -1,7 +1,8 @@
 /**
  * `cleanup` (maintenance queue, daily by default): deletes batch artifacts (`batches/<run>/`) and index
  * versions (`indexes/<version>/`, marking `apfa.index_versions.deleted_at`) older than `retention_days`, and
- * prunes `apfa.job_history` and `apfa.index_stats` the same way (the newest stats row of the pipeline stays).
+ * prunes `apfa.job_history`, `apfa.index_stats` (the newest stats row of the pipeline stays) and the sampled query
+ * vectors of `apfa.query_samples` the same way (the server also trims those to `server.query_samples.keep`).
  *
  * Never deleted, whatever their age: the current version (the one `indexes/latest` names), the `keep_versions`
  * most recently published others (rollback targets), the batches of the runs those versions were built from
@@ -45,6 +46,8 @@ export interface CleanupReport {
   batches: CleanupTarget[];
   job_history_rows: number;
   index_stats_rows: number;
+  /** Sampled query vectors (apfa.query_samples) older than the cutoff. */
+  query_sample_rows: number;
   keys_deleted: number;
   bytes_deleted: number;
 }
@@ -130,8 +133,9 @@ export async function planCleanup(p: Pipeline, payload: CleanupPayload = {}): Pr
     batches.push({ id: run, keys: g.keys, bytes: g.bytes, why: row ? `run ${row.status}, ended ${row.ended.toISOString()}` : "run not recorded" });
   }
 
-  const counts = (await db.query<{ history: number; stats: number }>(
+  const counts = (await db.query<{ history: number; stats: number; samples: number }>(
     `select (select count(*)::int from apfa.job_history where finished_at < $1) as history,
+            (select count(*)::int from apfa.query_samples where at < $1) as samples,
             (select count(*)::int from apfa.index_stats s where computed_at < $1 and id <> (
                select id from apfa.index_stats l where l.pipeline = s.pipeline order by computed_at desc, id desc limit 1)) as stats`,
     [cutoff],
@@ -147,6 +151,7 @@ export async function planCleanup(p: Pipeline, payload: CleanupPayload = {}): Pr
     batches,
     job_history_rows: counts.history,
     index_stats_rows: counts.stats,
+    query_sample_rows: counts.samples,
     keys_deleted: 0,
     bytes_deleted: 0,
   };
@@ -175,7 +180,9 @@ export async function runCleanup(p: Pipeline, payload: CleanupPayload = {}): Pro
        select id from apfa.index_stats l where l.pipeline = s.pipeline order by computed_at desc, id desc limit 1)`,
     [plan.cutoff],
   );
+  const q = await p.db.pool.query("delete from apfa.query_samples where at < $1", [plan.cutoff]);
   report.job_history_rows = h.rowCount ?? 0;
+  report.query_sample_rows = q.rowCount ?? 0;
   report.index_stats_rows = s.rowCount ?? 0;
   return report;
 }
@@ -198,6 +205,7 @@ export function makeCleanup(p: Pipeline) {
         bytes_deleted: r.bytes_deleted,
         job_history_rows: r.job_history_rows,
         index_stats_rows: r.index_stats_rows,
+        query_sample_rows: r.query_sample_rows,
       });
     } catch (err) {
       log.error("cleanup failed", { error: errorMessage(err) });

@@ -120,7 +120,7 @@ export interface MigrationInput {
   latencyBudgetMs?: number;
   memoryBudgetBytes?: number;
   /** The version's build-time recall check (manifest `recall`), when its engine ran one. */
-  recall?: { engine: string; measured: number; target: number; met: boolean; sample: number; params: Record<string, number>; fallback?: string };
+  recall?: { engine: string; measured: number; target: number; met: boolean; sample: number; params: Record<string, number>; fallback?: string; corpus?: { sample: number; measured: number }; queries?: { sample: number; measured: number } };
 }
 
 export interface Alternative {
@@ -220,7 +220,7 @@ export function assessMigration(input: MigrationInput): MigrationAssessment {
   if (flat && pick !== alts[0]) notes.push(`HNSW would need ${(alts[0].est_memory_bytes / GiB).toFixed(1)} GiB, over the ${(memBudget / GiB).toFixed(1)} GiB budget`);
   if (r) {
     const params = Object.entries(r.params).map(([k, v]) => `${k} ${v}`).join(", ");
-    notes.push(`${r.engine} measured recall@10 ${r.measured.toFixed(3)} (target ${r.target}) at ${params} on ${r.sample} corpus rows`);
+    notes.push(`${r.engine} measured recall@10 ${r.measured.toFixed(3)} (target ${r.target}) at ${params} on ${r.sample} corpus rows${r.queries && r.corpus ? ` (${r.corpus.measured.toFixed(3)}) and ${r.queries.sample} logged queries (${r.queries.measured.toFixed(3)})` : ""}`);
     if (r.fallback) {
       // The approximate engine could not reach the target: moving to it again would only repeat the fallback.
       recommendation = urgency >= 0.3 ? `tune ${r.engine}: raise max_connectivity or lower target_recall (served exactly meanwhile)` : "keep flat";

@@ -154,7 +154,11 @@ function recallText(r, engine) {
 }
 
 function recallTitle(r) {
-  return r ? `recall@${r.k} against exact search on ${r.sample} corpus rows (${r.method}); tried ${r.tried.map((t) => `${Object.values(t.params).join("/")}: ${t.recall.toFixed(3)}`).join(", ")}` : "";
+  if (!r) return "";
+  const on = r.queries
+    ? `${r.corpus.sample} corpus rows (${r.corpus.measured.toFixed(3)}) and ${r.queries.sample} logged queries (${r.queries.measured.toFixed(3)}), the lower counting`
+    : `${r.sample} corpus rows (${r.method})`;
+  return `recall@${r.k} against exact search on ${on}; tried ${r.tried.map((t) => `${Object.values(t.params).join("/")}: ${t.recall.toFixed(3)}`).join(", ")}`;
 }
 
 function renderFailed({ jobs }) {

@@ -17,7 +17,7 @@ import type { Embedder, IndexEngine } from "../../runtime/contracts.ts";
 import { layout } from "../../runtime/keys.ts";
 import { silentLogger } from "../../runtime/log.ts";
 import { buildVersion } from "../../runtime/stages/build.ts";
-import { createApp } from "../../server/app.ts";
+import { createApp, type AppDeps } from "../../server/app.ts";
 import { createCache } from "../../server/cache.ts";
 import { createIndexHolder } from "../../server/index-holder.ts";
 import { createServerMetrics } from "../../server/metrics.ts";
@@ -39,7 +39,7 @@ export interface ServedApp {
 }
 
 /** Builds a version from `docs` and serves it; `retrieval` overrides `server.retrieval`. */
-export async function servedApp(docs: ServedDoc[], embedder: Embedder, opts: { vectors?: Float32Array; retrieval?: Partial<PipelineConfig["server"]["retrieval"]>; engine?: IndexEngine } = {}): Promise<ServedApp> {
+export async function servedApp(docs: ServedDoc[], embedder: Embedder, opts: { vectors?: Float32Array; retrieval?: Partial<PipelineConfig["server"]["retrieval"]>; engine?: IndexEngine; querySamples?: AppDeps["querySamples"] } = {}): Promise<ServedApp> {
   const tmp = await fsp.mkdtemp(path.join(os.tmpdir(), "apfa-served-"));
   const ctx = { baseDir: tmp, log: silentLogger, env: {} };
   const { config } = await loadConfig(undefined, { checkPlugins: false, env: {} });
@@ -61,7 +61,7 @@ export async function servedApp(docs: ServedDoc[], embedder: Embedder, opts: { v
   const holder = createIndexHolder({ store, cacheDir: path.join(tmp, "cache"), embedder, engine: async () => engine, log: silentLogger, metrics });
   if ((await holder.start()) !== "store") throw new Error("the test version did not load");
   const generator = await template.create(template.options.parse({}), ctx);
-  const app = createApp({ config: cfg, holder, embedder, generator, cache: createCache({}), verifier: null, metrics, log: silentLogger });
+  const app = createApp({ config: cfg, holder, embedder, generator, cache: createCache({}), verifier: null, metrics, log: silentLogger, querySamples: opts.querySamples });
   return {
     version: manifest.version,
     cacheDir: path.join(tmp, "cache"),

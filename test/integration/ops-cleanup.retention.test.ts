@@ -64,6 +64,19 @@ describe("cleanup", () => {
     expect(plan.job_history_rows).toBe(0);
   });
 
+  it("deletes sampled query vectors older than the retention, and only those", async () => {
+    await env.db.pool.query(
+      `insert into apfa.query_samples (at, model_key, dims, vector) values (now() - interval '30 days', 'm', 1, '\\x0000803f'), (now(), 'm', 1, '\\x00000040')`,
+    );
+    expect((await planCleanup(env.pipeline)).query_sample_rows).toBe(1);
+    const r = await runCleanup(env.pipeline);
+    expect(r.query_sample_rows).toBe(1);
+    expect(r.versions).toEqual([]);
+    const left = await env.db.pool.query<{ n: number }>("select count(*)::int as n from apfa.query_samples where at > now() - interval '1 day'");
+    expect(left.rows[0].n).toBe(1);
+    expect((await env.db.pool.query("select 1 from apfa.query_samples")).rowCount).toBe(1);
+  });
+
   it("dry_run lists what retention 0 / keep 1 would delete, and deletes nothing", async () => {
     const before = [...(await storeKeys("indexes/")), ...(await storeKeys("batches/"))];
     const r = await runCleanup(env.pipeline, { dry_run: true, retention_days: 0, keep_versions: 1 });

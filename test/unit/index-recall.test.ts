@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import hnsw, { META } from "../../plugins/index/hnsw.ts";
-import { recallProbe, sampleRows } from "../../plugins/index/_recall.ts";
+import { queryProbe, recallProbe, sampleRows } from "../../plugins/index/_recall.ts";
 import type { IndexEngine } from "../../runtime/contracts.ts";
 import { isApfaError } from "../../runtime/errors.ts";
 import { silentLogger } from "../../runtime/log.ts";
@@ -33,8 +33,19 @@ function part(vectors: Float32Array, dims: number): NewPart {
   return { n: 0, docs, vectors, rows, dims, modelId: "m", maxChars: 100 };
 }
 
-const build = (engine: IndexEngine, engineName: string, vectors: Float32Array, dims: number, warn?: (m: string) => void) =>
-  buildVersion({ pipeline: "t", runId: null, engine, engineName, engineKey: "k", embedderKey: "e", parts: [part(vectors, dims)], reuse: [], warn });
+const build = (engine: IndexEngine, engineName: string, vectors: Float32Array, dims: number, warn?: (m: string) => void, queries?: Float32Array) =>
+  buildVersion({ pipeline: "t", runId: null, engine, engineName, engineKey: "k", embedderKey: "e", parts: [part(vectors, dims)], reuse: [], warn, queries });
+
+/** `copies` noisy copies (noise `noise`, seeded) of each of `protos` fixed random vectors. */
+function noisyCopies(protos: number, copies: number, dims: number, noise: number, seed: number): Float32Array {
+  const base = randomUnitVectors(protos, dims, 5);
+  const next = rng(seed);
+  const v = new Float32Array(protos * copies * dims);
+  for (let p = 0; p < protos; p++) {
+    for (let c = 0; c < copies; c++) for (let j = 0; j < dims; j++) v[(p * copies + c) * dims + j] = base[p * dims + j] + (next() - 0.5) * noise;
+  }
+  return normalizeRows(v, dims);
+}
 
 describe("recall check", () => {
   it("samples rows evenly and scores ties at the k-th score as hits", () => {
@@ -45,6 +56,71 @@ describe("recall check", () => {
     const probe = recallProbe(v, 2, 1, 4);
     expect(probe.score([[0, 2], [1, 0], [2, 0], [3, 0]])).toBe(1);
     expect(probe.score([[0, 3], [1, 0], [2, 0], [3, 0]])).toBe(0.75);
+  });
+
+  it("scores queries from outside the corpus against their exact top k, excluding nothing", () => {
+    const v = new Float32Array([1, 0, 0.8, 0.6, 0, 1]);
+    const probe = queryProbe(v, 2, 1, new Float32Array([0.6, 0.8, 1, 0]));
+    expect(Array.from(probe.rows)).toEqual([-1, -1]);
+    expect(probe.score([[1, 0], [0, 1]])).toBe(1);
+    expect(probe.score([[2, 1], [0, 1]])).toBe(0.5);
+  });
+
+  it("hnsw tunes on logged queries when they find less than corpus rows, and the manifest records both", async () => {
+    // Near-copies of 100 documents; the queries are further from the documents than the copies are from each
+    // other, as real questions are. Corpus rows alone are satisfied at a lower expansion_search.
+    const dims = 32;
+    const corpus = noisyCopies(100, 40, dims, 0.08, 6);
+    const queries = noisyCopies(100, 2, dims, 0.5, 99);
+    const opts = { connectivity: 4, max_connectivity: 4, build_threads: 1, expansion_search: 16, target_recall: 0.95, recall_sample: 200 };
+    const alone = (await make(opts).build(corpus, dims)).recall!;
+    expect(alone).toMatchObject({ met: true, method: "leave-one-out" });
+    expect(alone.queries).toBeUndefined();
+
+    const v = await build(make(opts), "hnsw", corpus, dims, undefined, queries);
+    const r = v.manifest.recall!;
+    expect(r).toMatchObject({ engine: "hnsw", met: true, method: "leave-one-out+logged-queries", sample: 200, corpus: { sample: 200 }, queries: { sample: 200 } });
+    // The lower figure is the one held to the target: the queries'.
+    expect(r.measured).toBe(Math.min(r.corpus!.measured, r.queries!.measured));
+    expect(r.queries!.measured).toBeLessThan(r.corpus!.measured);
+    expect(r.measured).toBeGreaterThanOrEqual(0.95);
+    // At the setting corpus rows alone chose, the queries missed the target, so the tuning went further.
+    const atAlone = r.tried.find((t) => t.params.expansion_search === alone.params.expansion_search)!;
+    expect(atAlone.corpus).toBeGreaterThanOrEqual(0.95);
+    expect(atAlone.queries).toBeLessThan(0.95);
+    expect(r.params.expansion_search).toBeGreaterThan(alone.params.expansion_search);
+    expect(JSON.parse(new TextDecoder().decode(v.files[META])).expansion_search).toBe(r.params.expansion_search);
+  });
+
+  it("when no expansion_search lets the logged queries reach the target, a denser graph is built for them", async () => {
+    const dims = 32;
+    const corpus = noisyCopies(100, 40, dims, 0.08, 6);
+    const queries = noisyCopies(100, 2, dims, 0.5, 99);
+    const opts = { connectivity: 4, max_connectivity: 16, build_threads: 1, expansion_search: 16, max_expansion_search: 32, target_recall: 0.95, recall_sample: 200 };
+    const alone = (await make(opts).build(corpus, dims)).recall!;
+    expect(alone).toMatchObject({ met: true, params: { connectivity: 4 } });
+    const r = (await make(opts).build(corpus, dims, { queries })).recall!;
+    expect(r.tried.filter((t) => t.params.connectivity === 4).every((t) => t.queries! < 0.95)).toBe(true);
+    expect(r.params.connectivity, JSON.stringify(r.tried)).toBeGreaterThan(4);
+    expect(r.measured).toBe(r.queries!.measured);
+  });
+
+  it("an incremental update measures on logged queries too", async () => {
+    const dims = 32;
+    const corpus = noisyCopies(50, 20, dims, 0.08, 6);
+    const engine = make({ connectivity: 8, build_threads: 1, recall_sample: 50 });
+    const art = await engine.build(corpus, dims);
+    const next = await engine.update!({ files: art.files, count: 1000, dims }, {
+      vectors: corpus, dims, prevRow: Int32Array.from({ length: 1000 }, (_, i) => i), queries: noisyCopies(50, 1, dims, 0.5, 99),
+    });
+    expect(next?.recall).toMatchObject({ method: "leave-one-out+logged-queries", corpus: { sample: 50 }, queries: { sample: 50 } });
+  });
+
+  it("ignores logged queries of another width", async () => {
+    const dims = 32;
+    const v = await build(make({ connectivity: 8, build_threads: 1, recall_sample: 50 }), "hnsw", noisyCopies(20, 10, dims, 0.08, 6), dims, undefined, new Float32Array(31 * 3));
+    expect(v.manifest.recall).toMatchObject({ method: "leave-one-out" });
+    expect(v.manifest.recall!.queries).toBeUndefined();
   });
 
   it("hnsw measures its recall, raises expansion_search until the target, and serves with what it chose", async () => {

@@ -97,6 +97,8 @@ describe("migration model", () => {
     expect(a.recommendation).toBe("migrate to hnsw connectivity 64");
     expect(a.reasoning.alternatives[0].options.connectivity).toBe(64);
     expect(a.reasoning.notes.join(" ")).toMatch(/hnsw measured recall@10 0\.970 \(target 0\.95\) at connectivity 64, expansion_search 128 on 300 corpus rows/);
+    const logged = assessMigration({ engine: "flat", count: 1_000_000, dims: 384, docsBytes: 0, p95Ms: 60, recall: { ...recall, corpus: { sample: 300, measured: 0.99 }, queries: { sample: 500, measured: 0.97 } } });
+    expect(logged.reasoning.notes.join(" ")).toMatch(/on 300 corpus rows \(0\.990\) and 500 logged queries \(0\.970\)/);
     const fell = assessMigration({ engine: "flat", count: 1_000_000, dims: 384, docsBytes: 0, p95Ms: 60, recall: { ...recall, measured: 0.8, met: false, fallback: "flat" } });
     expect(fell.recommendation).toMatch(/^tune hnsw: raise max_connectivity/);
     const under = assessMigration({ engine: "hnsw", count: 1_000_000, dims: 384, docsBytes: 0, p95Ms: 3, recall: { ...recall, measured: 0.8, met: false } });
