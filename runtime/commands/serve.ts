@@ -12,6 +12,10 @@ export const serveCmd: Command = {
   usage: "apfa serve [-c pipeline.yaml] [--port N] [--processes N|auto] [--no-sync-build]",
   options: { port: { type: "string", short: "p" }, processes: { type: "string" }, "no-sync-build": { type: "boolean" } },
   async run({ values }) {
+    // Loaded here, not at the top: `apfa token` shares this file and needs none of the server. Started before
+    // the config is read so the two overlap; a usage error below simply leaves it unused.
+    const server = import("../../server/serve.ts");
+    server.catch(() => {}); // awaited below, when it is needed
     const config = await loadOrFail(values.config as string);
     const log = cliLogger({ cmd: "serve" });
     const port = values.port !== undefined ? Number(values.port) : undefined;
@@ -25,8 +29,7 @@ export const serveCmd: Command = {
       console.error(`apfa serve: --processes must be 0-256 or auto (0 and auto: one per core; got ${flag})`);
       return 2;
     }
-    // Loaded here, not at the top: `apfa token` shares this file and needs none of the server.
-    const { startServer } = await import("../../server/serve.ts");
+    const { startServer } = await server;
     const opts = { port, syncBuild: !values["no-sync-build"] };
     // A forked server process carries its slot in the environment; only then, or with more than one process
     // asked for, is node:cluster loaded at all (Deno runs a single process).
