@@ -228,13 +228,17 @@ export function createIndexHolder(opts: IndexHolderOptions) {
     check(manifest, version);
     const dir = path.join(opts.cacheDir, version);
     await fsp.mkdir(dir, { recursive: true });
-    for (const [name, expect] of servingFiles(manifest)) {
+    // The files are fetched together (one's reads overlap another's hashing); the first failure, in the
+    // manifest's order, is reported once all have settled.
+    const fetched = await Promise.allSettled(servingFiles(manifest).map(async ([name, expect]) => {
       const dest = path.join(dir, name);
       const st = await fsp.stat(dest).catch(() => null);
-      // A file renamed into place was verified when it was copied; a size match is enough to reuse it.
-      if (st && st.size === expect.bytes) continue;
+      // A file linked into place was verified when it was fetched; a size match is enough to reuse it.
+      if (st && st.size === expect.bytes) return;
       await copyVerified(store, layout.indexFile(version, name), dest, expect);
-    }
+    }));
+    const failed = fetched.find((r) => r.status === "rejected");
+    if (failed) throw failed.reason;
     await fsp.writeFile(path.join(dir, "manifest.json"), JSON.stringify(manifest));
     return open(manifest, dir, "store", performance.now() - t0);
   }
