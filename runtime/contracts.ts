@@ -249,6 +249,13 @@ export interface Store {
   get(key: string): Promise<Uint8Array>;
   /** Streaming read; rejects with code `not_found` when missing. */
   getStream(key: string): Promise<AsyncIterable<Uint8Array>>;
+  /**
+   * Optional: writes the object to the local file `dest` (which does not exist yet) without passing its bytes
+   * through JavaScript, as a store whose objects are local files can (the fs store hard-links or clones them).
+   * The server's index cache prefers it to `getStream` and checks the copy's checksum either way. Rejects with
+   * code `not_found` when the key is missing.
+   */
+  copyToFile?(key: string, dest: string): Promise<void>;
   /** null when the key does not exist. */
   stat(key: string): Promise<StoreStat | null>;
   /** Every object whose key starts with `prefix`, in key order. */

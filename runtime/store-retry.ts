@@ -30,6 +30,7 @@ export function retryingStore(store: Store, log: Logger, opts: StoreRetryOptions
     put: (key, data) => (data instanceof Uint8Array ? withRetry(() => store.put(key, data), policy("put", key)) : store.put(key, data)),
     get: (key) => withRetry(() => store.get(key), policy("get", key)),
     getStream: (key) => withRetry(() => store.getStream(key), policy("get", key)),
+    copyToFile: store.copyToFile ? (key, dest) => withRetry(() => store.copyToFile!(key, dest), policy("get", key)) : undefined,
     stat: (key) => withRetry(() => store.stat(key), policy("stat", key)),
     list: (prefix) => store.list(prefix),
     delete: (key) => withRetry(() => store.delete(key), policy("delete", key)),

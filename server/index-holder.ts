@@ -1,6 +1,6 @@
 /**
  * Holds the served index and swaps it without failing a request. A new version is downloaded into the local
- * cache directory (hashed while it streams, so a corrupt or truncated file is refused), checked against the
+ * cache directory (and hashed, so a corrupt or truncated file is refused), checked against the
  * server's embedder (dims, model), opened, and only then made current with one assignment. Requests hold a
  * lease on the version they started with; the old version is closed when its last lease is released.
  * @module
@@ -84,8 +84,29 @@ async function writeAll(fh: fsp.FileHandle, chunks: Uint8Array[], bytes: number)
   for (let off = 0; off < rest.byteLength;) off += (await fh.write(rest, off)).bytesWritten;
 }
 
-async function copyVerified(store: Store, key: string, dest: string, expect: { bytes: number; sha256: string }): Promise<void> {
-  const tmp = `${dest}.part-${process.pid}`;
+/** Checksum reads go through one reused buffer: 1 MiB reads hashed a 150 MB file ~3× faster than 64 KiB stream chunks. */
+const HASH_CHUNK = 1 << 20;
+
+async function sha256File(file: string): Promise<{ size: number; sha256: string }> {
+  const hash = crypto.createHash("sha256");
+  const buf = Buffer.allocUnsafeSlow(HASH_CHUNK);
+  let size = 0;
+  const fh = await fsp.open(file, "r");
+  try {
+    for (;;) {
+      const { bytesRead } = await fh.read(buf, 0, HASH_CHUNK, size);
+      if (bytesRead === 0) break;
+      hash.update(buf.subarray(0, bytesRead));
+      size += bytesRead;
+    }
+  } finally {
+    await fh.close();
+  }
+  return { size, sha256: hash.digest("hex") };
+}
+
+/** Streams the object into `tmp`, hashing it on the way. */
+async function streamToFile(store: Store, key: string, tmp: string): Promise<{ size: number; sha256: string }> {
   const hash = crypto.createHash("sha256");
   let size = 0;
   const fh = await fsp.open(tmp, "w");
@@ -107,10 +128,32 @@ async function copyVerified(store: Store, key: string, dest: string, expect: { b
   } finally {
     await fh.close();
   }
-  const sum = hash.digest("hex");
-  if (size !== expect.bytes || sum !== expect.sha256) {
+  return { size, sha256: hash.digest("hex") };
+}
+
+/**
+ * Gets an object into the local cache only if its bytes match the manifest. A store that can put the object
+ * in a local file itself (`copyToFile`: the fs store links it) is asked to, and the file that will be served
+ * is hashed; any other store's stream is hashed while it is written.
+ */
+async function copyVerified(store: Store, key: string, dest: string, expect: { bytes: number; sha256: string }): Promise<void> {
+  const tmp = `${dest}.part-${process.pid}`;
+  let got: { size: number; sha256: string };
+  try {
+    await fsp.rm(tmp, { force: true }); // left by a crash: a link onto it would fail
+    if (store.copyToFile) {
+      await store.copyToFile(key, tmp);
+      got = await sha256File(tmp);
+    } else {
+      got = await streamToFile(store, key, tmp);
+    }
+  } catch (err) {
     await fsp.rm(tmp, { force: true });
-    throw new SwapRefused("checksum", `${key}: ${size} bytes with sha256 ${sum.slice(0, 12)}…, manifest says ${expect.bytes} bytes ${expect.sha256.slice(0, 12)}… (corrupt or truncated)`);
+    throw err;
+  }
+  if (got.size !== expect.bytes || got.sha256 !== expect.sha256) {
+    await fsp.rm(tmp, { force: true });
+    throw new SwapRefused("checksum", `${key}: ${got.size} bytes with sha256 ${got.sha256.slice(0, 12)}…, manifest says ${expect.bytes} bytes ${expect.sha256.slice(0, 12)}… (corrupt or truncated)`);
   }
   // Several processes (`apfa serve --processes N`) share the cache directory and may fetch the same version at
   // once: the first verified copy stays in place (link fails if one exists) so every process opens, and
@@ -193,13 +236,17 @@ export function createIndexHolder(opts: IndexHolderOptions) {
     check(manifest, version);
     const dir = path.join(opts.cacheDir, version);
     await fsp.mkdir(dir, { recursive: true });
-    for (const [name, expect] of servingFiles(manifest)) {
+    // The files are fetched together (one's reads overlap another's hashing); the first failure, in the
+    // manifest's order, is reported once all have settled.
+    const fetched = await Promise.allSettled(servingFiles(manifest).map(async ([name, expect]) => {
       const dest = path.join(dir, name);
       const st = await fsp.stat(dest).catch(() => null);
-      // A file renamed into place was verified when it was copied; a size match is enough to reuse it.
-      if (st && st.size === expect.bytes) continue;
+      // A file linked into place was verified when it was fetched; a size match is enough to reuse it.
+      if (st && st.size === expect.bytes) return;
       await copyVerified(store, layout.indexFile(version, name), dest, expect);
-    }
+    }));
+    const failed = fetched.find((r) => r.status === "rejected");
+    if (failed) throw failed.reason;
     await fsp.writeFile(path.join(dir, "manifest.json"), JSON.stringify(manifest));
     return open(manifest, dir, "store", performance.now() - t0);
   }

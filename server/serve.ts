@@ -22,7 +22,7 @@ import { opsRoutes } from "./api.ts";
 import { makeVerifier, type Verifier } from "./auth.ts";
 import { resolveAuth } from "./auth-config.ts";
 import { createCache } from "./cache.ts";
-import { createIndexHolder, type IndexHolder } from "./index-holder.ts";
+import { createIndexHolder, type IndexHolder, type LoadSource } from "./index-holder.ts";
 import { createServerMetrics, type ServerMetrics } from "./metrics.ts";
 
 /** Re-exported for callers that had it from here. */
@@ -108,15 +108,10 @@ export async function createApfaHandler(config: PipelineConfig, log: Logger, opt
   const metrics = createServerMetrics();
   if (opts.cluster) metrics.render = opts.cluster.metrics(metrics.registry);
   const authCfg = resolveAuth(config, log);
-  let verifier: Verifier | null = null;
-  if (authCfg) {
-    verifier = makeVerifier(authCfg);
-    await verifier.ready();
-  } else {
-    log.warn("authentication is OFF (server.auth.mode: none, loopback only)");
-  }
-  const embedder = await p.embedder();
-  const generator = await p.generator();
+  const verifier: Verifier | null = authCfg ? makeVerifier(authCfg) : null;
+  if (!verifier) log.warn("authentication is OFF (server.auth.mode: none, loopback only)");
+  // Independent of each other: loaded together, not one after another.
+  const [embedder, generator] = await Promise.all([p.embedder(), p.generator(), verifier?.ready()]);
   const cacheDir = path.resolve(config.baseDir, config.server.cache_dir);
   const engines = new Map<string, Promise<IndexEngine>>();
   const engineFor = (name: string) => {
@@ -147,17 +142,24 @@ export async function createApfaHandler(config: PipelineConfig, log: Logger, opt
     log,
   });
   swap = opts.cluster ? opts.cluster.swaps(holder) : holder.swapTo;
-  const source = await holder.start(opts.cluster?.pinned);
-  let unsubscribe: (() => Promise<void>) | undefined;
-  try {
-    const notifier = await p.notifier();
-    unsubscribe = await notifier.subscribe(
-      (ev) => void swap!(ev.version, "event"),
-      { onReconnect: () => void holder.checkLatest("reconnect") },
-    );
-  } catch (err) {
+  // The subscription connects while the first index loads; an event that comes meanwhile waits for the load.
+  const starting = holder.start(opts.cluster?.pinned);
+  const started = starting.then(() => undefined, () => undefined);
+  const subscribing = p.notifier().then((notifier) => notifier.subscribe(
+    (ev) => void started.then(() => swap!(ev.version, "event")),
+    { onReconnect: () => void started.then(() => holder.checkLatest("reconnect")) },
+  )).catch((err: unknown) => {
     log.warn("swap events unavailable; relying on the periodic check", { error: errorMessage(err) });
+    return undefined;
+  });
+  let source: LoadSource | undefined;
+  try {
+    source = await starting;
+  } catch (err) {
+    await (await subscribing)?.().catch(() => {});
+    throw err;
   }
+  const unsubscribe = await subscribing;
   const poll = setInterval(() => void holder.checkLatest("poll"), config.server.swap_poll_s * 1000);
   poll.unref?.();
 

@@ -4,7 +4,7 @@
  * (and never a half-written `indexes/latest`).
  * @module
  */
-import { createReadStream } from "node:fs";
+import { constants as fsConstants, createReadStream } from "node:fs";
 import * as fsp from "node:fs/promises";
 import * as path from "node:path";
 import { z } from "zod";
@@ -97,6 +97,20 @@ export default definePlugin({
           throw fsError("get", key, err);
         }
         return createReadStream(p) as AsyncIterable<Uint8Array>;
+      },
+      async copyToFile(key, dest) {
+        const src = file(key);
+        try {
+          // A put never changes an object's file in place (it renames a new one over it), so a hard link is
+          // a copy that stays as it is; across filesystems, a clone or an in-kernel copy.
+          await fsp.link(src, dest);
+        } catch {
+          try {
+            await fsp.copyFile(src, dest, fsConstants.COPYFILE_FICLONE);
+          } catch (err) {
+            throw fsError("get", key, err);
+          }
+        }
       },
       async stat(key) {
         try {

@@ -10,6 +10,10 @@ export const serveCmd: Command = {
   usage: "apfa serve [-c pipeline.yaml] [--port N] [--processes N|auto (default: auto, one per core)] [--no-sync-build]",
   options: { port: { type: "string", short: "p" }, processes: { type: "string" }, "no-sync-build": { type: "boolean" } },
   async run({ values }) {
+    // Loaded here, not at the top, so the CLI's other commands load none of the server. Started before the
+    // config is read so the two overlap; a usage error below simply leaves it unused.
+    const server = import("../../server/serve.ts");
+    server.catch(() => {}); // awaited below, when it is needed
     const config = await loadOrFail(values.config as string);
     const log = cliLogger({ cmd: "serve" });
     const port = values.port !== undefined ? Number(values.port) : undefined;
@@ -33,7 +37,7 @@ export const serveCmd: Command = {
       log.info("one server process: under Deno `auto` means 1 (several processes need Node's node:cluster)", { processes: 1 });
       asked = 1;
     }
-    const { startServer } = await import("../../server/serve.ts");
+    const { startServer } = await server;
     const opts = { port, syncBuild: !values["no-sync-build"] };
     // A forked server process carries its slot in the environment; only then, or with more than one process
     // asked for (auto included), is node:cluster loaded at all (Deno has come here with 1).

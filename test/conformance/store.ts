@@ -3,6 +3,9 @@
  * `testStore("s3", async () => s3.create(opts, ctx))`.
  * @module
  */
+import * as fsp from "node:fs/promises";
+import * as os from "node:os";
+import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Store } from "../../runtime/contracts.ts";
 import { isApfaError } from "../../runtime/errors.ts";
@@ -67,6 +70,21 @@ export function testStore(name: string, make: () => Promise<Store>, cleanup?: ()
       await store.delete(`${prefix}/d`);
       expect(await store.stat(`${prefix}/d`)).toBeNull();
       await store.delete(`${prefix}/d`);
+    });
+
+    it("copyToFile, where offered, writes the object to a local file that a later put leaves as it was", async (t) => {
+      if (!store.copyToFile) return t.skip();
+      const dir = await fsp.mkdtemp(path.join(os.tmpdir(), "apfa-store-copy-"));
+      try {
+        await store.put(`${prefix}/c`, new Uint8Array([1, 2, 3]));
+        await store.copyToFile(`${prefix}/c`, path.join(dir, "c"));
+        await store.put(`${prefix}/c`, new Uint8Array([9]));
+        expect(new Uint8Array(await fsp.readFile(path.join(dir, "c")))).toEqual(new Uint8Array([1, 2, 3]));
+        const err = await store.copyToFile(`${prefix}/missing`, path.join(dir, "m")).catch((e) => e);
+        expect(isApfaError(err, "not_found")).toBe(true);
+      } finally {
+        await fsp.rm(dir, { recursive: true, force: true });
+      }
     });
 
     it("rejects keys that escape the root", async () => {
