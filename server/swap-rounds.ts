@@ -32,8 +32,10 @@ export interface SwapRoundsOptions<T> {
   /** @default Date.now */
   now?: () => number;
   /**
-   * A version whose round aborted (other than for a newer version) is not tried again for this long: every
-   * process relays the same event, and a poll would otherwise retry a broken version every time. @default 60000
+   * A version whose round aborted is not tried again for this long: every process relays the same event, and a
+   * poll would otherwise retry a broken version every time. A version superseded by a newer one is not taken
+   * up again for this long either: a request for it then is a late relay or a poll that read `latest` before
+   * the newer publish, and starting it would abort the newer round and flap between the two. @default 60000
    */
   retryAfterMs?: number;
   onCommit?(version: string, slots: number[]): void;
@@ -55,6 +57,8 @@ export function createSwapRounds<T>(o: SwapRoundsOptions<T>) {
   let round: Round<T> | undefined;
   let nextId = 1;
   let lastAbort: { version: string; code: AbortCode; at: number } | undefined;
+  /** Versions superseded by a newer request, with when: see `retryAfterMs`. */
+  const superseded = new Map<string, number>();
 
   function start(version: string, live: number[]): boolean {
     if (live.length === 0) return false;
@@ -73,6 +77,7 @@ export function createSwapRounds<T>(o: SwapRoundsOptions<T>) {
     round = undefined;
     o.timer.clear(r.timer);
     lastAbort = { version: r.version, code, at: now() };
+    if (code === "superseded") superseded.set(r.version, now());
     const slots = [...r.slots].filter((s) => s !== gone);
     for (const slot of slots) o.send(slot, { apfa: "swap-abort", round: r.id, version: r.version, code, reason });
     o.onAbort?.(r.version, reason, slots, code);
@@ -100,6 +105,8 @@ export function createSwapRounds<T>(o: SwapRoundsOptions<T>) {
     request(version: string, live: number[]): "started" | "ignored" {
       if (round ? round.version === version : committed === version) return "ignored";
       if (lastAbort?.version === version && lastAbort.code !== "superseded" && now() - lastAbort.at < retryAfter) return "ignored";
+      for (const [v, at] of superseded) if (now() - at >= retryAfter) superseded.delete(v);
+      if (superseded.has(version)) return "ignored";
       if (round) abort("superseded", `superseded by ${version}`);
       return start(version, live) ? "started" : "ignored";
     },

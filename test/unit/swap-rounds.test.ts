@@ -83,7 +83,26 @@ describe("swap rounds", () => {
     s.rounds.prepared(1, id);
     expect(s.take()).toEqual(["0 commit v3", "1 commit v3"]);
     expect(s.rounds.committed()).toBe("v3");
-    expect(s.rounds.request("v2", [0, 1])).toBe("started"); // superseded, not broken: it may come back at once
+    // A late relay or a poll that read `latest` before v3 was published: taking v2 up again would swap back to
+    // an older version (and, during a round for v3, abort it). It may come back once the retry delay is over.
+    expect(s.rounds.request("v2", [0, 1])).toBe("ignored");
+    s.advance(60_000);
+    expect(s.rounds.request("v2", [0, 1])).toBe("started");
+  });
+
+  it("a late request for a superseded version does not abort the newer round (no flapping)", () => {
+    const s = setup();
+    s.rounds.joined(0, "v1", [0]);
+    s.rounds.request("v2", [0, 1]);
+    s.rounds.request("v3", [0, 1]);
+    const id = s.roundOf();
+    s.take();
+    expect(s.rounds.request("v2", [0, 1])).toBe("ignored");
+    expect(s.take()).toEqual([]);
+    s.rounds.prepared(0, id);
+    s.rounds.prepared(1, id);
+    expect(s.take()).toEqual(["0 commit v3", "1 commit v3"]);
+    expect(s.outcomes).toEqual(["abort v2 0,1: superseded by v3", "commit v3 0,1"]);
   });
 
   it("a process that exits mid-round aborts it; restarted, it is brought to the committed version", () => {
