@@ -243,17 +243,21 @@ export function pinnedVersion(): string | undefined {
  */
 export function swapParticipant(holder: Pick<IndexHolder, "prepare" | "commit" | "abort" | "current">, log: Logger): (version: string, reason: string) => Promise<void> {
   const prepared = new Map<number, Promise<PreparedSwap | undefined>>();
+  /** Rounds aborted before their prepare finished: one still waiting for its turn then loads nothing. */
+  const aborted = new Set<number>();
   const send = (m: Msg) => process.send?.(m, undefined, {}, (err: Error | null) => err && log.warn("cannot reach the supervisor", { error: err.message }));
   process.on("message", (m: Msg) => {
     if (m?.apfa === "swap-prepare") {
-      prepared.set(m.round, holder.prepare(m.version, "coordinated").then(
+      prepared.set(m.round, holder.prepare(m.version, "coordinated", () => aborted.has(m.round)).then(
         (p) => (send({ apfa: "swap-prepared", round: m.round, version: m.version }), p),
         (err) => (send({ apfa: "swap-failed", round: m.round, version: m.version, reason: errorMessage(err) }), undefined),
       ));
     } else if (m?.apfa === "swap-commit" || m?.apfa === "swap-abort") {
       const p = prepared.get(m.round) ?? Promise.resolve(undefined);
       prepared.delete(m.round);
+      if (m.apfa === "swap-abort") aborted.add(m.round);
       void p.then((h) => {
+        aborted.delete(m.round);
         if (m.apfa === "swap-commit") {
           if (h) holder.commit(h);
         } else {

@@ -336,9 +336,11 @@ export function createIndexHolder(opts: IndexHolderOptions) {
   /**
    * The first half of a coordinated swap (`apfa serve --processes N`): downloads, verifies and opens `version`
    * in turn with other loads, but leaves the current one serving until `commit` (or `abort`) gets the handle.
+   * `dropped` is asked when its turn comes: a round aborted while it waited (a newer version superseded it)
+   * loads nothing, so frequent publishes do not queue a download and open per version.
    */
-  function prepare(version: string, reason: string): Promise<PreparedSwap> {
-    const next = chain.then(() => prepareNow(version, reason));
+  function prepare(version: string, reason: string, dropped?: () => boolean): Promise<PreparedSwap> {
+    const next = chain.then(() => (dropped?.() ? { version, reason } : prepareNow(version, reason)));
     chain = next.catch(() => undefined);
     return next;
   }

@@ -24,9 +24,11 @@ it("closes an old version's documents and searcher when its last lease is releas
   const embedder = await hashEmbedder.create(hashEmbedder.options.parse({ dims: 16 }), ctx);
   const base = (await flat.create(flat.options.parse({}), ctx)) as IndexEngine;
   const closedSearchers: string[] = [];
+  const opened: string[] = [];
   const engine: IndexEngine = {
     ...base,
     async open(dir, o) {
+      opened.push(path.basename(dir));
       const s = await base.open(dir, o);
       return { ...s, search: s.search.bind(s), close: async () => (closedSearchers.push(path.basename(dir)), s.close()) } as Searcher;
     },
@@ -65,6 +67,16 @@ it("closes an old version's documents and searcher when its last lease is releas
   const cur = holder.current()!;
   expect(cur.docs.closed).toBe(false);
   expect(JSON.parse(await cur.docs.get(2)).text).toBe("second c");
+
+  // A coordinated swap's prepare whose round was aborted while it waited for its turn loads nothing.
+  const v3 = await publish(["third a"]);
+  const skipped = await holder.prepare(v3, "coordinated", () => true);
+  expect(skipped.index).toBeUndefined();
+  expect(opened).not.toContain(v3);
+  const ready = await holder.prepare(v3, "coordinated", () => false);
+  expect(ready.index?.version).toBe(v3);
+  expect(opened).toContain(v3);
+  holder.abort(ready, { code: "superseded", reason: "test" });
 
   await holder.close();
   expect(cur.docs.closed).toBe(true);
