@@ -14,7 +14,7 @@ import hnsw from "../plugins/index/hnsw.ts";
 import type { IndexArtifact, IndexEngine } from "../runtime/contracts.ts";
 import { silentLogger } from "../runtime/log.ts";
 import { normalizeRows, randomUnitVectors, writeArtifact } from "../test/conformance/index.ts";
-import { gaussian, noiseForCosine } from "./vectors.ts";
+import { gaussian, medianNeighbourCosine, noiseForCosine } from "./vectors.ts";
 
 const args = process.argv.slice(2).map(Number);
 const [docsN, copies, dims, spread, topics, f] = [200, 100, 128, 0.8, 20, 0.25].map((d, i) => (Number.isFinite(args[i]) ? args[i] : d));
@@ -31,18 +31,7 @@ function documents(n: number, seed: number): Float32Array {
 }
 
 const base = documents(docsN, 11);
-const nearest: number[] = [];
-for (let i = 0; i < docsN; i++) {
-  let top = -1;
-  for (let k = 0; k < docsN; k++) {
-    if (k === i) continue;
-    let s = 0;
-    for (let j = 0; j < dims; j++) s += base[i * dims + j] * base[k * dims + j];
-    top = Math.max(top, s);
-  }
-  nearest.push(top);
-}
-const median = nearest.sort((a, b) => a - b)[docsN >> 1];
+const median = medianNeighbourCosine({ dims, base });
 const noise = noiseForCosine(median) * f;
 const corpus = new Float32Array(docsN * copies * dims);
 const g = gaussian(99);

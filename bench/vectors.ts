@@ -93,7 +93,7 @@ export async function realVectors(baseCount: number, queryCount: number, dims: n
 }
 
 /** Median over base rows of the cosine to their nearest other base row (how far apart real neighbours are). */
-export function medianNeighbourCosine(rv: RealVectors): number {
+export function medianNeighbourCosine(rv: Pick<RealVectors, "dims" | "base">): number {
   const { dims, base } = rv;
   const b = base.length / dims;
   const best: number[] = [];
