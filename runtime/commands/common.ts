@@ -31,14 +31,23 @@ export function cliLogger(fields: Record<string, unknown> = {}): Logger {
   return createLogger(fields);
 }
 
-/** Waits for SIGINT/SIGTERM once; returns the signal name. */
-export function onceSignal(): Promise<string> {
+/**
+ * Waits for SIGINT/SIGTERM once; returns the signal name. A second signal then ends the process at once (a second
+ * Ctrl-C forces), unless `repeat: "ignore"`: for a process whose stop is forced by someone else (a server process
+ * under `apfa serve --processes N`, which gets the terminal's Ctrl-C and then its supervisor's SIGTERM).
+ */
+export function onceSignal(opts: { repeat?: "force" | "ignore" } = {}): Promise<string> {
   return new Promise((resolve) => {
     const handler = (sig: string) => {
+      if (opts.repeat === "ignore") {
+        process.on("SIGINT", ignore);
+        process.on("SIGTERM", ignore);
+      }
       process.off("SIGINT", handler);
       process.off("SIGTERM", handler);
       resolve(sig);
     };
+    const ignore = () => {};
     process.on("SIGINT", handler);
     process.on("SIGTERM", handler);
   });

@@ -50,10 +50,14 @@ export const serveCmd: Command = {
         const s = await startServer(config, plog, { ...opts, port: Number(process.env[c.PORT_ENV]), cluster: { index, metrics: (r) => c.clusterMetrics(r, index), swaps: (h) => c.swapParticipant(h, plog.child({ component: "index" })), pinned: c.pinnedVersion() } });
         const st = s.status();
         c.reportReady({ url: s.url, version: st.version, count: st.count });
-        // The supervisor gone (killed) means nobody restarts or stops us: stop rather than linger.
-        const sig = await Promise.race([onceSignal(), new Promise<string>((r) => process.once("disconnect", () => r("supervisor gone")))]);
+        // The supervisor gone (killed) means nobody restarts or stops us: stop rather than linger. A Ctrl-C reaches
+        // every process of the terminal's group and the supervisor then sends SIGTERM too: that second signal must
+        // not cut the graceful stop short (in-flight requests, the embedded Postgres process 0 runs); the
+        // supervisor's SIGKILL after its stop timeout is what forces.
+        const sig = await Promise.race([onceSignal({ repeat: "ignore" }), new Promise<string>((r) => process.once("disconnect", () => r("supervisor gone")))]);
         plog.info("server process stopping", { signal: sig });
         await s.stop();
+        plog.info("server process stopped");
         // The IPC channel to the supervisor holds the event loop open: close it so the process exits now.
         if (process.connected) process.disconnect();
         return 0;

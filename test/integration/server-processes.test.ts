@@ -122,4 +122,17 @@ describe("apfa serve --processes 2", () => {
     for (const pid of workers) expect(alive(pid)).toBe(false);
     expect(srv.logs.some((r) => r.msg === "server stopped")).toBe(true);
   }, 120_000);
+
+  it("stops every process gracefully when the signal reaches the whole group, as a terminal's Ctrl-C does", async () => {
+    const s = await fx.spawn({ args: ["--processes", "2"] });
+    await s.waitForLog((r) => r.msg === "server ready", "the server to start", 120_000);
+    const workers = s.logs.filter(processReady).map((r) => r.pid as number);
+    const code = new Promise<number | null>((resolve) => s.child.once("exit", (c) => resolve(c)));
+    // Each server process gets this signal and then its supervisor's SIGTERM: the second must not cut its stop short.
+    process.kill(-s.child.pid!, "SIGINT");
+    expect(await code).toBe(0);
+    for (const pid of workers) expect(alive(pid)).toBe(false);
+    const stopped = s.logs.filter((r) => r.msg === "server process stopped").map((r) => r.process).sort();
+    expect(stopped, "every server process finished its graceful stop").toEqual([0, 1]);
+  }, 180_000);
 });
