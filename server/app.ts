@@ -147,56 +147,7 @@ export function createApp(deps: AppDeps): H3 {
 
   const limiter = createRateLimiter(limits.rate_limit ?? { rps: 0, burst: 1 });
 
-  async function answer(event: H3Event, kind: "search" | "advice"): Promise<Response> {
-    const ip = getRequestIP(event) ?? "unknown";
-    const loopback = ip.startsWith("127.") || ip === "::1" || ip === "::ffff:127.0.0.1";
-    const wait = loopback && limits.rate_limit?.exempt_loopback !== false ? 0 : limiter.take(ip);
-    if (wait > 0) return errorResponse(429, "rate_limited", `too many requests; retry in ${wait} s`, undefined, { "retry-after": String(wait) });
-    await guard(event);
-    const { query, k, filter: rawFilter, mode } = validate(body, await readJson(event.req, limits.body_limit_bytes));
-    const filter = compiled(rawFilter);
-    const facts = kind === "advice" && limits.retrieval.question_filters ? extractFacts(query) : undefined;
-    const lease = holder.acquire();
-    if (!lease) throw new ApfaError("index", "no index is loaded yet", { status: 503 });
-    try {
-      const version = lease.index.version;
-      const ck = `${kind}:${mode ?? limits.retrieval.mode}:${filter?.key ?? ""}:${query}`;
-      const cached = await cache.get(version, ck, k);
-      let value = cached;
-      if (!value) {
-        const hits = await retrieve(lease, query, k, { filter, mode, facts });
-        if (kind === "search") value = { hits };
-        else {
-          const docs: RetrievedDoc[] = hits.map((h) => ({ id: h.id, score: h.score, text: h.text, metadata: h.metadata }));
-          const a = await generator.generate({ query, docs, facts, signal: event.req.signal });
-          if (a.fallback_reason) metrics.generatorFallbacks.inc();
-          value = { hits, advice: a.advice, generator: a.generator, fallback_reason: a.fallback_reason, ...(facts && hasFacts(facts) ? { stated: facts } : {}) };
-        }
-        await cache.set(version, ck, k, value);
-      }
-      metrics.byVersion.inc({ version: version.slice(0, 16) });
-      const hits = value.hits ?? [];
-      if (kind === "search") return json({ hits, index_version: version, cached: Boolean(cached) });
-      return json({
-        advice: value.advice,
-        sources: hits.map((h) => ({ id: h.id, score: h.score, metadata: h.metadata })),
-        index_version: version,
-        cached: Boolean(cached),
-        generator: value.generator,
-        ...(value.stated ? { stated: value.stated } : {}),
-        ...(value.fallback_reason ? { fallback_reason: value.fallback_reason } : {}),
-      });
-    } finally {
-      lease.release();
-    }
-  }
-
-  const add = (method: "GET" | "POST", p: string, handler: ReturnType<typeof route>) => {
-    known.set(p, [...(known.get(p) ?? []), method]);
-    if (method === "GET") app.get(p, handler);
-    else app.post(p, handler);
-  };
-  // Overload is an answer: past the bounded queue a request gets a 503 at once, before its body is read.
+  // Overload is an answer: past the bounded queue a request gets a 503 at once.
   const overload = limits.overload;
   const admission = createAdmission(overload);
   metrics.admission = admission.stats;
@@ -205,7 +156,51 @@ export function createApp(deps: AppDeps): H3 {
     const why = reason === "queue_full" ? `${overload.max_queued} requests already waiting` : `no slot within ${overload.max_wait_ms} ms`;
     return errorResponse(503, "overloaded", `the server is at capacity (${overload.max_active} requests active, ${why}); retry in ${overload.retry_after_s} s`, undefined, { "retry-after": String(overload.retry_after_s) });
   };
-  const admitted = (name: string, fn: (event: H3Event) => Promise<Response>) => route(name, async (event) => {
+
+  /** Identical misses in flight share one computation (key: version, cache key, k): a popular query that is
+   * not cached yet is computed once, not once per waiting client. */
+  const inflight = new Map<string, Promise<CachedAnswer>>();
+
+  function respond(kind: "search" | "advice", value: CachedAnswer, version: string, cached: boolean): Response {
+    metrics.byVersion.inc({ version: version.slice(0, 16) });
+    const hits = value.hits ?? [];
+    if (kind === "search") return json({ hits, index_version: version, cached });
+    return json({
+      advice: value.advice,
+      sources: hits.map((h) => ({ id: h.id, score: h.score, metadata: h.metadata })),
+      index_version: version,
+      cached,
+      generator: value.generator,
+      ...(value.stated ? { stated: value.stated } : {}),
+      ...(value.fallback_reason ? { fallback_reason: value.fallback_reason } : {}),
+    });
+  }
+
+  /**
+   * Search and advice. A cached answer (or one another request is computing) costs no admission slot: only a
+   * request that has to embed, search and generate waits for one, so under overload the answers already known
+   * keep flowing while the expensive ones are refused with a 503.
+   */
+  async function answer(event: H3Event, kind: "search" | "advice", name: string): Promise<Response> {
+    const ip = getRequestIP(event) ?? "unknown";
+    const loopback = ip.startsWith("127.") || ip === "::1" || ip === "::ffff:127.0.0.1";
+    const wait = loopback && limits.rate_limit?.exempt_loopback !== false ? 0 : limiter.take(ip);
+    if (wait > 0) return errorResponse(429, "rate_limited", `too many requests; retry in ${wait} s`, undefined, { "retry-after": String(wait) });
+    await guard(event);
+    const { query, k, filter: rawFilter, mode } = validate(body, await readJson(event.req, limits.body_limit_bytes));
+    const filter = compiled(rawFilter);
+    const facts = kind === "advice" && limits.retrieval.question_filters ? extractFacts(query) : undefined;
+    const ck = `${kind}:${mode ?? limits.retrieval.mode}:${filter?.key ?? ""}:${query}`;
+    const serving = holder.current();
+    if (!serving) throw new ApfaError("index", "no index is loaded yet", { status: 503 });
+    const ready = await cache.get(serving.version, ck, k);
+    if (ready) return respond(kind, ready, serving.version, true);
+    const shared = inflight.get(`${serving.version}\0${k}\0${ck}`);
+    if (shared) {
+      metrics.coalesced.inc({ route: name });
+      return respond(kind, await shared, serving.version, false);
+    }
+
     const entered = admission.enter(event.req.signal);
     if (!entered) return refuse(name, "queue_full");
     let release;
@@ -215,14 +210,55 @@ export function createApp(deps: AppDeps): H3 {
       if (err instanceof QueueWaitExceeded) return refuse(name, "queue_wait");
       throw err;
     }
+    let lease: Lease | undefined;
     try {
-      return await fn(event);
+      lease = holder.acquire();
+      if (!lease) throw new ApfaError("index", "no index is loaded yet", { status: 503 });
+      const version = lease.index.version;
+      // A swap while this request waited: the new version's answer may be cached or in flight already.
+      if (version !== serving.version) {
+        const hit = await cache.get(version, ck, k);
+        if (hit) return respond(kind, hit, version, true);
+      }
+      const key = `${version}\0${k}\0${ck}`;
+      let work = inflight.get(key);
+      if (work) {
+        metrics.coalesced.inc({ route: name });
+        return respond(kind, await work, version, false);
+      }
+      const held = lease;
+      work = (async (): Promise<CachedAnswer> => {
+        const hits = await retrieve(held, query, k, { filter, mode, facts });
+        let value: CachedAnswer;
+        if (kind === "search") value = { hits };
+        else {
+          const docs: RetrievedDoc[] = hits.map((h) => ({ id: h.id, score: h.score, text: h.text, metadata: h.metadata }));
+          const a = await generator.generate({ query, docs, facts, signal: event.req.signal });
+          if (a.fallback_reason) metrics.generatorFallbacks.inc();
+          value = { hits, advice: a.advice, generator: a.generator, fallback_reason: a.fallback_reason, ...(facts && hasFacts(facts) ? { stated: facts } : {}) };
+        }
+        await cache.set(version, ck, k, value);
+        return value;
+      })();
+      inflight.set(key, work);
+      try {
+        return respond(kind, await work, version, false);
+      } finally {
+        inflight.delete(key);
+      }
     } finally {
+      lease?.release();
       release();
     }
-  });
-  add("POST", "/search", admitted("search", (e) => answer(e, "search")));
-  add("POST", "/generate-advice", admitted("generate-advice", (e) => answer(e, "advice")));
+  }
+
+  const add = (method: "GET" | "POST", p: string, handler: ReturnType<typeof route>) => {
+    known.set(p, [...(known.get(p) ?? []), method]);
+    if (method === "GET") app.get(p, handler);
+    else app.post(p, handler);
+  };
+  add("POST", "/search", route("search", (e) => answer(e, "search", "search")));
+  add("POST", "/generate-advice", route("generate-advice", (e) => answer(e, "advice", "generate-advice")));
   add("GET", "/health", route("health", () => json({ status: "ok" })));
   const openapi = openapiDocument(limits);
   add("GET", "/openapi.json", route("openapi", () => json(openapi)));

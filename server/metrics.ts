@@ -37,6 +37,7 @@ export function createServerMetrics() {
     byVersion: new client.Counter({ name: "apfa_requests_by_index_version_total", help: "Answered search/advice requests by index version", labelNames: ["version"], registers: [registry] }),
     generatorFallbacks: new client.Counter({ name: "apfa_generator_fallback_total", help: "Advice answered by the fallback generator", registers: [registry] }),
     querySamples: new client.Counter({ name: "apfa_query_samples_total", help: "Sampled query vectors by outcome of their write to apfa.query_samples (written, failed: dropped with the failed write)", labelNames: ["outcome"], registers: [registry] }),
+    coalesced: new client.Counter({ name: "apfa_requests_coalesced_total", help: "Search/advice requests answered by sharing an identical request's computation already in flight (no admission slot, no search of their own)", labelNames: ["route"], registers: [registry] }),
     overloadRejected: new client.Counter({ name: "apfa_overload_rejected_total", help: "Search/advice requests answered 503 by admission control: the queue was full, or no slot came within max_wait_ms", labelNames: ["route", "reason"], registers: [registry] }),
     /** Set under `--processes`: renders every process's metrics (each with a `process` label), not only this one's. */
     render: undefined as undefined | (() => Promise<string>),

@@ -2,6 +2,8 @@
  * Overload is an answer: with one request active and one waiting (`server.overload` max_active 1,
  * max_queued 1), the next search/advice request gets a 503 with `Retry-After` at once, counted in
  * `apfa_overload_rejected_total`; the held ones then finish with 200, and the cheap routes never queue.
+ * A question already answered is served from the cache without a slot even then, and one asked twice while
+ * it is being worked on is worked on once.
  * The LLM is a local server speaking the OpenAI protocol that holds each answer until the test lets it go,
  * so "active" and "waiting" are observed (its request log, the `apfa_requests_queued` gauge), not timed.
  */
@@ -71,6 +73,28 @@ describe("overload", () => {
       // And a slot is free again.
       const d = await post(srv.url, "/search", { query: "mortgage", k: 3 }, { token });
       expect(d.status).toBe(200);
+
+      // Full again: an answer already cached costs no slot, and an identical question in flight is shared.
+      const e = advice("fourth question about credit cards");
+      await until("the fourth request to reach the LLM (active)", () => held.length === 3);
+      const f = advice("fifth question about pensions");
+      await until("the fifth request to wait for a slot", async () => (await metric(srv.url, /^apfa_requests_queued$/)) === 1);
+      const again = await advice("first question about loans");
+      expect(again.status).toBe(200);
+      expect(again.json).toMatchObject({ cached: true });
+      expect((await post(srv.url, "/search", { query: "mortgage", k: 3 }, { token })).json).toMatchObject({ cached: true });
+      const twin = advice("fourth question about credit cards");
+      await until("the repeated fourth question to join the one in flight", async () => (await metric(srv.url, /^apfa_requests_coalesced_total\{route="generate-advice"\}$/)) === 1);
+      expect(await metric(srv.url, /^apfa_overload_rejected_total\{route="generate-advice",reason="queue_full"\}$/)).toBe(1);
+      answer(held[2]);
+      const [e1, t1] = [await e, await twin];
+      expect(e1.status).toBe(200);
+      expect(t1.status).toBe(200);
+      expect(t1.json.advice).toBe(e1.json.advice);
+      await until("the fifth request to reach the LLM", () => held.length === 4);
+      answer(held[3]);
+      expect((await f).status).toBe(200);
+      expect(held).toHaveLength(4); // the twin asked the LLM nothing
     } finally {
       await srv.stop();
     }
