@@ -25,9 +25,10 @@ export interface Admission {
   /**
    * A slot now, a place in the queue, or `undefined` when the queue is full (answer 503). A request whose
    * `signal` aborts while queued leaves the queue and the promise rejects with the signal's reason; one that
-   * waits `max_wait_ms` leaves it and the promise rejects with a {@link QueueWaitExceeded}.
+   * waits `max_wait_ms` (or `waitMs`, when given: what is left of a request's own budget) leaves it and the
+   * promise rejects with a {@link QueueWaitExceeded}; with no slot free and `waitMs` <= 0 it rejects at once.
    */
-  enter(signal?: AbortSignal): Promise<Release> | undefined;
+  enter(signal?: AbortSignal, waitMs?: number): Promise<Release> | undefined;
   /** Requests holding a slot and requests waiting, right now. */
   stats(): { active: number; queued: number };
 }
@@ -77,13 +78,14 @@ export function createAdmission(opts: Pick<AdmissionOptions, "max_active" | "max
   };
 
   return {
-    enter(signal) {
+    enter(signal, waitMs = opts.max_wait_ms) {
       if (signal?.aborted) return Promise.reject(signal.reason);
       if (active < opts.max_active) {
         active++;
         return Promise.resolve(release());
       }
       if (queue.length - head >= opts.max_queued) return undefined;
+      if (waitMs <= 0) return Promise.reject(new QueueWaitExceeded(opts.max_wait_ms));
       return new Promise<Release>((grant, fail) => {
         const w: Waiter = { grant, fail, signal };
         const leave = (err: unknown) => {
@@ -97,7 +99,7 @@ export function createAdmission(opts: Pick<AdmissionOptions, "max_active" | "max
           w.onAbort = () => leave(signal.reason);
           signal.addEventListener("abort", w.onAbort, { once: true });
         }
-        w.timer = setTimeout(() => leave(new QueueWaitExceeded(opts.max_wait_ms)), opts.max_wait_ms);
+        w.timer = setTimeout(() => leave(new QueueWaitExceeded(opts.max_wait_ms)), waitMs);
         queue.push(w);
       });
     },

@@ -108,11 +108,27 @@ export function createApp(deps: AppDeps): H3 {
     return res;
   };
 
-  async function retrieve(lease: Lease, query: string, k: number, opts: { filter?: CompiledFilter; mode?: "vector" | "hybrid"; facts?: QuestionFacts }): Promise<Hit[]> {
+  /**
+   * The index search, the CPU-bound step, runs `max_searching` at a time; a request waits for its turn only
+   * within what is left of its `max_wait_ms` (counted from its arrival), so a request holding an admission slot
+   * never queues unseen behind dozens of scans: past its budget it gets the same 503 as a full gate.
+   */
+  const searching = createAdmission({ max_active: limits.overload.max_searching, max_queued: Number.MAX_SAFE_INTEGER, max_wait_ms: limits.overload.max_wait_ms });
+
+  async function retrieve(lease: Lease, query: string, k: number, opts: { filter?: CompiledFilter; mode?: "vector" | "hybrid"; facts?: QuestionFacts; arrived: number }): Promise<Hit[]> {
     const t0 = performance.now();
     const vector = await embedder.embed([query]);
     deps.querySamples?.offer(vector);
     metrics.embedQuery.observe((performance.now() - t0) / 1000);
+    const turn = await searching.enter(undefined, limits.overload.max_wait_ms - (performance.now() - opts.arrived))!;
+    try {
+      return await ranked(lease, query, vector, k, opts);
+    } finally {
+      turn();
+    }
+  }
+
+  async function ranked(lease: Lease, query: string, vector: Float32Array, k: number, opts: { filter?: CompiledFilter; mode?: "vector" | "hybrid"; facts?: QuestionFacts }): Promise<Hit[]> {
     const t1 = performance.now();
     const ix = lease.index;
     const search = (filter?: CompiledFilter) => retriever.search(ix, { vector, text: query, k: Math.min(k, ix.manifest.count), filter, mode: opts.mode });
@@ -182,6 +198,7 @@ export function createApp(deps: AppDeps): H3 {
    * keep flowing while the expensive ones are refused with a 503.
    */
   async function answer(event: H3Event, kind: "search" | "advice", name: string): Promise<Response> {
+    const arrived = performance.now();
     const ip = getRequestIP(event) ?? "unknown";
     const loopback = ip.startsWith("127.") || ip === "::1" || ip === "::ffff:127.0.0.1";
     const wait = loopback && limits.rate_limit?.exempt_loopback !== false ? 0 : limiter.take(ip);
@@ -195,11 +212,18 @@ export function createApp(deps: AppDeps): H3 {
     if (!serving) throw new ApfaError("index", "no index is loaded yet", { status: 503 });
     const ready = await cache.get(serving.version, ck, k);
     if (ready) return respond(kind, ready, serving.version, true);
-    const shared = inflight.get(`${serving.version}\0${k}\0${ck}`);
-    if (shared) {
+    /** Answers with an identical request's result; if that request was refused for time, so is this one. */
+    const join = async (work: Promise<CachedAnswer>, version: string) => {
       metrics.coalesced.inc({ route: name });
-      return respond(kind, await shared, serving.version, false);
-    }
+      try {
+        return respond(kind, await work, version, false);
+      } catch (err) {
+        if (err instanceof QueueWaitExceeded) return refuse(name, "queue_wait");
+        throw err;
+      }
+    };
+    const shared = inflight.get(`${serving.version}\0${k}\0${ck}`);
+    if (shared) return await join(shared, serving.version);
 
     const entered = admission.enter(event.req.signal);
     if (!entered) return refuse(name, "queue_full");
@@ -222,13 +246,10 @@ export function createApp(deps: AppDeps): H3 {
       }
       const key = `${version}\0${k}\0${ck}`;
       let work = inflight.get(key);
-      if (work) {
-        metrics.coalesced.inc({ route: name });
-        return respond(kind, await work, version, false);
-      }
+      if (work) return await join(work, version);
       const held = lease;
       work = (async (): Promise<CachedAnswer> => {
-        const hits = await retrieve(held, query, k, { filter, mode, facts });
+        const hits = await retrieve(held, query, k, { filter, mode, facts, arrived });
         let value: CachedAnswer;
         if (kind === "search") value = { hits };
         else {
@@ -243,6 +264,9 @@ export function createApp(deps: AppDeps): H3 {
       inflight.set(key, work);
       try {
         return respond(kind, await work, version, false);
+      } catch (err) {
+        if (err instanceof QueueWaitExceeded) return refuse(name, "queue_wait");
+        throw err;
       } finally {
         inflight.delete(key);
       }

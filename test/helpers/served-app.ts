@@ -39,12 +39,12 @@ export interface ServedApp {
 }
 
 /** Builds a version from `docs` and serves it; `retrieval` overrides `server.retrieval`. */
-export async function servedApp(docs: ServedDoc[], embedder: Embedder, opts: { vectors?: Float32Array; retrieval?: Partial<PipelineConfig["server"]["retrieval"]>; engine?: IndexEngine; querySamples?: AppDeps["querySamples"] } = {}): Promise<ServedApp> {
+export async function servedApp(docs: ServedDoc[], embedder: Embedder, opts: { vectors?: Float32Array; retrieval?: Partial<PipelineConfig["server"]["retrieval"]>; engine?: IndexEngine; querySamples?: AppDeps["querySamples"]; overload?: Partial<PipelineConfig["server"]["overload"]> } = {}): Promise<ServedApp> {
   const tmp = await fsp.mkdtemp(path.join(os.tmpdir(), "apfa-served-"));
   const ctx = { baseDir: tmp, log: silentLogger, env: {} };
   const { config } = await loadConfig(undefined, { checkPlugins: false, env: {} });
   const base = config as PipelineConfig;
-  const cfg: PipelineConfig = { ...base, server: { ...base.server, auth: { ...base.server.auth, mode: "none" }, retrieval: { ...base.server.retrieval, ...opts.retrieval } } };
+  const cfg: PipelineConfig = { ...base, server: { ...base.server, auth: { ...base.server.auth, mode: "none" }, retrieval: { ...base.server.retrieval, ...opts.retrieval }, overload: { ...base.server.overload, ...opts.overload } } };
   const store = await fsStore.create({ dir: "store" }, ctx);
   const engine = opts.engine ?? (flat.create(flat.options.parse({}), ctx) as IndexEngine);
   const vectors = opts.vectors ?? (await embedder.embed(docs.map((d) => d.text)));

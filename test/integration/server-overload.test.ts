@@ -38,7 +38,7 @@ afterAll(async () => {
 
 describe("overload", () => {
   it("answers past the bounded queue with a fast 503 + Retry-After, counted, and serves the held requests", async () => {
-    const srv = await fx.start({ server: { overload: { max_active: 1, max_queued: 1, max_wait_ms: 600_000, retry_after_s: 7 } } });
+    const srv = await fx.start({ server: { overload: { max_active: 1, max_queued: 1, max_wait_ms: 600_000, max_searching: 2, retry_after_s: 7 } } });
     try {
       const token = await fx.token();
       const advice = (query: string) => post(srv.url, "/generate-advice", { query, k: 3 }, { token });

@@ -79,5 +79,23 @@ describe("admission", () => {
       rc();
       expect(gate.stats()).toEqual({ active: 0, queued: 0 });
     });
+
+    it("waits at most the budget a caller has left, and refuses at once when none is", async () => {
+      vi.useFakeTimers();
+      const gate = createAdmission({ max_active: 1, max_queued: 5, max_wait_ms: 1000 });
+      const a = await gate.enter()!;
+      await expect(gate.enter(undefined, 0)!).rejects.toBeInstanceOf(QueueWaitExceeded);
+      const b = gate.enter(undefined, 300)!;
+      const bFailed = expect(b).rejects.toBeInstanceOf(QueueWaitExceeded);
+      await vi.advanceTimersByTimeAsync(299);
+      expect(gate.stats()).toEqual({ active: 1, queued: 1 });
+      await vi.advanceTimersByTimeAsync(1);
+      await bFailed;
+      expect(gate.stats()).toEqual({ active: 1, queued: 0 });
+      a();
+      const c = await gate.enter(undefined, 0)!; // a free slot is taken whatever the budget
+      c();
+      expect(gate.stats()).toEqual({ active: 0, queued: 0 });
+    });
   });
 });
