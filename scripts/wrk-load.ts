@@ -7,6 +7,7 @@
  * swap). Exit 0 when every socket error is absent, p95 < 3 s and every process serves the last version.
  *
  *   node --import tsx scripts/wrk-load.ts [--connections 10000] [--duration 30] [--processes auto] [--swaps 10]
+ *     [--docs 100000] [--threads 2] [--timeout 2] [--profile DIR (V8 CPU profiles of the server's processes)]
  *
  * Needs `wrk` (Debian's package) and Postgres on 127.0.0.1:5432 (a bench database, dropped at the end). wrk
  * and the server both get their descriptor limit raised to the hard limit; 10k connections need it above 10k.
@@ -19,6 +20,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { parseArgs } from "node:util";
 import { stopChild, type BenchContext } from "../bench/lib.ts";
+import { metricSum as sum } from "../bench/suites/load.ts";
 import { allProcessesReady, publish, startApfa, swapCounts, versionFactory, waitVersion, withServeBench } from "../bench/suites/serve.ts";
 import { querySet, zipfSampler } from "../bench/zipf.ts";
 
@@ -31,6 +33,7 @@ const { values: a } = parseArgs({
     docs: { type: "string", default: "100000" },
     threads: { type: "string", default: "2" },
     timeout: { type: "string", default: "2" },
+    profile: { type: "string" },
   },
 });
 const conns = Number(a.connections);
@@ -87,9 +90,7 @@ function getFresh(url: string): Promise<{ status: number; body: string }> {
   });
 }
 
-const sum = (text: string, name: string) => [...text.matchAll(new RegExp(`^${name}(?:\\{[^}]*\\})? ([0-9.e+-]+)$`, "gm"))].reduce((s, m) => s + Number(m[1]), 0);
-
-const ctx = { quick: false, log: (m: string) => console.log(`[wrk-load] ${m}`), logFile: path.join(os.tmpdir(), `apfa-wrk-load-${process.pid}.log`) } as unknown as BenchContext;
+const ctx = { quick: false, profileDir: a.profile ? path.resolve(a.profile) : undefined, log: (m: string) => console.log(`[wrk-load] ${m}`), logFile: path.join(os.tmpdir(), `apfa-wrk-load-${process.pid}.log`) } as unknown as BenchContext;
 const ok = await withServeBench(ctx, "wrk-load", async ({ c, dir, p, token }) => {
   ctx.log(`building ${n} × 384 flat versions`);
   const make = await versionFactory(n);

@@ -12,7 +12,7 @@ export interface AdmissionOptions {
   max_active: number;
   /** Requests waiting for a slot; one more is answered 503. @default 1024 */
   max_queued: number;
-  /** Longest a request waits for a slot before it is refused too. @default 1000 */
+  /** Longest a request waits for a slot before it is refused too. @default 500 */
   max_wait_ms: number;
   /** Seconds sent in `Retry-After` with the 503. @default 1 */
   retry_after_s: number;

@@ -51,7 +51,7 @@ async function drive(c: Ctx, args: Omit<LoadGenArgs, "connections" | "seed">, co
 }
 
 /** Sum of every series of a counter in a Prometheus text exposition. */
-function metricSum(text: string, name: string): number {
+export function metricSum(text: string, name: string): number {
   let sum = 0;
   for (const m of text.matchAll(new RegExp(`^${name}(?:\\{[^}]*\\})? ([0-9.e+-]+)$`, "gm"))) sum += Number(m[1]);
   return sum;

@@ -149,7 +149,7 @@ export const pipelineSchema = z.strictObject({
       max_active: z.int().min(1).default(64).describe("Search/advice requests worked on at once, per server process"),
       max_queued: z.int().min(0).default(1024)
         .describe("Search/advice requests waiting for a slot, per process; past it a fast 503 with Retry-After (apfa_overload_rejected_total)"),
-      max_wait_ms: z.int().min(1).max(600_000).default(1000)
+      max_wait_ms: z.int().min(1).max(600_000).default(500)
         .describe("Longest a request waits for a slot; then it gets the same 503 (bounds latency whatever the throughput)"),
       max_searching: z.int().min(1).default(2)
         .describe("Index searches run at once per process (the CPU-bound step of a request holding a slot); the rest wait within what is left of max_wait_ms, then get the same 503"),

@@ -1,7 +1,7 @@
 import * as http from "node:http";
 import type { AddressInfo } from "node:net";
 import { base64url, exportJWK, exportSPKI, generateKeyPair, SignJWT } from "jose";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
 import { AuthError, type AuthReason, makeVerifier, mintToken } from "../../server/auth.ts";
 import { ApfaError, isApfaError } from "../../runtime/errors.ts";
 
@@ -29,6 +29,21 @@ async function reason(verify: (h: string | null) => Promise<unknown>, header: st
 
 describe("auth HS256", () => {
   const verify = makeVerifier(cfg);
+  afterEach(() => vi.useRealTimers());
+
+  it("remembers a verified token only until it expires, and never a refused one", async () => {
+    vi.useFakeTimers({ toFake: ["Date"] });
+    const strict = makeVerifier({ ...cfg, clock_tolerance_s: 0 });
+    const token = await hs({ exp: now() + 5 });
+    expect((await strict(`Bearer ${token}`)).sub).toBe("user-1");
+    expect((await strict(`Bearer ${token}`)).sub).toBe("user-1"); // the remembered answer
+    vi.setSystemTime(Date.now() + 6_000);
+    expect(await reason(strict, `Bearer ${token}`)).toBe("expired");
+    // A token signed with another key is refused every time, however often a good one came before it.
+    const forged = await hs({}, { secret: "another-secret-0123456789-abcdefghijklmnopqrstuvw" });
+    expect(await reason(strict, `Bearer ${forged}`)).toBe("bad_signature");
+    expect(await reason(strict, `Bearer ${forged}`)).toBe("bad_signature");
+  });
 
   it("accepts a valid token and returns sub and claims", async () => {
     const out = await verify(`Bearer ${await hs({ role: "advisor" })}`);
