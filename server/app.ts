@@ -173,9 +173,33 @@ export function createApp(deps: AppDeps): H3 {
     return errorResponse(503, "overloaded", `the server is at capacity (${overload.max_active} requests active, ${why}); retry in ${overload.retry_after_s} s`, undefined, { "retry-after": String(overload.retry_after_s) });
   };
 
-  /** Identical misses in flight share one computation (key: version, cache key, k): a popular query that is
-   * not cached yet is computed once, not once per waiting client. */
-  const inflight = new Map<string, Promise<CachedAnswer>>();
+  /**
+   * Identical misses in flight share one computation (key: version, cache key, k): a popular query that is
+   * not cached yet is computed once, not once per waiting client. The computation (an LLM call, say) is
+   * cancelled only when every request waiting for it has gone, not when the first one does.
+   */
+  interface Flight {
+    work: Promise<CachedAnswer>;
+    waiting: number;
+    cancel: AbortController;
+  }
+  const inflight = new Map<string, Flight>();
+
+  /** Counts `signal`'s request as waiting for `f` until it settles; the last one to leave cancels it. */
+  async function waitFor(f: Flight, signal: AbortSignal): Promise<CachedAnswer> {
+    f.waiting++;
+    const leave = () => {
+      if (--f.waiting === 0) f.cancel.abort(signal.reason);
+    };
+    if (signal.aborted) leave();
+    else signal.addEventListener("abort", leave, { once: true });
+    try {
+      return await f.work;
+    } finally {
+      signal.removeEventListener("abort", leave);
+      if (!signal.aborted) f.waiting--;
+    }
+  }
 
   function respond(kind: "search" | "advice", value: CachedAnswer, version: string, cached: boolean): Response {
     metrics.byVersion.inc({ version: version.slice(0, 16) });
@@ -213,10 +237,10 @@ export function createApp(deps: AppDeps): H3 {
     const ready = await cache.get(serving.version, ck, k);
     if (ready) return respond(kind, ready, serving.version, true);
     /** Answers with an identical request's result; if that request was refused for time, so is this one. */
-    const join = async (work: Promise<CachedAnswer>, version: string) => {
+    const join = async (f: Flight, version: string) => {
       metrics.coalesced.inc({ route: name });
       try {
-        return respond(kind, await work, version, false);
+        return respond(kind, await waitFor(f, event.req.signal), version, false);
       } catch (err) {
         if (err instanceof QueueWaitExceeded) return refuse(name, "queue_wait");
         throw err;
@@ -245,25 +269,27 @@ export function createApp(deps: AppDeps): H3 {
         if (hit) return respond(kind, hit, version, true);
       }
       const key = `${version}\0${k}\0${ck}`;
-      let work = inflight.get(key);
-      if (work) return await join(work, version);
+      const other = inflight.get(key);
+      if (other) return await join(other, version);
       const held = lease;
-      work = (async (): Promise<CachedAnswer> => {
+      const cancel = new AbortController();
+      const work = (async (): Promise<CachedAnswer> => {
         const hits = await retrieve(held, query, k, { filter, mode, facts, arrived });
         let value: CachedAnswer;
         if (kind === "search") value = { hits };
         else {
           const docs: RetrievedDoc[] = hits.map((h) => ({ id: h.id, score: h.score, text: h.text, metadata: h.metadata }));
-          const a = await generator.generate({ query, docs, facts, signal: event.req.signal });
+          const a = await generator.generate({ query, docs, facts, signal: cancel.signal });
           if (a.fallback_reason) metrics.generatorFallbacks.inc();
           value = { hits, advice: a.advice, generator: a.generator, fallback_reason: a.fallback_reason, ...(facts && hasFacts(facts) ? { stated: facts } : {}) };
         }
         await cache.set(version, ck, k, value);
         return value;
       })();
-      inflight.set(key, work);
+      const flight: Flight = { work, waiting: 0, cancel };
+      inflight.set(key, flight);
       try {
-        return respond(kind, await work, version, false);
+        return respond(kind, await waitFor(flight, event.req.signal), version, false);
       } catch (err) {
         if (err instanceof QueueWaitExceeded) return refuse(name, "queue_wait");
         throw err;

@@ -13,9 +13,14 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { getJson, metric, openServerFixture, post, until, type ServerFixture } from "../helpers/server.ts";
 
 const held: http.ServerResponse[] = [];
+/** LLM requests whose client (the apfa server) went away before they were answered. */
+let cancelled = 0;
 const llm = http.createServer((req, res) => {
   req.resume();
   req.on("end", () => held.push(res));
+  res.on("close", () => {
+    if (!res.writableEnded) cancelled++;
+  });
 });
 const answer = (res: http.ServerResponse) =>
   res.writeHead(200, { "content-type": "application/json" })
@@ -95,6 +100,34 @@ describe("overload", () => {
       answer(held[3]);
       expect((await f).status).toBe(200);
       expect(held).toHaveLength(4); // the twin asked the LLM nothing
+
+      // A shared computation outlives the request that started it while another still waits for it, and is
+      // cancelled once every waiting request has gone.
+      const leave = (query: string) => {
+        const ctl = new AbortController();
+        const res = fetch(srv.url + "/generate-advice", { method: "POST", signal: ctl.signal, headers: { "content-type": "application/json", authorization: `Bearer ${token}` }, body: JSON.stringify({ query, k: 3 }) }).catch(() => undefined);
+        return { abort: () => ctl.abort(), res };
+      };
+      const first = leave("sixth question about mortgages");
+      await until("the sixth request to reach the LLM", () => held.length === 5);
+      const stays = advice("sixth question about mortgages");
+      await until("the repeated sixth question to join", async () => (await metric(srv.url, /^apfa_requests_coalesced_total\{route="generate-advice"\}$/)) === 2);
+      first.abort();
+      await first.res;
+      await metric(srv.url, /^apfa_requests_active$/); // a round trip after the abort reached the server
+      expect(cancelled).toBe(0);
+      answer(held[4]);
+      const kept = await stays;
+      expect(kept.status).toBe(200);
+      expect(kept.json.advice).toMatch(/not financial advice/);
+
+      const a7 = leave("seventh question about loans");
+      await until("the seventh request to reach the LLM", () => held.length === 6);
+      const b7 = leave("seventh question about loans");
+      await until("the repeated seventh question to join", async () => (await metric(srv.url, /^apfa_requests_coalesced_total\{route="generate-advice"\}$/)) === 3);
+      a7.abort();
+      b7.abort();
+      await until("the LLM call to be cancelled once both requests left", () => cancelled === 1);
     } finally {
       await srv.stop();
     }
