@@ -220,7 +220,9 @@ describe("incremental runs from a postgres source with a watermark column", () =
       },
     });
     await tp.db.pool.query("create table docs (id text primary key, body text, tier text, updated_at timestamptz not null default clock_timestamp())");
-    await tp.db.pool.query("insert into docs (id, body, tier) select 'd' || lpad(i::text, 4, '0'), 'loan text ' || i, 'a' from generate_series(1, 200) i");
+    // Distinct watermarks, one millisecond apart: clock_timestamp() per row can repeat a microsecond on a fast
+    // machine, and a tie at the high-water mark would make the next run re-read two rows instead of one.
+    await tp.db.pool.query("insert into docs (id, body, tier, updated_at) select 'd' || lpad(i::text, 4, '0'), 'loan text ' || i, 'a', timestamptz '2020-01-01' + i * interval '1 millisecond' from generate_series(1, 200) i");
     worker = await startWorker(tp.pipeline, { cron: false });
   }, 60_000);
   afterAll(async () => {
