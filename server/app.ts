@@ -19,7 +19,7 @@ import type { ServerMetrics } from "./metrics.ts";
 import { createRateLimiter } from "./rate-limit.ts";
 import { openapiDocument } from "./openapi.ts";
 import { compiled, requestBody } from "./request.ts";
-import { createRetriever, type CompiledFilter } from "./retrieval.ts";
+import { createRetriever, type CompiledFilter, type Ranked } from "./retrieval.ts";
 
 export interface AppDeps {
   config: PipelineConfig;
@@ -121,16 +121,23 @@ export function createApp(deps: AppDeps): H3 {
     deps.querySamples?.offer(vector);
     metrics.embedQuery.observe((performance.now() - t0) / 1000);
     const turn = await searching.enter(undefined, limits.overload.max_wait_ms - (performance.now() - opts.arrived))!;
+    const t1 = performance.now();
+    let found: Ranked[];
     try {
-      return await ranked(lease, query, vector, k, opts);
+      found = await rank(lease.index, query, vector, k, opts);
     } finally {
-      turn();
+      turn(); // released before the documents are read: a file read is not the CPU-bound step the turn bounds
     }
+    metrics.search.observe((performance.now() - t1) / 1000);
+    const lines = await lease.index.docs.getMany(found.map((r) => r.row));
+    return found.map(({ score }, i) => {
+      const d = JSON.parse(lines[i]) as { id: string; text: string; metadata?: Record<string, unknown> };
+      return { id: d.id, score, text: d.text, metadata: d.metadata ?? {} };
+    });
   }
 
-  async function ranked(lease: Lease, query: string, vector: Float32Array, k: number, opts: { filter?: CompiledFilter; mode?: "vector" | "hybrid"; facts?: QuestionFacts }): Promise<Hit[]> {
-    const t1 = performance.now();
-    const ix = lease.index;
+  /** The top `k` rows: plain retrieval, or, when the question states facts, the products open to the person first. */
+  async function rank(ix: Lease["index"], query: string, vector: Float32Array, k: number, opts: { filter?: CompiledFilter; mode?: "vector" | "hybrid"; facts?: QuestionFacts }): Promise<Ranked[]> {
     const search = (filter?: CompiledFilter) => retriever.search(ix, { vector, text: query, k: Math.min(k, ix.manifest.count), filter, mode: opts.mode });
     const and = (a: CompiledFilter, b?: CompiledFilter): CompiledFilter => (b ? { key: `${a.key}&${b.key}`, test: (m) => a.test(m) && b.test(m) } : a);
     let ranked = opts.facts && hasFacts(opts.facts) ? [] : await search(opts.filter);
@@ -153,12 +160,7 @@ export function createApp(deps: AppDeps): H3 {
         }
       }
     }
-    metrics.search.observe((performance.now() - t1) / 1000);
-    const lines = await ix.docs.getMany(ranked.map((r) => r.row));
-    return ranked.map(({ score }, i) => {
-      const d = JSON.parse(lines[i]) as { id: string; text: string; metadata?: Record<string, unknown> };
-      return { id: d.id, score, text: d.text, metadata: d.metadata ?? {} };
-    });
+    return ranked;
   }
 
   const limiter = createRateLimiter(limits.rate_limit ?? { rps: 0, burst: 1 });
@@ -222,6 +224,16 @@ export function createApp(deps: AppDeps): H3 {
    * keep flowing while the expensive ones are refused with a 503.
    */
   async function answer(event: H3Event, kind: "search" | "advice", name: string): Promise<Response> {
+    try {
+      return await answerOrWait(event, kind, name);
+    } catch (err) {
+      // A wait past max_wait_ms: for a slot, for a search turn, or for the identical request this one joined.
+      if (err instanceof QueueWaitExceeded) return refuse(name, "queue_wait");
+      throw err;
+    }
+  }
+
+  async function answerOrWait(event: H3Event, kind: "search" | "advice", name: string): Promise<Response> {
     const arrived = performance.now();
     const ip = getRequestIP(event) ?? "unknown";
     const loopback = ip.startsWith("127.") || ip === "::1" || ip === "::ffff:127.0.0.1";
@@ -239,25 +251,14 @@ export function createApp(deps: AppDeps): H3 {
     /** Answers with an identical request's result; if that request was refused for time, so is this one. */
     const join = async (f: Flight, version: string) => {
       metrics.coalesced.inc({ route: name });
-      try {
-        return respond(kind, await waitFor(f, event.req.signal), version, false);
-      } catch (err) {
-        if (err instanceof QueueWaitExceeded) return refuse(name, "queue_wait");
-        throw err;
-      }
+      return respond(kind, await waitFor(f, event.req.signal), version, false);
     };
     const shared = inflight.get(`${serving.version}\0${k}\0${ck}`);
     if (shared) return await join(shared, serving.version);
 
     const entered = admission.enter(event.req.signal);
     if (!entered) return refuse(name, "queue_full");
-    let release;
-    try {
-      release = await entered; // rejects when the client leaves while queued: the route answers 499
-    } catch (err) {
-      if (err instanceof QueueWaitExceeded) return refuse(name, "queue_wait");
-      throw err;
-    }
+    const release = await entered; // rejects when the client leaves while queued (the route answers 499) or waits too long
     let lease: Lease | undefined;
     try {
       lease = holder.acquire();
@@ -290,9 +291,6 @@ export function createApp(deps: AppDeps): H3 {
       inflight.set(key, flight);
       try {
         return respond(kind, await waitFor(flight, event.req.signal), version, false);
-      } catch (err) {
-        if (err instanceof QueueWaitExceeded) return refuse(name, "queue_wait");
-        throw err;
       } finally {
         inflight.delete(key);
       }
