@@ -341,9 +341,10 @@ export async function openServerFixture(opts: ServerFixtureOptions = {}): Promis
 }
 
 /** POSTs JSON (or raw `body`) with a bearer token; returns status, headers and the parsed (or raw) body. */
-export async function post(url: string, route: string, body: unknown, opts: { token?: string; headers?: Record<string, string>; raw?: boolean } = {}) {
+export async function post(url: string, route: string, body: unknown, opts: { token?: string; headers?: Record<string, string>; raw?: boolean; signal?: AbortSignal } = {}) {
   const res = await fetch(url + route, {
     method: "POST",
+    signal: opts.signal,
     headers: { "content-type": "application/json", ...(opts.token ? { authorization: `Bearer ${opts.token}` } : {}), ...opts.headers },
     body: opts.raw ? (body as string) : JSON.stringify(body),
   });

@@ -105,7 +105,7 @@ describe("overload", () => {
       // cancelled once every waiting request has gone.
       const leave = (query: string) => {
         const ctl = new AbortController();
-        const res = fetch(srv.url + "/generate-advice", { method: "POST", signal: ctl.signal, headers: { "content-type": "application/json", authorization: `Bearer ${token}` }, body: JSON.stringify({ query, k: 3 }) }).catch(() => undefined);
+        const res = post(srv.url, "/generate-advice", { query, k: 3 }, { token, signal: ctl.signal }).catch(() => undefined);
         return { abort: () => ctl.abort(), res };
       };
       const first = leave("sixth question about mortgages");

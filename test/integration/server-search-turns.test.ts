@@ -10,6 +10,7 @@ import type { IndexEngine } from "../../runtime/contracts.ts";
 import { silentLogger } from "../../runtime/log.ts";
 import hashEmbedder from "../fixtures/plugins/hash-embedder.ts";
 import { servedApp, type ServedApp } from "../helpers/served-app.ts";
+import { until } from "../helpers/server.ts";
 
 const gates: (() => void)[] = [];
 let searches = 0;
@@ -39,11 +40,6 @@ afterAll(async () => {
   for (const g of gates) g();
   await served?.close();
 });
-
-const until = async (what: string, test: () => boolean) => {
-  for (let i = 0; i < 2000 && !test(); i++) await new Promise((r) => setTimeout(r, 5));
-  if (!test()) throw new Error(`timed out waiting for ${what}`);
-};
 
 describe("search turns", () => {
   it("refuses a request whose turn to search does not come within its budget, and joins identical ones", async () => {
