@@ -17,6 +17,7 @@ export const SUITES: Record<string, () => Promise<Suite>> = {
   queue: async () => (await import("./suites/queue.ts")).queueSuite,
   index: async () => (await import("./suites/index.ts")).indexSuite,
   ann: async () => (await import("./suites/ann.ts")).annSuite,
+  million: async () => (await import("./suites/million.ts")).millionSuite,
   serve: async () => (await import("./suites/serve.ts")).serveSuite,
   load: async () => (await import("./suites/load.ts")).loadSuite,
   incremental: async () => (await import("./suites/incremental.ts")).incrementalSuite,
@@ -49,12 +50,13 @@ export async function runBench(opts: BenchOptions): Promise<number> {
     console.error("apfa bench: --accept takes a full run's ratios; drop --quick");
     return 2;
   }
-  // `apfa bench index --large` is the FAISS comparison at 100k and 1M: the ann suite carries it.
-  // `serve --load` is the load suite; a full run of every suite leaves it out (10k sockets, about 5 minutes)
-  // unless asked for, while a quick run (CI) includes its 200-connection form.
+  // `apfa bench index --large` is the FAISS comparison at 100k and 1M (the ann suite) and a 1M-document run
+  // served (the million suite). `serve --load` is the load suite. A full run of every suite leaves load (10k
+  // sockets, about 5 minutes) and million (about an hour) out unless asked for, while a quick run (CI)
+  // includes their small forms.
   const chosen = opts.load ? [...new Set(opts.suites.length ? opts.suites.map((s) => (s === "serve" ? "load" : s)) : ["load"])] : opts.suites;
-  const all = opts.quick ? SUITE_ORDER : SUITE_ORDER.filter((s) => s !== "load");
-  const names = !chosen.length ? all : opts.large && chosen.includes("index") && !chosen.includes("ann") ? [...chosen, "ann"] : chosen;
+  const all = opts.quick ? SUITE_ORDER : SUITE_ORDER.filter((s) => s !== "load" && s !== "million");
+  const names = !chosen.length ? all : opts.large && chosen.includes("index") ? [...new Set([...chosen, "ann", "million"])] : chosen;
   const resultsDir = path.join(ROOT, opts.quick ? "bench/results/quick" : "bench/results");
   const report = opts.quick ? path.join(resultsDir, "BENCHMARKS.md") : path.join(ROOT, "BENCHMARKS.md");
   const chartsDir = opts.quick ? path.join(resultsDir, "charts") : path.join(ROOT, "bench/charts");

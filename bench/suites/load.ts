@@ -140,7 +140,7 @@ export interface ServerUse {
  * Samples the memory of the server's whole process tree (`pid` and, with `--processes N`, the N processes it
  * forked) every 250 ms; `stop()` returns the largest sums and the cores the tree kept busy.
  */
-function memorySampler(pid: number | undefined): { stop(): ServerUse } {
+export function memorySampler(pid: number | undefined): { stop(): ServerUse } {
   const tree0 = pid === undefined ? [] : processTree(pid);
   const hasPss = fs.existsSync("/proc/self/smaps_rollup");
   let tree = tree0;

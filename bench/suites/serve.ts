@@ -63,7 +63,7 @@ export async function versionFactory(n: number): Promise<(tweak: number) => Prom
 /** Writes the version to the store, points `latest` at it and sends the swap event (as build_index does). */
 export const publish = (p: Pipeline, v: Version) => writeVersion(p, { ...v.manifest, files: {} }, v.files);
 
-function freePort(): Promise<number> {
+export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const s = net.createServer().listen(0, "127.0.0.1", () => {
       const port = (s.address() as net.AddressInfo).port;

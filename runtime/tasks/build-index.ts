@@ -142,7 +142,7 @@ async function loggedQueries(p: Pipeline, run: RunRow, dims: number, log: Pipeli
 }
 
 /** The figures `apfa.runs.stats` and `runs/<run>.json` carry. */
-function runStats(run: RunRow, b: { batches: number; missing: number; vectors: number; load_ms: number; assemble_ms: number; engine_ms: number }): Record<string, unknown> {
+function runStats(run: RunRow, b: { batches: number; missing: number; vectors: number; load_ms: number; assemble_ms: number; engine_ms: number; lexical_ms: number }): Record<string, unknown> {
   const elapsed = run.started_at ? (Date.now() - run.started_at.getTime()) / 1000 : undefined;
   return {
     docs_read: Number(run.docs_read),
@@ -164,5 +164,6 @@ function runStats(run: RunRow, b: { batches: number; missing: number; vectors: n
     build_load_ms: b.load_ms,
     build_assemble_ms: b.assemble_ms,
     build_engine_ms: b.engine_ms,
+    build_lexical_ms: b.lexical_ms,
   };
 }
