@@ -80,13 +80,23 @@ function metaText(m: Record<string, unknown>): string {
  */
 const COMMON_SHARE = 0.1;
 
-/** Builds `lexical.json` from a version's `docs.jsonl` bytes (row `r` is line `r`). */
+/**
+ * Builds `lexical.json` from a version's `docs.jsonl` bytes (row `r` is line `r`). The whole index is one
+ * MiniSearch in this process's heap and one JSON text (~650 bytes a document on the sample corpus), so past a
+ * few hundred thousand documents it throws a RangeError (string too long); the build stops earlier, at
+ * `server.retrieval.lexical_max_docs`.
+ */
 export function buildLexical(docs: Uint8Array): Uint8Array {
   const ms = new MiniSearch<LexDoc>(OPTIONS);
   const df = new Map<string, number>();
-  const text = new TextDecoder().decode(docs);
+  // Line by line: a large version's docs.jsonl is longer than the longest string V8 can hold (~512M chars).
+  const dec = new TextDecoder();
   let row = 0;
-  for (const line of text.split("\n")) {
+  for (let at = 0; at < docs.length;) {
+    const nl = docs.indexOf(10, at);
+    const end = nl < 0 ? docs.length : nl;
+    const line = dec.decode(docs.subarray(at, end));
+    at = end + 1;
     if (!line.trim()) continue;
     const d = JSON.parse(line) as { id: string; text: string; metadata?: Record<string, unknown> };
     const m = d.metadata ?? {};

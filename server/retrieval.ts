@@ -99,7 +99,7 @@ export function createRetriever(cfg: RetrievalConfig, log: Logger) {
     const e = of(ix);
     e.lexical ??= (async () => {
       if (!ix.manifest.files[LEXICAL_FILE]) {
-        log.warn("hybrid retrieval asked for, but this index version has no lexical index (built before it existed); answering with vectors only", { version: ix.version });
+        log.warn("hybrid retrieval asked for, but this index version has no lexical index (built before versions had one, or above server.retrieval.lexical_max_docs); answering with vectors only", { version: ix.version });
         return undefined;
       }
       try {

@@ -141,6 +141,8 @@ export const pipelineSchema = z.strictObject({
       mode: z.enum(["vector", "hybrid"]).default("vector")
         .describe("`hybrid` fuses vector results with the version's lexical (BM25) index, so exact names, ids and numbers find their documents; a request's `mode` overrides it"),
       candidates: z.int().min(1).max(1000).default(50).describe("Results taken from the vector and the lexical side before fusing (hybrid)"),
+      lexical_max_docs: z.int().min(0).default(500_000)
+        .describe("Index versions with more documents are built without the lexical (BM25) index, which one process builds and loads whole (~650 bytes a document); hybrid requests on them answer with vectors only. 0 = never build it"),
       rrf_k: z.number().min(1).max(1000).default(60).describe("The constant of reciprocal-rank fusion: each list adds 1/(rrf_k + rank)"),
       question_filters: z.boolean().default(true)
         .describe("/generate-advice reads the constraints a question states (credit score, amount, term, APR ceiling, purpose) and retrieves the products that fit them first"),

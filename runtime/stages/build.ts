@@ -52,14 +52,19 @@ export interface BuildInput {
   queries?: Float32Array;
   /** Told when the engine missed its recall target and the version is served with exact search instead. */
   warn?: (message: string, fields: Record<string, unknown>) => void;
+  /** Versions with more documents get no lexical index (`server.retrieval.lexical_max_docs`; 0 = none ever); unset = always. */
+  lexicalMaxDocs?: number;
 }
+
+/** Whether a version of `count` documents carries a lexical index under `lexical_max_docs` (unset = always). */
+export const wantsLexical = (count: number, max?: number): boolean => max === undefined || (max > 0 && count <= max);
 
 export interface BuiltVersion {
   manifest: Manifest;
   files: Record<string, Uint8Array>;
   assembleMs: number;
   engineMs: number;
-  /** Building `lexical.json` (the BM25 index of hybrid retrieval) from the documents. */
+  /** Building `lexical.json` (the BM25 index of hybrid retrieval) from the documents; 0 when it was not built. */
   lexicalMs: number;
 }
 
@@ -69,12 +74,13 @@ const fail = (msg: string) => new ApfaError("index", msg, { where: "build" });
 /**
  * True when the run changes nothing the base serves: no new vectors, every base row carried (entries name
  * distinct rows, one per id, so the count says all) with its document line unchanged, and the same engine
- * settings. The base version is then the result, as it is, whatever order the source yielded it in. A base built
- * before versions carried a lexical index is built again, so hybrid retrieval finds one.
+ * settings. The base version is then the result, as it is, whatever order the source yielded it in. A base
+ * without the lexical index it should carry (built before versions had one, or under a lower
+ * `lexical_max_docs`) is built again, so hybrid retrieval finds one.
  */
-export function unchangedBase(base: Manifest, reuse: ReuseEntry[], newParts: number, engineKey: string): boolean {
-  return newParts === 0 && base.reuse?.engine_key === engineKey && base.files[LEXICAL_FILE] !== undefined && reuse.length === base.count &&
-    reuse.every((e) => e.doc === undefined);
+export function unchangedBase(base: Manifest, reuse: ReuseEntry[], newParts: number, engineKey: string, lexicalMaxDocs?: number): boolean {
+  return newParts === 0 && base.reuse?.engine_key === engineKey && (base.files[LEXICAL_FILE] !== undefined || !wantsLexical(base.count, lexicalMaxDocs)) &&
+    reuse.length === base.count && reuse.every((e) => e.doc === undefined);
 }
 
 export async function buildVersion(input: BuildInput): Promise<BuiltVersion> {
@@ -150,11 +156,21 @@ export async function buildVersion(input: BuildInput): Promise<BuiltVersion> {
   }
   const engineMs = performance.now() - t1;
   // Rebuilt from the documents every time, incremental runs too: at 100k documents it costs seconds
-  // (docs/index-engines.md), far less than the embedding an incremental run saves.
+  // (docs/index-engines.md), far less than the embedding an incremental run saves. Past lexical_max_docs it
+  // is left out (hybrid requests then answer with vectors only), and so is one too large to serialise.
   const t2 = performance.now();
-  const lexical = buildLexical(docs);
-  const lexicalMs = performance.now() - t2;
-  const files: Record<string, Uint8Array> = { ...artifact.files, "docs.jsonl": docs, [ROWS_FILE]: rowsFile, [LEXICAL_FILE]: lexical };
+  const files: Record<string, Uint8Array> = { ...artifact.files, "docs.jsonl": docs, [ROWS_FILE]: rowsFile };
+  if (!wantsLexical(rows.length, input.lexicalMaxDocs)) {
+    input.warn?.(`no lexical index for this version: ${rows.length} documents > server.retrieval.lexical_max_docs ${input.lexicalMaxDocs}; hybrid retrieval answers with vectors only`, { documents: rows.length });
+  } else {
+    try {
+      files[LEXICAL_FILE] = buildLexical(docs);
+    } catch (err) {
+      if (!(err instanceof RangeError)) throw err;
+      input.warn?.(`no lexical index for this version: ${err.message}; lower server.retrieval.lexical_max_docs below ${rows.length} to skip it without trying; hybrid retrieval answers with vectors only`, { documents: rows.length });
+    }
+  }
+  const lexicalMs = files[LEXICAL_FILE] ? performance.now() - t2 : 0;
   let where = artifact.vectors;
   if (!where) {
     const [header] = encodeNpy(vectors, rows.length, dims);

@@ -63,7 +63,7 @@ export function makeBuildIndex(p: Pipeline) {
       const reuse = run.reuse_key ? decodeReuse(await p.store.get(run.reuse_key)) : [];
       const baseManifest = run.base_version ? await readManifest(p.store, run.base_version) : undefined;
       const ekey = await engineKey(p.config);
-      if (baseManifest && unchangedBase(baseManifest, reuse, parts.length, ekey)) {
+      if (baseManifest && unchangedBase(baseManifest, reuse, parts.length, ekey, p.config.server.retrieval.lexical_max_docs)) {
         version = baseManifest.version;
         count = baseManifest.count;
         if ((await readLatest(p.store))?.version !== version) await publishVersion(p, baseManifest);
@@ -78,7 +78,7 @@ export function makeBuildIndex(p: Pipeline) {
         const built = await buildVersion({
           pipeline: p.config.name, runId, engine, engineName: p.config.stages.index.plugin, engineKey: ekey,
           embedderKey: run.embedder_key ?? "", source: { key: await sourceKey(p.config), cursor: run.source_cursor ?? undefined }, parts, base, reuse, queries,
-          warn: (m, f) => log.warn(m, f), onProgress: progress.report,
+          warn: (m, f) => log.warn(m, f), onProgress: progress.report, lexicalMaxDocs: p.config.server.retrieval.lexical_max_docs,
         }).finally(progress.flushed);
         timing = { ...timing, assemble_ms: Math.round(built.assembleMs), engine_ms: Math.round(built.engineMs), lexical_ms: Math.round(built.lexicalMs) };
         await writeVersion(p, built.manifest, built.files);

@@ -36,3 +36,9 @@ it("reciprocal-rank fusion: consensus first, ties to the better single rank and 
   expect(fuseRanks([[7], [8]], 2).map((x) => x.row)).toEqual([7, 8]);
   expect(fuseRanks([[5, 6], [6, 5]], 1)[0].score).toBeCloseTo(1 / 61 + 1 / 62, 10);
 });
+
+it("reads docs.jsonl line by line, so the last line needs no newline", () => {
+  const bytes = new TextEncoder().encode(docs.slice(0, 3).map((d) => JSON.stringify(d)).join("\n"));
+  const small = loadLexical(new TextDecoder().decode(buildLexical(bytes)));
+  expect(small.search("loan-0003", 1)).toEqual([2]);
+});
