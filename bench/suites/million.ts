@@ -25,7 +25,7 @@ import { createRun } from "../../runtime/runs.ts";
 import type { Manifest } from "../../runtime/versions.ts";
 import { mintToken, type AuthConfig } from "../../server/auth.ts";
 import {
-  benchFile, buildWait, createBenchDatabase, NO_SCHEDULES, num, spawnNode, spawnTs, stopChild, tempDir, waitMessage, writePipeline,
+  benchFile, buildWait, createBenchDatabase, NO_SCHEDULES, num, ROOT, spawnNode, spawnTs, stopChild, tempDir, waitMessage, writePipeline,
   type BenchContext, type Ratio, type SuiteOutput, type Table,
 } from "../lib.ts";
 import { memorySampler } from "./load.ts";
@@ -104,7 +104,8 @@ export async function millionSuite(ctx: BenchContext): Promise<SuiteOutput> {
     /** One run with `engine` on a worker process of its own (the engine is the worker's pipeline's). */
     const run = async (engine: string): Promise<Built> => {
       const file = yaml(engine);
-      const worker = spawnTs(benchFile("child/worker.ts"), [file], { log: ctx.logFile });
+      // The source through tsx, as the incremental suite does: the worker is not part of the compiled dist/.
+      const worker = spawnTs(path.join(ROOT, "bench/child/worker.ts"), [file], { log: ctx.logFile });
       try {
         await waitMessage(worker, (m) => (m && typeof m === "object" && "ready" in m ? true : undefined));
         const runId = await createRun(pool, await loadOrFail(file), "bench");
