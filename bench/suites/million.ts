@@ -183,7 +183,7 @@ export async function millionSuite(ctx: BenchContext): Promise<SuiteOutput> {
       title: `Serving the ${label} version: /search at ${CONNS} connections, ${durationS} s, unique queries (no cache hits)`,
       columns: ["engine", "processes", "start → all ready s", "req/s", "p50 ms", "p95 ms", "p99 ms", "non-2xx and errors", "peak RSS MiB (sum)", "peak PSS MiB (sum)"],
       rows: served.map((s) => [s.engine, s.processes, num(s.startS, 1), num(s.rps, 0), num(s.p50, 1), num(s.p95, 1), num(s.p99, 1), s.errors, num(s.rssMiB, 0), num(s.pssMiB, 0)]),
-      note: "apfa serve with its defaults (admission gate 64 active, 0.5 s wait; flat scans in one search worker per process); with 2 processes a supervisor that serves nothing is in the sums; PSS splits the pages processes share (the memory-mapped hnsw file, docs.jsonl in the page cache) among them, so its sum is what the server holds",
+      note: "apfa serve with its defaults (admission gate 64 active, 0.5 s wait; flat scans in one search worker per process); with 2 processes a supervisor that serves nothing is in the sums; PSS splits the pages processes share (the memory-mapped hnsw file) among them, so its sum is what the server holds; docs.jsonl is read through the page cache, which neither figure counts",
     };
     const ratios: Ratio[] = [];
     const rc = hnsw.manifest.recall;
