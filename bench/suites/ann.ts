@@ -99,7 +99,10 @@ async function apfaPoints(ctx: BenchContext, dir: string, base: Float32Array, qu
   const fb = (performance.now() - t) / 1000;
   const fbytes = writeFiles(path.join(dir, "flat"), fa.files);
   out.push({ engine: "apfa flat", setting: "exact", build_s: fb, bytes_per_vector: fbytes / n, ...(await measure(f, path.join(dir, "flat"), n, queries, truth)) });
-  for (const quantization of ctx.quick ? (["f32", "i8"] as const) : (["f32", "f16", "i8"] as const)) {
+  // i8 is left out at 1M: at 100k its recall plateaus under 0.95 on both data sets whatever the connectivity, so
+  // its check falls back to exact after three graph builds, which at 1M cost over half an hour here.
+  const quantizations = ctx.quick ? (["f32", "i8"] as const) : n >= 1_000_000 ? (["f32", "f16"] as const) : (["f32", "f16", "i8"] as const);
+  for (const quantization of quantizations) {
     ctx.log(`${label}: apfa hnsw ${quantization} build`);
     const e = await hnsw.create(hnsw.options.parse({ quantization }), pctx);
     t = performance.now();
