@@ -3,7 +3,8 @@
  * and scores how urgently it should move from exact (`flat`) to approximate search. One row per call goes to
  * `apfa.index_stats`; the worker exports the newest row as the `apfa_index_stats_*` gauges.
  *
- * - vectors and dims from the version's manifest; bytes in memory = count × dims × 4 + the documents file;
+ * - vectors and dims from the version's manifest; bytes in memory = count × dims × 4 + 12 bytes a document (the
+ *   server keeps each document's line offset and length, server/doc-table.ts, and reads the text from the file);
  *   bytes on store = the sum of the files under `indexes/<version>/`.
  * - search p95: when the payload lists server URLs (`schedules.stats.options.servers`), their `/metrics` are
  *   scraped and `apfa_faiss_search_seconds` merged; the p95 covers the interval since the previous stats row
@@ -108,12 +109,15 @@ export const SEARCH_FLOPS = 4e9;
 /** Dense arithmetic of k-means and PQ encoding (BLAS). */
 export const DENSE_FLOPS = 8e9;
 const GiB = 1024 ** 3;
+/** Heap bytes per document of a served version: its line's offset and length in docs.jsonl (server/doc-table.ts). */
+export const DOC_TABLE_BYTES = 12;
 const clamp01 = (x: number) => Math.min(1, Math.max(0, x));
 
 export interface MigrationInput {
   engine: string;
   count: number;
   dims: number;
+  /** Heap bytes a server holds for the documents ({@link DOC_TABLE_BYTES} each). */
   docsBytes: number;
   /** Observed vector-search p95 in ms, or null. */
   p95Ms: number | null;
@@ -269,7 +273,7 @@ export async function computeIndexStats(p: Pipeline, payload: StatsPayload = {})
   const manifest = await readManifest(p.store, latest.version);
   let bytesStore = 0;
   for await (const st of p.store.list(layout.indexPrefix(latest.version))) bytesStore += st.size;
-  const docsBytes = manifest.files["docs.jsonl"]?.bytes ?? 0;
+  const docsBytes = manifest.count * DOC_TABLE_BYTES;
 
   let p95: number | null = null;
   let search: Record<string, unknown> = { servers: 0 };
