@@ -15,12 +15,11 @@
  */
 import * as crypto from "node:crypto";
 import * as fs from "node:fs";
-import { createRequire } from "node:module";
 import * as path from "node:path";
 import pg from "pg";
-import type * as Usearch from "usearch";
 import { generateCorpus } from "../../examples/corpus.ts";
 import hnswEngine from "../../plugins/index/hnsw.ts";
+import { queryProbe } from "../../plugins/index/_recall.ts";
 import { loadOrFail } from "../../runtime/commands/common.ts";
 import { silentLogger } from "../../runtime/log.ts";
 import { migrate } from "../../runtime/migrate.ts";
@@ -37,7 +36,6 @@ import { memorySampler } from "./load.ts";
 import { allProcessesReady, freePort } from "./serve.ts";
 import { loadTest, type LoadStats } from "./serve-load.ts";
 
-const usearch = createRequire(import.meta.url)("usearch") as typeof Usearch;
 const DIMS = 384;
 const CONNS = 10;
 /** Queries from outside the corpus the served version's recall is measured with. */
@@ -86,27 +84,17 @@ async function heldOutRecall(versionDir: string, m: Manifest): Promise<number> {
   const texts = generateCorpus({ count: HELD_OUT, seed: 23 }).map((d) => d.text.slice(0, 90));
   const queries = new Float32Array(HELD_OUT * m.dims);
   texts.forEach((t, i) => hashEmbed(t, m.dims, queries.subarray(i * m.dims, (i + 1) * m.dims)));
-  const exact = usearch.exactSearch(base, queries, m.dims, 10, usearch.MetricKind.IP, 0) as Usearch.BatchMatches;
+  // The recall check's own scoring for outside queries: a returned row whose true score ties the 10th counts.
+  const probe = queryProbe(base, m.dims, 10, queries);
   const engine = await hnswEngine.create(hnswEngine.options.parse({}), { baseDir: "/", log: silentLogger, env: {} });
   const s = await engine.open(versionDir, { dims: m.dims, count: m.count });
-  let hits = 0;
   try {
-    for (let i = 0; i < HELD_OUT; i++) {
-      const truth = exact.get(i);
-      // A returned row counts when its true score reaches the exact 10th (near-copies tie).
-      const tenth = truth.distances[truth.distances.length - 1];
-      const q = queries.subarray(i * m.dims, (i + 1) * m.dims);
-      const { rows } = await s.search(q, 10);
-      for (const r of rows) {
-        let ip = 0;
-        for (let j = 0; j < m.dims; j++) ip += base[r * m.dims + j] * q[j];
-        if (1 - ip <= tenth + 1e-6) hits++;
-      }
-    }
+    const answers: number[][] = [];
+    for (let i = 0; i < HELD_OUT; i++) answers.push((await s.search(queries.subarray(i * m.dims, (i + 1) * m.dims), 10)).rows);
+    return probe.score(answers);
   } finally {
     await s.close();
   }
-  return hits / (HELD_OUT * 10);
 }
 
 /** Writes the corpus as jsonl in chunks (1M documents are ~670 MB of text). */
