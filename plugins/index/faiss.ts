@@ -6,20 +6,38 @@
  * faiss-node's calls are synchronous and a search or a build can take long, so every call runs in a
  * `node:worker_threads` worker: a server's event loop stays free while FAISS works. faiss-node is loaded
  * lazily, so pipelines that never use this engine do not need it (`scripts/build-faiss-node.sh` builds it).
+ *
+ * Recall check (`target_recall`, as for `hnsw`; plugins/index/_recall.ts): after a build the index is searched
+ * with corpus rows (leave-one-out) and logged real queries, against exact search, doubling the search-time
+ * setting the file carries — `nprobe` for IVF indexes, `efSearch` for HNSW ones — until the target is met.
+ * The choice goes into the manifest and into `faiss.json` beside the index, which `open` applies (a larger
+ * configured `nprobe` still wins). Other indexes (Flat, PQ) have no such setting and are measured as built.
  * @module
  */
+import * as fsp from "node:fs/promises";
 import { createRequire } from "node:module";
+import * as os from "node:os";
 import * as path from "node:path";
 import { Worker } from "node:worker_threads";
 import { z } from "zod";
 import { definePlugin, type IndexEngine, type Searcher } from "../../runtime/contracts.ts";
 import { ApfaError } from "../../runtime/errors.ts";
 import { checkVectors } from "./_check.ts";
+import { queryProbe, recallProbe, type RecallReport } from "./_recall.ts";
 
 export const NAME = "faiss";
 
 /** The file `build` writes and `open` reads. */
 export const FILE = "index.faiss";
+
+/** The search-time setting the recall check chose (`{"nprobe": 32}` or `{"ef_search": 256}`), absent without a check. */
+export const META = "faiss.json";
+
+/** Neighbours per query the recall check measures at (what `/search` returns by default). */
+const RECALL_K = 10;
+
+/** The largest HNSW `efSearch` the recall check tries (IVF stops at nlist). */
+const MAX_EF_SEARCH = 4096;
 
 export interface FaissOptions {
   /** FAISS `index_factory` description, e.g. "HNSW32", "IVF1024,Flat", "IVF256,PQ48". @default "HNSW32" */
@@ -28,12 +46,25 @@ export interface FaissOptions {
   nprobe: number;
   /** Most rows an index that needs training (IVF, PQ) is trained on; larger sets are sampled evenly. @default 100000 */
   train_rows: number;
+  /**
+   * Recall@10 the version must reach against exact search, measured at build time on corpus rows and logged
+   * queries (the lower figure counts); `nprobe` (IVF) or `efSearch` (HNSW) is doubled until it does. 0 skips
+   * the check. @default 0.95
+   */
+  target_recall: number;
+  /** When the target is out of reach: `fail` the build, serve with `exact` search, or `accept` the lower recall. @default "exact" */
+  on_recall_miss: "fail" | "exact" | "accept";
+  /** Corpus rows the recall check queries with. @default 300 */
+  recall_sample: number;
 }
 
 const options = z.strictObject({
   factory: z.string().min(1).default("HNSW32").describe('FAISS index_factory description, e.g. "HNSW32", "IVF1024,Flat"'),
   nprobe: z.number().int().min(1).default(16).describe("Inverted lists probed per search (IVF indexes only)"),
   train_rows: z.number().int().min(1).default(100_000).describe("Most rows used to train IVF/PQ indexes"),
+  target_recall: z.number().min(0).max(1).default(0.95).describe("Recall@10 the version must reach, measured against exact search at build time (nprobe or efSearch is raised until it does); 0 skips the check"),
+  on_recall_miss: z.enum(["fail", "exact", "accept"]).default("exact").describe("When target_recall is out of reach: fail the build, serve with exact search, or accept the lower recall"),
+  recall_sample: z.number().int().min(10).max(100000).default(300).describe("Corpus rows the recall check queries with"),
 });
 
 const fail = (msg: string, cause?: unknown) => new ApfaError("index", msg, { cause, where: "index:faiss" });
@@ -59,20 +90,52 @@ let faiss, loadError, index = null;
 try { faiss = require(workerData.faissPath); } catch (e) { loadError = e; }
 const CHUNK = 16384;
 
-// IVF indexes keep nprobe in their header: fourcc "Iw..", d:i32, ntotal:i64, 2 dummy i64, is_trained:u8,
-// metric_type:i32 (+ metric_arg:f32 when > 1), then nlist:u64, nprobe:u64. faiss-node has no setter, so the
-// bytes are set instead; a stored nprobe outside 1..nlist means this is not that layout and nothing changes.
-function setNprobe(buf, nprobe) {
-  if (buf.length < 64 || buf.toString("latin1", 0, 2) !== "Iw") return;
+// The search-time setting a serialised index carries, found in its bytes because faiss-node has no setters.
+// Both layouts start with fourcc, d:i32, ntotal:i64, 2 dummy i64, is_trained:u8, metric_type:i32 (+ metric_arg:f32
+// when > 1). IVF ("Iw..") follows with nlist:u64, nprobe:u64. HNSW ("IHN.") follows with its graph: five
+// size-prefixed vectors (assign_probas f64, cum_nneighbor_per_level i32, levels i32, offsets u64, neighbors i32),
+// then entry_point, max_level, efConstruction, efSearch, upper_beam (i32 each). Bytes that do not fit the layout
+// (a stored nprobe outside 1..nlist, levels not one per vector) mean another layout: null, nothing changes.
+function setting(buf) {
+  if (buf.length < 64) return null;
+  const tag = buf.toString("latin1", 0, 4);
   const at = 37 + (buf.readInt32LE(33) > 1 ? 4 : 0);
-  const nlist = buf.readBigUInt64LE(at);
-  const stored = buf.readBigUInt64LE(at + 8);
-  if (nlist < 1n || stored < 1n || stored > nlist) return;
-  buf.writeBigUInt64LE(BigInt(Math.min(nprobe, Number(nlist))), at + 8);
+  if (tag.startsWith("Iw")) {
+    const nlist = buf.readBigUInt64LE(at);
+    const stored = buf.readBigUInt64LE(at + 8);
+    if (nlist < 1n || stored < 1n || stored > nlist) return null;
+    return { name: "nprobe", at: at + 8, value: Number(stored), max: Number(nlist) };
+  }
+  if (tag.startsWith("IHN")) {
+    const ntotal = buf.readBigInt64LE(8);
+    const counts = [];
+    let off = at;
+    for (const size of [8, 4, 4, 8, 4]) {
+      if (off + 8 > buf.length) return null;
+      const n = buf.readBigUInt64LE(off);
+      counts.push(n);
+      off += 8 + Number(n) * size;
+    }
+    if (off + 20 > buf.length || counts[2] !== ntotal || counts[3] !== ntotal + 1n) return null;
+    const ef = buf.readInt32LE(off + 12);
+    if (ef < 1 || ef > 1 << 24) return null;
+    return { name: "ef_search", at: off + 12, value: ef, max: workerData.maxEfSearch };
+  }
+  return null;
 }
 
+function setTo(buf, s, value) {
+  if (!s) return;
+  const v = Math.max(1, Math.min(s.max, value));
+  if (s.name === "nprobe") buf.writeBigUInt64LE(BigInt(v), s.at);
+  else buf.writeInt32LE(v, s.at);
+}
+
+const describe = (s) => (s ? { name: s.name, at: s.at, value: s.value, max: s.max } : null);
+
 const ops = {
-  build({ vectors, dims, factory, nprobe, trainRows }) {
+  // Writes the index to \`out\` (the recall check reads it from there in other workers) or returns its bytes.
+  build({ vectors, dims, factory, nprobe, trainRows, out }) {
     const count = vectors.length / dims;
     const idx = faiss.Index.fromFactory(dims, factory, 0 /* METRIC_INNER_PRODUCT */);
     if (!idx.isTrained()) {
@@ -89,14 +152,29 @@ const ops = {
     }
     for (let r = 0; r < count; r += CHUNK) idx.add(Array.from(vectors.subarray(r * dims, Math.min(count, r + CHUNK) * dims)));
     const buf = idx.toBuffer();
-    setNprobe(buf, nprobe);
-    return new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
+    const s = setting(buf);
+    if (s && s.name === "nprobe") setTo(buf, s, nprobe);
+    if (!out) return { bytes: new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength), setting: describe(setting(buf)) };
+    fs.writeFileSync(out, buf);
+    return { setting: describe(setting(buf)) };
   },
-  open({ file, nprobe }) {
+  // Answers of the index in \`file\` at one setting: n × k row numbers (-1 padding), best first. Each probe runs in
+  // a worker of its own, ended after it: faiss-node frees an index only when its wrapper is collected, and an
+  // ended worker's wrappers are freed at once, so settings tried one after another never pile up in memory.
+  probe({ file, value, queries, k }) {
     const buf = fs.readFileSync(file);
-    setNprobe(buf, nprobe);
+    if (value) setTo(buf, setting(buf), value);
+    const r = faiss.Index.fromBuffer(buf).search(Array.from(queries), k);
+    return Int32Array.from(r.labels);
+  },
+  open({ file, nprobe, chosen }) {
+    const buf = fs.readFileSync(file);
+    const s = setting(buf);
+    if (s && s.name === "nprobe") setTo(buf, s, Math.max(nprobe, (chosen && chosen.nprobe) || 0));
+    else if (s && chosen && chosen.ef_search) setTo(buf, s, chosen.ef_search);
     index = faiss.Index.fromBuffer(buf);
-    return { count: index.ntotal(), dims: index.getDimension(), bytes: buf.length };
+    const now = setting(buf);
+    return { count: index.ntotal(), dims: index.getDimension(), bytes: buf.length, setting: describe(now) };
   },
   search({ query, k }) {
     const r = index.search(Array.from(query), k);
@@ -117,13 +195,13 @@ parentPort.on("message", ({ id, op, args }) => {
 `;
 
 interface FaissWorker {
-  call<T>(op: "build" | "open" | "search", args: Record<string, unknown>): Promise<T>;
+  call<T>(op: "build" | "probe" | "open" | "search", args: Record<string, unknown>): Promise<T>;
   close(): Promise<void>;
 }
 
 /** One worker thread plus request/response bookkeeping. It only keeps the process alive while a call is pending. */
 function spawn(): FaissWorker {
-  const worker = new Worker(WORKER, { eval: true, workerData: { faissPath: faissNodePath() } });
+  const worker = new Worker(WORKER, { eval: true, workerData: { faissPath: faissNodePath(), maxEfSearch: MAX_EF_SEARCH } });
   worker.unref();
   const pending = new Map<number, { resolve: (v: never) => void; reject: (e: unknown) => void }>();
   let seq = 0;
@@ -162,23 +240,66 @@ export default definePlugin({
   description: "Any FAISS index_factory index via faiss-node (optional), run in a worker thread",
   options,
   create(opts: FaissOptions): IndexEngine {
+    /**
+     * Recall of the built index at its search-time setting, doubled from where the build left it (the configured
+     * nprobe; FAISS's efSearch) up to nlist or MAX_EF_SEARCH, stopping early when a doubling gains under 0.005.
+     * With logged queries each setting is measured on corpus rows and on them; the lower figure counts.
+     */
+    const tune = async (file: string, vectors: Float32Array, dims: number, s: Setting | null, queries?: Float32Array): Promise<RecallReport> => {
+      const probe = recallProbe(vectors, dims, RECALL_K, opts.recall_sample);
+      const logged = queries && queries.length >= dims ? queryProbe(vectors, dims, RECALL_K, queries) : undefined;
+      const measure = async (p: typeof probe, value: number | undefined) => {
+        const k = p.k + 1;
+        const labels = await once<Int32Array>("probe", { file, value, queries: p.queries, k });
+        return p.score(Array.from(p.rows, (_, i) => labels.subarray(i * k, (i + 1) * k)));
+      };
+      const tried: RecallReport["tried"] = [];
+      let prev = -1;
+      for (let value = s?.value; ; value = Math.min(s!.max, value! * 2)) {
+        const corpus = await measure(probe, value);
+        const q = logged ? await measure(logged, value) : undefined;
+        const recall = q === undefined ? corpus : Math.min(corpus, q);
+        const params = s && value !== undefined ? { [s.name]: value } : {};
+        tried.push({ params, recall, ...(q === undefined ? {} : { corpus, queries: q }) });
+        if (!s || value === undefined || recall >= opts.target_recall || value >= s.max || recall - prev < 0.005) {
+          const best = tried.reduce((a, b) => (b.recall > a.recall + 0.001 ? b : a));
+          return {
+            k: probe.k, target: opts.target_recall, measured: best.recall, sample: probe.rows.length,
+            method: logged ? "leave-one-out+logged-queries" : "leave-one-out", params: best.params, tried, met: best.recall >= opts.target_recall,
+            ...(logged ? { corpus: { sample: probe.rows.length, measured: best.corpus! }, queries: { sample: logged.rows.length, measured: best.queries! } } : {}),
+          };
+        }
+        prev = recall;
+      }
+    };
+
     return {
       metric: "ip",
-      async build(vectors, dims) {
+      async build(vectors, dims, buildOpts) {
         checkVectors(vectors, dims, "index:faiss");
-        const w = spawn();
-        try {
-          const bytes = await w.call<Uint8Array>("build", {
-            vectors: compact(vectors),
-            dims,
-            factory: opts.factory,
-            nprobe: opts.nprobe,
-            trainRows: opts.train_rows,
-          });
+        const args = { vectors: compact(vectors), dims, factory: opts.factory, nprobe: opts.nprobe, trainRows: opts.train_rows };
+        if (!(opts.target_recall > 0)) {
+          const { bytes } = await once<{ bytes: Uint8Array }>("build", args);
           return { files: { [FILE]: bytes }, main: FILE };
-        } finally {
-          await w.close();
         }
+        return withTemp(async (dir) => {
+          const out = path.join(dir, FILE);
+          const { setting: s } = await once<{ setting: Setting | null }>("build", { ...args, out });
+          const recall = await tune(out, vectors, dims, s, buildOpts?.queries);
+          const chosen = recall.params;
+          const bytes = new Uint8Array(await fsp.readFile(out));
+          if (s && chosen[s.name] !== undefined) writeSetting(bytes, s, chosen[s.name]);
+          const files: Record<string, Uint8Array> = { [FILE]: bytes };
+          if (Object.keys(chosen).length) files[META] = new TextEncoder().encode(JSON.stringify(chosen));
+          if (recall.met) return { files, main: FILE, recall };
+          const what = `recall@${recall.k} ${recall.measured.toFixed(3)}${Object.entries(chosen).map(([k, v]) => ` at ${k} ${v}`).join("")} (${opts.factory}) is under target_recall ${opts.target_recall}`;
+          if (opts.on_recall_miss === "fail") {
+            throw fail(`${what}, measured on ${recall.sample} corpus rows${recall.queries ? ` and ${recall.queries.sample} logged queries` : ""} against exact search. ` +
+              `${s ? `Raising ${s.name} (up to ${s.max}) did not reach it: ` : ""}use a finer factory (more IVF lists, more HNSW neighbours, less compression), lower target_recall, ` +
+              "or set stages.index.options.on_recall_miss to exact (serve with exact search) or accept");
+          }
+          return { files, main: FILE, recall, fallback: opts.on_recall_miss === "exact" ? "exact" : undefined };
+        });
       },
 
       async open(dir, info) {
@@ -186,7 +307,8 @@ export default definePlugin({
         const file = path.join(dir, FILE);
         let got: { count: number; dims: number; bytes: number };
         try {
-          got = await w.call<{ count: number; dims: number; bytes: number }>("open", { file, nprobe: opts.nprobe });
+          const chosen = await readChosen(path.join(dir, META));
+          got = await w.call<{ count: number; dims: number; bytes: number }>("open", { file, nprobe: opts.nprobe, chosen });
           if (got.dims !== info.dims) throw fail(`${file} holds ${got.dims}-dim vectors but the index version says ${info.dims}`);
           if (got.count !== info.count) throw fail(`${file} holds ${got.count} vectors but the index version says ${info.count}`);
         } catch (err) {
@@ -198,6 +320,58 @@ export default definePlugin({
     };
   },
 });
+
+/** A search-time setting found in a serialised index (worker's `setting`): its name, byte offset, value and cap. */
+interface Setting {
+  name: "nprobe" | "ef_search";
+  at: number;
+  value: number;
+  max: number;
+}
+
+/** Writes `value` where `s` says the index bytes keep it (nprobe a u64, efSearch an i32, little-endian). */
+function writeSetting(bytes: Uint8Array, s: Setting, value: number): void {
+  const v = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  if (s.name === "nprobe") v.setBigUint64(s.at, BigInt(value), true);
+  else v.setInt32(s.at, value, true);
+}
+
+/** One call in a worker of its own, ended after it (with it go the FAISS indexes it loaded). */
+async function once<T>(op: "build" | "probe", args: Record<string, unknown>): Promise<T> {
+  const w = spawn();
+  try {
+    return await w.call<T>(op, args);
+  } finally {
+    await w.close();
+  }
+}
+
+async function withTemp<T>(fn: (dir: string) => Promise<T>): Promise<T> {
+  const dir = await fsp.mkdtemp(path.join(os.tmpdir(), "apfa-faiss-"));
+  try {
+    return await fn(dir);
+  } finally {
+    await fsp.rm(dir, { recursive: true, force: true });
+  }
+}
+
+/** The recall check's choice stored beside the index; none (older versions, check off) is `undefined`. */
+async function readChosen(file: string): Promise<Record<string, number> | undefined> {
+  let text: string;
+  try {
+    text = await fsp.readFile(file, "utf8");
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+    throw fail(`cannot read ${file}: ${(err as Error).message}`, err);
+  }
+  try {
+    const v = JSON.parse(text) as unknown;
+    if (v && typeof v === "object" && Object.values(v).every((x) => Number.isInteger(x) && (x as number) >= 1)) return v as Record<string, number>;
+  } catch {
+    // reported below
+  }
+  throw fail(`${file} is not a JSON object of positive integer settings: ${text.slice(0, 80)}`);
+}
 
 function faissSearcher(w: FaissWorker, dims: number, count: number, bytes: number): Searcher {
   let closed = false;

@@ -1,7 +1,9 @@
 import * as fsp from "node:fs/promises";
 import { createRequire } from "node:module";
 import { afterAll, describe, expect, it } from "vitest";
-import faiss from "../../plugins/index/faiss.ts";
+import faiss, { META } from "../../plugins/index/faiss.ts";
+import { recallProbe } from "../../plugins/index/_recall.ts";
+import { buildVersion } from "../../runtime/stages/build.ts";
 import type { IndexEngine } from "../../runtime/contracts.ts";
 import { isApfaError } from "../../runtime/errors.ts";
 import { silentLogger } from "../../runtime/log.ts";
@@ -51,7 +53,9 @@ describe("faiss engine", () => {
     const dims = 16;
     const count = 2000;
     const v = randomUnitVectors(count, dims, 5);
-    const art = await make({ factory: "IVF32,Flat", nprobe: 32 }).build(v, dims);
+    // The recall check off: with it a chosen nprobe would be stored beside the file and win at open.
+    const art = await make({ factory: "IVF32,Flat", nprobe: 32, target_recall: 0 }).build(v, dims);
+    expect(art.files[META]).toBeUndefined();
     const dir = await writeArtifact(art);
     dirs.push(dir);
     const wide = await make({ factory: "IVF32,Flat", nprobe: 32 }).open(dir, { dims, count });
@@ -93,5 +97,111 @@ describe("faiss engine", () => {
     // A blocked loop would tick once at most; a free one ticks many times while the worker scans.
     expect(ticks).toBeGreaterThan(Math.min(5, ms / 10));
     await s.close();
+  });
+
+  /** The opened version's recall on the check's own corpus-row queries, scored the check's way. */
+  const servedRecall = async (engine: IndexEngine, dir: string, v: Float32Array, dims: number) => {
+    const count = v.length / dims;
+    const s = await engine.open(dir, { dims, count });
+    const probe = recallProbe(v, dims, 10, 300);
+    const answers = [];
+    for (let i = 0; i < probe.rows.length; i++) answers.push((await s.search(probe.queries.slice(i * dims, (i + 1) * dims), probe.k + 1)).rows);
+    await s.close();
+    return probe.score(answers);
+  };
+
+  it("recall check raises IVF nprobe until the target is met, and open serves the chosen nprobe", async (t) => {
+    if (!installed) t.skip(SKIP);
+    const dims = 16;
+    const v = randomUnitVectors(4000, dims, 3);
+    const engine = make({ factory: "IVF64,Flat", nprobe: 1, target_recall: 0.95 });
+    const art = await engine.build(v, dims);
+    const r = art.recall!;
+    expect(r.met).toBe(true);
+    expect(r.measured).toBeGreaterThanOrEqual(0.95);
+    expect(r.tried[0].params).toEqual({ nprobe: 1 });
+    expect(r.tried[0].recall).toBeLessThan(0.95);
+    expect(r.params.nprobe).toBeGreaterThan(1);
+    expect(JSON.parse(new TextDecoder().decode(art.files[META]))).toEqual(r.params);
+    expect(art.fallback).toBeUndefined();
+    const dir = await writeArtifact(art);
+    dirs.push(dir);
+    // The same queries through the opened version give the check's own figure: the chosen nprobe reached FAISS.
+    expect(await servedRecall(engine, dir, v, dims)).toBeCloseTo(r.measured, 5);
+  });
+
+  it("recall check raises HNSW efSearch from FAISS's 16, and open serves the chosen efSearch", async (t) => {
+    if (!installed) t.skip(SKIP);
+    const dims = 16;
+    const v = randomUnitVectors(4000, dims, 3);
+    const engine = make({ factory: "HNSW4", target_recall: 0.97 });
+    const art = await engine.build(v, dims);
+    const r = art.recall!;
+    expect(r.tried[0].params).toEqual({ ef_search: 16 });
+    expect(r.params.ef_search).toBeGreaterThan(16);
+    expect(r.met).toBe(true);
+    const dir = await writeArtifact(art);
+    dirs.push(dir);
+    expect(await servedRecall(engine, dir, v, dims)).toBeCloseTo(r.measured, 5);
+  });
+
+  it("a target the index cannot reach fails the build, or asks for exact search, as on_recall_miss says", async (t) => {
+    if (!installed) t.skip(SKIP);
+    const dims = 16;
+    const v = randomUnitVectors(4000, dims, 3);
+    // SQ4 keeps 4 bits a dimension and has no search-time setting: measured once, under 0.99.
+    const err = await make({ factory: "SQ4", target_recall: 0.99, on_recall_miss: "fail" }).build(v, dims).catch((e: unknown) => e);
+    expect(isApfaError(err, "index")).toBe(true);
+    expect((err as Error).message).toMatch(/recall@10 0\.\d+ \(SQ4\) is under target_recall 0\.99/);
+    expect((err as Error).message).toMatch(/on_recall_miss/);
+    const art = await make({ factory: "SQ4", target_recall: 0.99 }).build(v, dims);
+    expect(art.fallback).toBe("exact");
+    expect(art.recall!.met).toBe(false);
+    expect(art.recall!.tried).toHaveLength(1);
+    const kept = await make({ factory: "SQ4", target_recall: 0.99, on_recall_miss: "accept" }).build(v, dims);
+    expect(kept.fallback).toBeUndefined();
+    expect(kept.recall!.met).toBe(false);
+  });
+
+  it("logged queries count: the lower of the two figures is the one held to the target", async (t) => {
+    if (!installed) t.skip(SKIP);
+    const dims = 16;
+    const v = randomUnitVectors(4000, dims, 3);
+    const queries = randomUnitVectors(200, dims, 77);
+    const art = await make({ factory: "IVF64,Flat", nprobe: 1, target_recall: 0.9 }).build(v, dims, { queries });
+    const r = art.recall!;
+    expect(r.method).toBe("leave-one-out+logged-queries");
+    expect(r.queries!.sample).toBe(200);
+    expect(r.measured).toBe(Math.min(r.corpus!.measured, r.queries!.measured));
+    for (const x of r.tried) expect(x.recall).toBe(Math.min(x.corpus!, x.queries!));
+  });
+
+  it("a malformed faiss.json beside the index is named at open", async (t) => {
+    if (!installed) t.skip(SKIP);
+    const dims = 8;
+    const v = randomUnitVectors(500, dims, 3);
+    const art = await make({ factory: "IVF4,Flat" }).build(v, dims);
+    const dir = await writeArtifact({ ...art, files: { ...art.files, [META]: new TextEncoder().encode('{"nprobe": "lots"}') } });
+    dirs.push(dir);
+    const err = await make({ factory: "IVF4,Flat" }).open(dir, { dims, count: 500 }).catch((e: unknown) => e);
+    expect(isApfaError(err, "index")).toBe(true);
+    expect((err as Error).message).toMatch(/faiss\.json is not a JSON object of positive integer settings/);
+  });
+
+  it("through the build stage: the manifest carries faiss's recall, and a miss is served by flat", async (t) => {
+    if (!installed) t.skip(SKIP);
+    const dims = 16;
+    const v = randomUnitVectors(2000, dims, 4);
+    const docs = new TextEncoder().encode(Array.from({ length: 2000 }, (_, i) => JSON.stringify({ id: `d${String(i).padStart(5, "0")}`, text: `t${i}` })).join("\n") + "\n");
+    const build = (engine: IndexEngine, warn?: (m: string) => void) =>
+      buildVersion({ pipeline: "t", runId: null, engine, engineName: "faiss", engineKey: "k", embedderKey: "e", parts: [{ n: 0, docs, vectors: v, rows: 2000, dims, modelId: "m", maxChars: 100 }], reuse: [], warn });
+    const ok = await build(make({ factory: "IVF32,Flat", nprobe: 2 }));
+    expect(ok.manifest).toMatchObject({ engine: "faiss", recall: { engine: "faiss", met: true, target: 0.95 } });
+    expect(ok.manifest.recall!.params.nprobe).toBeGreaterThan(2);
+    const warned: string[] = [];
+    const missed = await build(make({ factory: "SQ4", target_recall: 0.99 }), (m) => warned.push(m));
+    expect(missed.manifest.engine).toBe("flat");
+    expect(missed.manifest.recall).toMatchObject({ engine: "faiss", met: false, fallback: "flat", target: 0.99 });
+    expect(warned.join()).toMatch(/faiss reached recall@10 0\.\d+ < target 0\.99; this version is served with exact search/);
   });
 });
