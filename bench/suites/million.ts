@@ -6,7 +6,9 @@
  * the `hnsw` engine and its default recall check — and the published version is served by `apfa serve` with one
  * and with two processes, `/search` at 10 connections (unique queries, so nothing is a cache hit). A second run
  * with the `flat` engine reuses the vectors (nothing is embedded again) and serves the same corpus exactly, for
- * the comparison. Reports the run's phases, the manifest's measured recall and the recall of queries from
+ * the comparison. A third run, when faiss-node is installed, builds an IVF index with the `faiss` engine after the
+ * servers have logged query vectors, so its recall check measures on real queries too (the hnsw build came before
+ * any), and serves it. Reports the run's phases, the manifest's measured recall and the recall of queries from
  * outside the corpus, `/search` latency per engine, and the peak memory (PSS summed over the server's
  * processes) of two processes against one.
  * Quick (CI) runs the same path at 20k documents; a full run (1M) takes about an hour here, most of it the
@@ -18,6 +20,8 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import pg from "pg";
 import { generateCorpus } from "../../examples/corpus.ts";
+import { createRequire } from "node:module";
+import faissEngine from "../../plugins/index/faiss.ts";
 import hnswEngine from "../../plugins/index/hnsw.ts";
 import { queryProbe } from "../../plugins/index/_recall.ts";
 import { loadOrFail } from "../../runtime/commands/common.ts";
@@ -41,6 +45,16 @@ const CONNS = 10;
 /** Queries from outside the corpus the served version's recall is measured with. */
 const HELD_OUT = 200;
 
+/** Whether the optional faiss-node addon is here (scripts/build-faiss-node.sh; .ci/run builds it). */
+const faissInstalled = (() => {
+  try {
+    createRequire(import.meta.url).resolve("faiss-node");
+    return true;
+  } catch {
+    return false;
+  }
+})();
+
 interface Built {
   engine: string;
   runId: string;
@@ -60,13 +74,13 @@ interface Served extends LoadStats {
 }
 
 /**
- * Recall@10 of the served hnsw version for queries from outside the corpus: `HELD_OUT` questions shaped like the
- * load's (other documents' opening words), embedded as the server embeds them, searched as the server opens the
- * version (the check's expansion_search), against exact top-10 over the version's own vectors. The manifest's
- * figure is leave-one-out on corpus rows, which on near-duplicate data can be the kinder question
- * (docs/index-engines.md).
+ * Recall@10 of a served approximate version for queries from outside the corpus: `HELD_OUT` questions shaped like
+ * the load's (other documents' opening words), embedded as the server embeds them, searched as the server opens
+ * the version (with the check's expansion_search or nprobe), against exact top-10 over the version's own vectors.
+ * The manifest's figure is leave-one-out on corpus rows (and, once servers have logged some, real queries), which
+ * on near-duplicate data can be the kinder question (docs/index-engines.md).
  */
-async function heldOutRecall(versionDir: string, m: Manifest): Promise<number> {
+async function heldOutRecall(versionDir: string, m: Manifest, indexOptions: Record<string, unknown>): Promise<number> {
   const where = m.reuse?.vectors;
   if (!where) throw new Error(`[apfa] [bench:million] version ${m.version} says nowhere where its vectors are`);
   const base = new Float32Array(m.count * m.dims);
@@ -86,7 +100,10 @@ async function heldOutRecall(versionDir: string, m: Manifest): Promise<number> {
   texts.forEach((t, i) => hashEmbed(t, m.dims, queries.subarray(i * m.dims, (i + 1) * m.dims)));
   // The recall check's own scoring for outside queries: a returned row whose true score ties the 10th counts.
   const probe = queryProbe(base, m.dims, 10, queries);
-  const engine = await hnswEngine.create(hnswEngine.options.parse({}), { baseDir: "/", log: silentLogger, env: {} });
+  const pctx = { baseDir: "/", log: silentLogger, env: {} };
+  const engine = m.engine === "faiss"
+    ? await faissEngine.create(faissEngine.options.parse(indexOptions), pctx)
+    : await hnswEngine.create(hnswEngine.options.parse(indexOptions), pctx);
   const s = await engine.open(versionDir, { dims: m.dims, count: m.count });
   try {
     const answers: number[][] = [];
@@ -122,6 +139,8 @@ export async function millionSuite(ctx: BenchContext): Promise<SuiteOutput> {
   pool.on("error", () => {}); // sessions end when the database is dropped
   pool.on("connect", (client) => client.on("error", () => {}));
   const secret = crypto.randomBytes(24).toString("hex");
+  // At 1M, ~4·√n lists rounded down to FAISS's usual 1024 (the ann suite's IVF setting); fewer for the quick form.
+  const indexOptions: Record<string, Record<string, unknown>> = { hnsw: {}, flat: {}, faiss: { factory: n >= 1e6 ? "IVF1024,Flat" : "IVF128,Flat" } };
   const yaml = (engine: string, port = 0) => writePipeline(dir, {
     name: "million",
     database: { url: db.url },
@@ -130,7 +149,7 @@ export async function millionSuite(ctx: BenchContext): Promise<SuiteOutput> {
     stages: {
       source: { plugin: "jsonl", options: { path: path.join(dir, "corpus.jsonl") } },
       embedder: { plugin: benchFile("fixtures/hash-embedder.ts"), options: { dims: DIMS } },
-      index: { plugin: engine },
+      index: { plugin: engine, options: indexOptions[engine] },
       notifier: { plugin: "postgres", options: { url: db.url } },
       generator: { plugin: "template" },
     },
@@ -205,25 +224,39 @@ export async function millionSuite(ctx: BenchContext): Promise<SuiteOutput> {
 
     const hnsw = await run("hnsw");
     ctx.log(`held-out recall of the hnsw version (${HELD_OUT} queries, exact top-10 truth)`);
-    const heldOut = await heldOutRecall(path.join(dir, "store", "indexes", hnsw.manifest.version), hnsw.manifest);
+    const heldOut = await heldOutRecall(path.join(dir, "store", "indexes", hnsw.manifest.version), hnsw.manifest, indexOptions.hnsw);
     const served: Served[] = [];
     for (const processes of [1, 2]) served.push(await serve("hnsw", hnsw.manifest.version, processes));
     const flat = await run("flat");
     served.push(await serve("flat", flat.manifest.version, 1));
+    // An IVF index through the faiss engine, built after the servers above have logged real queries, so its recall
+    // check measures on those as well as on corpus rows (the hnsw build came before any were logged).
+    let faiss: Built | undefined;
+    let faissHeldOut = NaN;
+    if (faissInstalled) {
+      faiss = await run("faiss");
+      if (faiss.manifest.engine === "faiss") {
+        ctx.log(`held-out recall of the faiss version (${HELD_OUT} queries, exact top-10 truth)`);
+        faissHeldOut = await heldOutRecall(path.join(dir, "store", "indexes", faiss.manifest.version), faiss.manifest, indexOptions.faiss);
+      }
+      served.push(await serve("faiss", faiss.manifest.version, 1));
+    } else {
+      ctx.log("faiss-node is not installed (scripts/build-faiss-node.sh): no faiss run");
+    }
 
     const mib = (b: number) => b / 2 ** 20;
     const main = (b: Built) => b.manifest.files[b.manifest.main].bytes;
     const builds: Table = {
       title: `Runs: ${n.toLocaleString("en-US")} corpus documents, bench-hash ${DIMS}-d, batch_size 5000, embedding concurrency 2, one worker process`,
       columns: ["engine", "index_build", "embedded", "reused", "wall s", "enumerate s", "embed s", "build_index s", "engine ms", "lexical ms", "index file MiB", "docs.jsonl MiB", "recall@10 (target)", "check", "params", `held-out recall@10 (${HELD_OUT} queries)`],
-      rows: [hnsw, flat].map((b) => {
+      rows: [hnsw, flat, ...(faiss ? [faiss] : [])].map((b) => {
         const rc = b.manifest.recall;
         return [b.engine === b.manifest.engine ? b.engine : `${b.engine} → ${b.manifest.engine}`, b.manifest.index_build ?? "full", b.embedded, b.reused, num(b.wall, 1), num(b.enumerate, 1), num(b.embed, 1), num(b.build, 1),
           num(b.stats.build_engine_ms ?? NaN, 0), num(b.stats.build_lexical_ms ?? NaN, 0), num(mib(main(b)), 0), num(mib(b.manifest.files["docs.jsonl"].bytes), 0),
-          rc ? `${rc.measured.toFixed(3)} (${rc.target})` : "exact", rc ? `${rc.method}, ${rc.sample} rows${rc.met ? ", met" : rc.fallback ? `, missed: ${rc.fallback} fallback` : ", missed"}` : "–",
-          rc ? Object.entries(rc.params).map(([k, v]) => `${k} ${v}`).join(", ") : "–", b === hnsw ? num(heldOut, 3) : "1 (exact)"];
+          rc ? `${rc.measured.toFixed(3)} (${rc.target})` : "exact", rc ? `${rc.method}, ${rc.sample} rows${rc.queries ? ` + ${rc.queries.sample} logged queries (${rc.corpus!.measured.toFixed(3)} / ${rc.queries.measured.toFixed(3)})` : ""}${rc.met ? ", met" : rc.fallback ? `, missed: ${rc.fallback} fallback` : ", missed"}` : "–",
+          rc ? Object.entries(rc.params).map(([k, v]) => `${k} ${v}`).join(", ") : "–", b === hnsw ? num(heldOut, 3) : b === faiss && b.manifest.engine === "faiss" ? num(faissHeldOut, 3) : "1 (exact)"];
       }),
-      note: "held-out = questions from outside the corpus (other documents' first 90 characters, as the load sends), embedded as the server does, searched as the server opens the version, against exact top-10 over the version's vectors; a hit whose true score ties the 10th counts; wall = apfa.runs created_at → finished_at; the flat run re-reads and hashes the corpus, reuses every vector of the hnsw version (its embedder and texts are unchanged) and builds the exact index from them; engine ms includes the recall check and any rebuild it asked for",
+      note: "held-out = questions from outside the corpus (other documents' first 90 characters, as the load sends), embedded as the server does, searched as the server opens the version, against exact top-10 over the version's vectors; a hit whose true score ties the 10th counts; wall = apfa.runs created_at → finished_at; the flat run re-reads and hashes the corpus, reuses every vector of the hnsw version (its embedder and texts are unchanged) and builds the exact index from them; the faiss run (IVF, when faiss-node is installed) comes after the servers above have logged query vectors (5 % of them), so its recall check measures on those too, corpus / logged figures in brackets; engine ms includes the recall check and any rebuild it asked for",
     };
     const serveTable: Table = {
       title: `Serving the ${label} version: /search at ${CONNS} connections, ${durationS} s, unique queries (no cache hits)`,
@@ -239,6 +272,13 @@ export async function millionSuite(ctx: BenchContext): Promise<SuiteOutput> {
     ratios.push({ id: `million/${label}/search_p95_vs_exact`, label: `${label}: /search p95 at ${CONNS} connections, hnsw ÷ flat`, value: h1.p95 / f1.p95, better: "lower", goal: 0.1 });
     const both = Number.isFinite(h1.pssMiB) && Number.isFinite(h2.pssMiB);
     ratios.push({ id: `million/${label}/memory_2_vs_1_process`, label: `${label}: peak ${both ? "PSS" : "RSS"} of 2 server processes ÷ 1 (hnsw)`, value: both ? h2.pssMiB / h1.pssMiB : h2.rssMiB / h1.rssMiB, better: "lower", goal: 1.3 });
+    if (faiss) {
+      const fr = faiss.manifest.recall;
+      const f = served.find((x) => x.engine === "faiss")!;
+      if (fr) ratios.push({ id: `million/${label}/faiss_measured_recall`, label: `${label}: the faiss (IVF) version's measured recall@10 (its manifest)`, value: fr.measured, better: "higher", goal: 0.95 });
+      if (Number.isFinite(faissHeldOut)) ratios.push({ id: `million/${label}/faiss_held_out_recall`, label: `${label}: the faiss (IVF) version's recall@10 on ${HELD_OUT} held-out queries`, value: faissHeldOut, better: "higher", goal: 0.95 });
+      ratios.push({ id: `million/${label}/faiss_search_p95_vs_exact`, label: `${label}: /search p95 at ${CONNS} connections, faiss (IVF) ÷ flat`, value: f.p95 / f1.p95, better: "lower", goal: 0.1 });
+    }
     const notes = [
       `hnsw version ${hnsw.manifest.version.slice(0, 12)}: ${n.toLocaleString("en-US")} vectors, ${rc ? `recall@${rc.k} ${rc.measured.toFixed(3)} measured on ${rc.sample} rows against exact search (${rc.met ? "met" : "missed"} target ${rc.target}; tried ${rc.tried.map((x) => `${Object.entries(x.params).map(([k, v]) => `${k} ${v}`).join("/")}: ${x.recall.toFixed(3)}`).join(", ")})` : "no recall check"}.`,
     ];
