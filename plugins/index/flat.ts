@@ -8,8 +8,8 @@
  *
  * Searching uses usearch's SIMD `exactSearch` directly on the loaded bytes: no JS loop over vectors.
  * A 100k×384 search takes 10-20 ms of blocking native work, so by default it runs in a worker thread
- * (`search_threads`, plugins/index/_pool.ts) that holds its own copy of the vectors; `search_threads: 0`
- * keeps the vectors on the caller's thread and searches inline, as before.
+ * (`search_threads`, plugins/index/_pool.ts) that holds its own copy of the vectors and scans up to `search_batch`
+ * waiting searches in one pass; `search_threads: 0` keeps the vectors on the caller's thread and searches inline.
  * @module
  */
 import { Buffer } from "node:buffer";
@@ -44,6 +44,11 @@ export interface FlatOptions {
    * @default 1
    */
   search_threads: number;
+  /**
+   * Most waiting searches one search worker scans together in one pass over the vectors (each still gets its own
+   * exact answer); 1 scans them one by one. @default 8
+   */
+  search_batch: number;
 }
 
 const options = z.strictObject({
@@ -57,6 +62,13 @@ const options = z.strictObject({
     .describe(
       "Worker threads that run searches off the event loop, each holding its own copy of the vectors (memory = vectors × search_threads); 0 searches inline on the caller's thread",
     ),
+  search_batch: z
+    .number()
+    .int()
+    .min(1)
+    .max(256)
+    .default(8)
+    .describe("Most waiting searches a search worker scans together in one pass over the vectors (each keeps its exact answer); 1 scans one at a time"),
 });
 
 const FOURCC = [0x49, 0x78, 0x46, 0x49]; // "IxFI"
@@ -154,7 +166,7 @@ export default definePlugin({
           await fh.close();
         }
         if (data) return flatSearcher(inlineScanner(data, info.dims, opts.threads), info.dims, info.count, data.byteLength);
-        const pool = await exactPool({ file, offset: HEADER_BYTES, dims: info.dims, count: info.count, workers: opts.search_threads, threads: opts.threads });
+        const pool = await exactPool({ file, offset: HEADER_BYTES, dims: info.dims, count: info.count, workers: opts.search_threads, threads: opts.threads, batch: opts.search_batch });
         return flatSearcher(pool, info.dims, info.count, info.count * info.dims * 4 * opts.search_threads);
       },
     };

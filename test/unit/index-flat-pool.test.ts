@@ -102,4 +102,32 @@ describe("exact search worker pool", () => {
       await pool.close();
     }
   });
+
+  it("scans waiting searches together, up to batch per pass, each answered exactly as alone", async () => {
+    const pool = await exactPool({ file, offset: OFFSET, dims, count, workers: 1, threads: 1, batch: 8 });
+    try {
+      // 16 searches at once with different k, and a filtered one among them: the first is dispatched alone, the
+      // rest wait and go in batches of up to 8; the filtered search (rows) always goes alone.
+      const rows = Uint32Array.from({ length: 100 }, (_, i) => i * 11);
+      const ks = Array.from({ length: 16 }, (_, i) => 1 + (i % 12));
+      const all = ks.map((k, i) => pool.search(query(i), k));
+      const filtered = pool.search(query(5), 3, rows);
+      const bad = pool.search(query(6), count + 1).catch((e: unknown) => e);
+      const answers = await Promise.all(all);
+      answers.forEach((a, i) => {
+        const want = inline(query(i), ks[i]);
+        expect(Array.from(a.keys)).toEqual(Array.from(want.keys));
+        expect(Array.from(a.distances)).toEqual(Array.from(want.distances));
+      });
+      const sub = new Float32Array(rows.length * dims);
+      rows.forEach((r, i) => sub.set(vectors.subarray(r * dims, (r + 1) * dims), i * dims));
+      expect(Array.from((await filtered).keys)).toEqual(Array.from(inline(query(5), 3, sub).keys));
+      // A bad k fails alone; the searches batched beside it were answered above.
+      expect((await bad as Error).message).toMatch(/exact search failed/);
+      // 1 alone + 15 in batches of ≤ 8 (2) + the filtered one + the bad one: 5 scans for 18 searches.
+      expect(pool._scans()).toBe(5);
+    } finally {
+      await pool.close();
+    }
+  });
 });
