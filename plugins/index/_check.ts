@@ -1,4 +1,7 @@
-/** Input checks shared by the index engines (the `_` keeps this file out of the plugin list). @module */
+/** Input checks and a temp-directory helper shared by the index engines (the `_` keeps this file out of the plugin list). @module */
+import * as fsp from "node:fs/promises";
+import * as os from "node:os";
+import * as path from "node:path";
 import { ApfaError } from "../../runtime/errors.ts";
 
 /** Validates `build` input and returns the row count. */
@@ -9,4 +12,17 @@ export function checkVectors(vectors: Float32Array, dims: number, where: string)
     throw new ApfaError("index", `vectors hold ${vectors.length} floats, not a multiple of dims ${dims}`, { where });
   }
   return vectors.length / dims;
+}
+
+/**
+ * Runs `fn` in a fresh temp directory, removed afterwards. Native libraries (usearch, FAISS) read and write only
+ * paths, and a directory of its own keeps concurrent builds apart.
+ */
+export async function withTemp<T>(prefix: string, fn: (dir: string) => Promise<T>): Promise<T> {
+  const dir = await fsp.mkdtemp(path.join(os.tmpdir(), prefix));
+  try {
+    return await fn(dir);
+  } finally {
+    await fsp.rm(dir, { recursive: true, force: true });
+  }
 }

@@ -16,13 +16,12 @@
  */
 import * as fsp from "node:fs/promises";
 import { createRequire } from "node:module";
-import * as os from "node:os";
 import * as path from "node:path";
 import { Worker } from "node:worker_threads";
 import { z } from "zod";
 import { definePlugin, type IndexEngine, type Searcher } from "../../runtime/contracts.ts";
 import { ApfaError } from "../../runtime/errors.ts";
-import { checkVectors } from "./_check.ts";
+import { checkVectors, withTemp } from "./_check.ts";
 import { queryProbe, recallProbe, type RecallReport } from "./_recall.ts";
 
 export const NAME = "faiss";
@@ -282,7 +281,7 @@ export default definePlugin({
           const { bytes } = await once<{ bytes: Uint8Array }>("build", args);
           return { files: { [FILE]: bytes }, main: FILE };
         }
-        return withTemp(async (dir) => {
+        return withTemp("apfa-faiss-", async (dir) => {
           const out = path.join(dir, FILE);
           const { setting: s } = await once<{ setting: Setting | null }>("build", { ...args, out });
           const recall = await tune(out, vectors, dims, s, buildOpts?.queries);
@@ -343,15 +342,6 @@ async function once<T>(op: "build" | "probe", args: Record<string, unknown>): Pr
     return await w.call<T>(op, args);
   } finally {
     await w.close();
-  }
-}
-
-async function withTemp<T>(fn: (dir: string) => Promise<T>): Promise<T> {
-  const dir = await fsp.mkdtemp(path.join(os.tmpdir(), "apfa-faiss-"));
-  try {
-    return await fn(dir);
-  } finally {
-    await fsp.rm(dir, { recursive: true, force: true });
   }
 }
 

@@ -14,13 +14,12 @@
  */
 import * as fsp from "node:fs/promises";
 import { createRequire } from "node:module";
-import * as os from "node:os";
 import * as path from "node:path";
 import type * as Usearch from "usearch";
 import { z } from "zod";
 import { definePlugin, type BuildOptions, type IndexArtifact, type IndexEngine, type Searcher } from "../../runtime/contracts.ts";
 import { ApfaError } from "../../runtime/errors.ts";
-import { checkVectors } from "./_check.ts";
+import { checkVectors, withTemp } from "./_check.ts";
 import { queryProbe, recallProbe, type RecallProbe, type RecallReport } from "./_recall.ts";
 
 export const NAME = "hnsw";
@@ -122,7 +121,7 @@ export default definePlugin({
 
     /** Saves the graph and reads the file back; `check` sees the saved file first (usearch works on paths). */
     const saveGraph = async <T>(index: Usearch.Index, check: (file: string) => T): Promise<{ bytes: Uint8Array; checked: T }> =>
-      withTemp(async (dir) => {
+      withTemp("apfa-hnsw-", async (dir) => {
         const file = path.join(dir, FILE);
         try {
           index.save(file);
@@ -251,7 +250,7 @@ export default definePlugin({
         if (!prev.files[FILE] || removed > opts.rebuild_after_removed * meta.built_count) return undefined;
 
         const index = make(dims);
-        await withTemp(async (dir) => {
+        await withTemp("apfa-hnsw-", async (dir) => {
           await fsp.writeFile(path.join(dir, FILE), prev.files[FILE]);
           index.load(path.join(dir, FILE));
         });
@@ -314,15 +313,6 @@ function u32(b: Uint8Array): Uint32Array {
   return b.byteOffset % 4 === 0 ? new Uint32Array(b.buffer, b.byteOffset, b.byteLength / 4) : new Uint32Array(b.slice().buffer);
 }
 
-async function withTemp<T>(fn: (dir: string) => Promise<T>): Promise<T> {
-  // usearch reads and writes only paths; a temp directory keeps concurrent builds apart.
-  const dir = await fsp.mkdtemp(path.join(os.tmpdir(), "apfa-hnsw-"));
-  try {
-    return await fn(dir);
-  } finally {
-    await fsp.rm(dir, { recursive: true, force: true });
-  }
-}
 
 /** key → row for a row → key map. */
 function invert(keys: Uint32Array): Int32Array {
