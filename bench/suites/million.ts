@@ -282,6 +282,10 @@ export async function millionSuite(ctx: BenchContext): Promise<SuiteOutput> {
     const notes = [
       `hnsw version ${hnsw.manifest.version.slice(0, 12)}: ${n.toLocaleString("en-US")} vectors, ${rc ? `recall@${rc.k} ${rc.measured.toFixed(3)} measured on ${rc.sample} rows against exact search (${rc.met ? "met" : "missed"} target ${rc.target}; tried ${rc.tried.map((x) => `${Object.entries(x.params).map(([k, v]) => `${k} ${v}`).join("/")}: ${x.recall.toFixed(3)}`).join(", ")})` : "no recall check"}.`,
     ];
+    const fr = faiss?.manifest.recall;
+    if (faiss && fr) {
+      notes.push(`faiss version ${faiss.manifest.version.slice(0, 12)} (served as ${faiss.manifest.engine}): recall@${fr.k} ${fr.measured.toFixed(3)} (${fr.met ? "met" : "missed"} target ${fr.target}; tried ${fr.tried.map((x) => `${Object.entries(x.params).map(([k, v]) => `${k} ${v}`).join("/") || "as built"}: ${x.recall.toFixed(3)}${x.corpus !== undefined ? ` (corpus ${x.corpus.toFixed(3)}, logged ${x.queries!.toFixed(3)})` : ""}`).join(", ")}).`);
+    }
     return { tables: [builds, serveTable], ratios, charts: [], notes };
   } finally {
     await pool.end().catch(() => {});
