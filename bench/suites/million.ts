@@ -20,8 +20,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import pg from "pg";
 import { generateCorpus } from "../../examples/corpus.ts";
-import { createRequire } from "node:module";
-import faissEngine from "../../plugins/index/faiss.ts";
+import faissEngine, { faissNodeInstalled } from "../../plugins/index/faiss.ts";
 import hnswEngine from "../../plugins/index/hnsw.ts";
 import { queryProbe } from "../../plugins/index/_recall.ts";
 import { loadOrFail } from "../../runtime/commands/common.ts";
@@ -46,14 +45,7 @@ const CONNS = 10;
 const HELD_OUT = 200;
 
 /** Whether the optional faiss-node addon is here (scripts/build-faiss-node.sh; .ci/run builds it). */
-const faissInstalled = (() => {
-  try {
-    createRequire(import.meta.url).resolve("faiss-node");
-    return true;
-  } catch {
-    return false;
-  }
-})();
+const faissInstalled = faissNodeInstalled();
 
 interface Built {
   engine: string;

@@ -71,6 +71,16 @@ const fail = (msg: string, cause?: unknown) => new ApfaError("index", msg, { cau
 /** postMessage clones a view's whole ArrayBuffer, so a view into a larger buffer is cut out first. */
 const compact = (a: Float32Array) => (a.byteLength === a.buffer.byteLength ? a : a.slice());
 
+/** Whether the optional faiss-node addon can be loaded from here (scripts/build-faiss-node.sh installs it). */
+export function faissNodeInstalled(): boolean {
+  try {
+    createRequire(import.meta.url).resolve("faiss-node");
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** Path of the faiss-node entry, or a clear error telling how to get it. */
 function faissNodePath(): string {
   try {

@@ -1,7 +1,6 @@
 import * as fsp from "node:fs/promises";
-import { createRequire } from "node:module";
 import { afterAll, describe, expect, it } from "vitest";
-import faiss, { META } from "../../plugins/index/faiss.ts";
+import faiss, { faissNodeInstalled, META } from "../../plugins/index/faiss.ts";
 import { recallProbe } from "../../plugins/index/_recall.ts";
 import { buildVersion } from "../../runtime/stages/build.ts";
 import type { IndexEngine } from "../../runtime/contracts.ts";
@@ -12,14 +11,7 @@ import { randomUnitVectors, testIndexEngine, writeArtifact } from "../conformanc
 const ctx = { baseDir: "/", log: silentLogger, env: {} };
 const make = (opts: Record<string, unknown> = {}) => faiss.create(faiss.options.parse(opts), ctx) as IndexEngine;
 
-const installed = (() => {
-  try {
-    createRequire(import.meta.url).resolve("faiss-node");
-    return true;
-  } catch {
-    return false;
-  }
-})();
+const installed = faissNodeInstalled();
 const SKIP = "faiss-node is not installed (scripts/build-faiss-node.sh builds it)";
 
 if (installed) {
