@@ -74,7 +74,7 @@ const compact = (a: Float32Array) => (a.byteLength === a.buffer.byteLength ? a :
 /** Whether the optional faiss-node addon can be loaded from here (scripts/build-faiss-node.sh installs it). */
 export function faissNodeInstalled(): boolean {
   try {
-    createRequire(import.meta.url).resolve("faiss-node");
+    faissNodePath();
     return true;
   } catch {
     return false;
@@ -163,7 +163,7 @@ const ops = {
     const buf = idx.toBuffer();
     const s = setting(buf);
     if (s && s.name === "nprobe") setTo(buf, s, nprobe);
-    if (!out) return { bytes: new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength), setting: describe(setting(buf)) };
+    if (!out) return { bytes: new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength) };
     fs.writeFileSync(out, buf);
     return { setting: describe(setting(buf)) };
   },
@@ -182,8 +182,7 @@ const ops = {
     if (s && s.name === "nprobe") setTo(buf, s, Math.max(nprobe, (chosen && chosen.nprobe) || 0));
     else if (s && chosen && chosen.ef_search) setTo(buf, s, chosen.ef_search);
     index = faiss.Index.fromBuffer(buf);
-    const now = setting(buf);
-    return { count: index.ntotal(), dims: index.getDimension(), bytes: buf.length, setting: describe(now) };
+    return { count: index.ntotal(), dims: index.getDimension(), bytes: buf.length };
   },
   search({ query, k }) {
     const r = index.search(Array.from(query), k);
@@ -257,16 +256,21 @@ export default definePlugin({
     const tune = async (file: string, vectors: Float32Array, dims: number, s: Setting | null, queries?: Float32Array): Promise<RecallReport> => {
       const probe = recallProbe(vectors, dims, RECALL_K, opts.recall_sample);
       const logged = queries && queries.length >= dims ? queryProbe(vectors, dims, RECALL_K, queries) : undefined;
-      const measure = async (p: typeof probe, value: number | undefined) => {
-        const k = p.k + 1;
-        const labels = await once<Int32Array>("probe", { file, value, queries: p.queries, k });
-        return p.score(Array.from(p.rows, (_, i) => labels.subarray(i * k, (i + 1) * k)));
+      // Corpus rows and logged queries go in one search, so each setting loads the index once.
+      const k = Math.max(probe.k, logged?.k ?? 0) + 1;
+      const all = new Float32Array(probe.queries.length + (logged?.queries.length ?? 0));
+      all.set(probe.queries);
+      if (logged) all.set(logged.queries, probe.queries.length);
+      const n = probe.rows.length;
+      const measure = async (value: number | undefined) => {
+        const labels = await once<Int32Array>("probe", { file, value, queries: all, k });
+        const answers = (p: typeof probe, first: number) => p.score(Array.from(p.rows, (_, i) => labels.subarray((first + i) * k, (first + i + 1) * k)));
+        return { corpus: answers(probe, 0), q: logged ? answers(logged, n) : undefined };
       };
       const tried: RecallReport["tried"] = [];
       let prev = -1;
       for (let value = s?.value; ; value = Math.min(s!.max, value! * 2)) {
-        const corpus = await measure(probe, value);
-        const q = logged ? await measure(logged, value) : undefined;
+        const { corpus, q } = await measure(value);
         const recall = q === undefined ? corpus : Math.min(corpus, q);
         const params = s && value !== undefined ? { [s.name]: value } : {};
         tried.push({ params, recall, ...(q === undefined ? {} : { corpus, queries: q }) });
