@@ -264,19 +264,18 @@ export async function millionSuite(ctx: BenchContext): Promise<SuiteOutput> {
     ratios.push({ id: `million/${label}/search_p95_vs_exact`, label: `${label}: /search p95 at ${CONNS} connections, hnsw ÷ flat`, value: h1.p95 / f1.p95, better: "lower", goal: 0.1 });
     const both = Number.isFinite(h1.pssMiB) && Number.isFinite(h2.pssMiB);
     ratios.push({ id: `million/${label}/memory_2_vs_1_process`, label: `${label}: peak ${both ? "PSS" : "RSS"} of 2 server processes ÷ 1 (hnsw)`, value: both ? h2.pssMiB / h1.pssMiB : h2.rssMiB / h1.rssMiB, better: "lower", goal: 1.3 });
+    const notes = [
+      `hnsw version ${hnsw.manifest.version.slice(0, 12)}: ${n.toLocaleString("en-US")} vectors, ${rc ? `recall@${rc.k} ${rc.measured.toFixed(3)} measured on ${rc.sample} rows against exact search (${rc.met ? "met" : "missed"} target ${rc.target}; tried ${rc.tried.map((x) => `${Object.entries(x.params).map(([k, v]) => `${k} ${v}`).join("/")}: ${x.recall.toFixed(3)}`).join(", ")})` : "no recall check"}.`,
+    ];
     if (faiss) {
       const fr = faiss.manifest.recall;
       const f = served.find((x) => x.engine === "faiss")!;
       if (fr) ratios.push({ id: `million/${label}/faiss_measured_recall`, label: `${label}: the faiss (IVF) version's measured recall@10 (its manifest)`, value: fr.measured, better: "higher", goal: 0.95 });
       if (Number.isFinite(faissHeldOut)) ratios.push({ id: `million/${label}/faiss_held_out_recall`, label: `${label}: the faiss (IVF) version's recall@10 on ${HELD_OUT} held-out queries`, value: faissHeldOut, better: "higher", goal: 0.95 });
       ratios.push({ id: `million/${label}/faiss_search_p95_vs_exact`, label: `${label}: /search p95 at ${CONNS} connections, faiss (IVF) ÷ flat`, value: f.p95 / f1.p95, better: "lower", goal: 0.1 });
-    }
-    const notes = [
-      `hnsw version ${hnsw.manifest.version.slice(0, 12)}: ${n.toLocaleString("en-US")} vectors, ${rc ? `recall@${rc.k} ${rc.measured.toFixed(3)} measured on ${rc.sample} rows against exact search (${rc.met ? "met" : "missed"} target ${rc.target}; tried ${rc.tried.map((x) => `${Object.entries(x.params).map(([k, v]) => `${k} ${v}`).join("/")}: ${x.recall.toFixed(3)}`).join(", ")})` : "no recall check"}.`,
-    ];
-    const fr = faiss?.manifest.recall;
-    if (faiss && fr) {
-      notes.push(`faiss version ${faiss.manifest.version.slice(0, 12)} (served as ${faiss.manifest.engine}): recall@${fr.k} ${fr.measured.toFixed(3)} (${fr.met ? "met" : "missed"} target ${fr.target}; tried ${fr.tried.map((x) => `${Object.entries(x.params).map(([k, v]) => `${k} ${v}`).join("/") || "as built"}: ${x.recall.toFixed(3)}${x.corpus !== undefined ? ` (corpus ${x.corpus.toFixed(3)}, logged ${x.queries!.toFixed(3)})` : ""}`).join(", ")}).`);
+      if (fr) {
+        notes.push(`faiss version ${faiss.manifest.version.slice(0, 12)} (served as ${faiss.manifest.engine}): recall@${fr.k} ${fr.measured.toFixed(3)} (${fr.met ? "met" : "missed"} target ${fr.target}; tried ${fr.tried.map((x) => `${Object.entries(x.params).map(([k, v]) => `${k} ${v}`).join("/") || "as built"}: ${x.recall.toFixed(3)}${x.corpus !== undefined ? ` (corpus ${x.corpus.toFixed(3)}, logged ${x.queries!.toFixed(3)})` : ""}`).join(", ")}).`);
+      }
     }
     return { tables: [builds, serveTable], ratios, charts: [], notes };
   } finally {
