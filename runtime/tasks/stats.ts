@@ -190,14 +190,37 @@ export function alternatives(count: number, dims: number, docsBytes: number, M =
 }
 
 /**
+ * Inverted lists over uncompressed vectors (`IVF<nlist>,Flat`), or one-byte scalars (`SQ8`) when those do not fit
+ * the memory budget: what to move to when a graph's recall check has shown that no graph reaches the target on
+ * this corpus. A probed list is scanned whole, so near-duplicates that a graph's pruning drops are still found
+ * (measured at 1M near-duplicate rows: held-out recall@10 0.978 at nprobe 32 where HNSW gave 0.664).
+ */
+export function invertedFile(count: number, dims: number, docsBytes: number, memoryBudgetBytes: number): Alternative {
+  const nlist = 2 ** Math.round(Math.log2(Math.min(65536, Math.max(64, 4 * Math.sqrt(count)))));
+  const train = Math.min(count, 100_000), nprobe = 32;
+  const centroids = nlist * dims * 4;
+  const flatBytes = count * (dims * 4 + 8) + centroids + docsBytes;
+  const code = flatBytes <= memoryBudgetBytes ? "Flat" : "SQ8";
+  const perVector = code === "Flat" ? dims * 4 : dims;
+  return {
+    engine: "faiss",
+    options: { factory: `IVF${nlist},${code}`, nprobe, train_rows: 100_000 },
+    est_memory_bytes: Math.round(count * (perVector + 8) + centroids + docsBytes),
+    est_build_s: (train * nlist * dims * 2 * 25 + count * nlist * dims * 2) / DENSE_FLOPS,
+    est_search_ms: ((nlist * dims * 2 + nprobe * (count / nlist) * dims * 2) / SEARCH_FLOPS) * 1000,
+  };
+}
+
+/**
  * Urgency 0..1 of moving off exact search, the max of two terms:
  * - latency: p95 (observed, else `estimateExactP95Ms`) against the budget, on a log
  *   scale: 0 at a quarter of the budget, 0.5 at half, 1 at the budget;
  * - size: bytes scanned per query, 0 at 256 MiB (~175k × 384), 1 at 4 GiB (~2.8M × 384), log scale, because
  *   exact search time grows linearly with them while HNSW's grows with log(count).
  * Below 0.3 keep flat, from 0.3 plan the move, from 0.7 make it. The alternative is HNSW while its graph fits
- * the memory budget, else IVF-PQ (compressed codes). Engines that are already approximate score the latency
- * term only, and the advice is to tune them.
+ * the memory budget, else IVF-PQ (compressed codes); when the version's recall check showed that HNSW misses its
+ * target on this corpus, inverted lists over full vectors (`invertedFile`). Engines that are already approximate
+ * score the latency term only, and the advice is to tune them.
  */
 export function assessMigration(input: MigrationInput): MigrationAssessment {
   const budget = input.latencyBudgetMs ?? 50;
@@ -211,7 +234,10 @@ export function assessMigration(input: MigrationInput): MigrationAssessment {
   // A recall check that had to grow the graph measured what this corpus needs; estimate with that.
   const r = input.recall;
   const alts = alternatives(input.count, input.dims, input.docsBytes, Math.max(16, r?.params.connectivity ?? 16));
-  const pick = alts.find((a) => a.est_memory_bytes <= memBudget) ?? alts[alts.length - 1];
+  // A graph that missed its target even after the check grew it will miss again: inverted lists instead.
+  const graphFailed = r?.fallback !== undefined && r.engine === "hnsw";
+  if (graphFailed) alts.push(invertedFile(input.count, input.dims, input.docsBytes, memBudget));
+  const pick = graphFailed ? alts[alts.length - 1] : (alts.find((a) => a.est_memory_bytes <= memBudget) ?? alts[alts.length - 1]);
   const label = pick.engine === "hnsw" ? `hnsw${pick.options.quantization ? ` (quantization ${String(pick.options.quantization)})` : ""}${pick.options.connectivity !== 16 ? ` connectivity ${String(pick.options.connectivity)}` : ""}` : `faiss ${String(pick.options.factory)}`;
   const urgency = Math.round((flat ? Math.max(latency, size) : latency) * 1000) / 1000;
   const notes: string[] = [];
@@ -225,9 +251,12 @@ export function assessMigration(input: MigrationInput): MigrationAssessment {
   if (r) {
     const params = Object.entries(r.params).map(([k, v]) => `${k} ${v}`).join(", ");
     notes.push(`${r.engine} measured recall@10 ${r.measured.toFixed(3)} (target ${r.target}) at ${params} on ${r.sample} corpus rows${r.queries && r.corpus ? ` (${r.corpus.measured.toFixed(3)}) and ${r.queries.sample} logged queries (${r.queries.measured.toFixed(3)})` : ""}`);
-    if (r.fallback) {
+    if (graphFailed) {
+      notes.push(`hnsw missed its recall target even at ${params}, so this version is served by exact search; ` +
+        `a graph will miss again on this corpus, inverted lists scan whole clusters and keep recall on near-duplicate data (docs/index-engines.md; the faiss engine needs scripts/build-faiss-node.sh)`);
+    } else if (r.fallback) {
       // The approximate engine could not reach the target: moving to it again would only repeat the fallback.
-      recommendation = urgency >= 0.3 ? `tune ${r.engine}: raise max_connectivity or lower target_recall (served exactly meanwhile)` : "keep flat";
+      recommendation = urgency >= 0.3 ? `tune ${r.engine}: a finer code (Flat or SQ8 in place of PQ) or lower target_recall (served exactly meanwhile)` : "keep flat";
       notes.push(`${r.engine} missed its recall target, so this version is served by exact search`);
     } else if (!r.met) {
       recommendation = `tune ${input.engine}: recall ${r.measured.toFixed(3)} is under its target ${r.target}`;

@@ -100,7 +100,17 @@ describe("migration model", () => {
     const logged = assessMigration({ engine: "flat", count: 1_000_000, dims: 384, docsBytes: 0, p95Ms: 60, recall: { ...recall, corpus: { sample: 300, measured: 0.99 }, queries: { sample: 500, measured: 0.97 } } });
     expect(logged.reasoning.notes.join(" ")).toMatch(/on 300 corpus rows \(0\.990\) and 500 logged queries \(0\.970\)/);
     const fell = assessMigration({ engine: "flat", count: 1_000_000, dims: 384, docsBytes: 0, p95Ms: 60, recall: { ...recall, measured: 0.8, met: false, fallback: "flat" } });
-    expect(fell.recommendation).toMatch(/^tune hnsw: raise max_connectivity/);
+    // The check already grew the graph as far as it could: the advice is inverted lists, not a bigger graph.
+    expect(fell.recommendation).toBe("migrate to faiss IVF4096,Flat");
+    expect(fell.reasoning.chosen).toBe("faiss IVF4096,Flat");
+    expect(fell.reasoning.alternatives.at(-1)!.est_memory_bytes).toBe(1e6 * (384 * 4 + 8) + 4096 * 384 * 4);
+    expect(fell.reasoning.notes.join(" ")).toMatch(/hnsw missed its recall target even at connectivity 64, expansion_search 128/);
+    const tight = assessMigration({ engine: "flat", count: 1_000_000, dims: 384, docsBytes: 0, p95Ms: 60, memoryBudgetBytes: 1024 ** 3, recall: { ...recall, measured: 0.8, met: false, fallback: "flat" } });
+    expect(tight.recommendation).toBe("migrate to faiss IVF4096,SQ8");
+    const quiet = assessMigration({ engine: "flat", count: 20_000, dims: 384, docsBytes: 0, p95Ms: 2, recall: { ...recall, measured: 0.8, met: false, fallback: "flat" } });
+    expect(quiet.recommendation).toBe("keep flat");
+    const ivfFell = assessMigration({ engine: "flat", count: 1_000_000, dims: 384, docsBytes: 0, p95Ms: 60, recall: { ...recall, engine: "faiss", params: { nprobe: 4096 }, measured: 0.9, met: false, fallback: "flat" } });
+    expect(ivfFell.recommendation).toMatch(/^tune faiss: a finer code/);
     const under = assessMigration({ engine: "hnsw", count: 1_000_000, dims: 384, docsBytes: 0, p95Ms: 3, recall: { ...recall, measured: 0.8, met: false } });
     expect(under.recommendation).toBe("tune hnsw: recall 0.800 is under its target 0.95");
   });
