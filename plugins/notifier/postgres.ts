@@ -10,7 +10,8 @@ import { z } from "zod";
 import { definePlugin, type Notifier } from "../../runtime/contracts.ts";
 import { ApfaError, errorMessage } from "../../runtime/errors.ts";
 import { redact } from "../../runtime/log.ts";
-import { backoffMs, decodeSwapEvent, encodeSwapEvent, withTimeout } from "./_event.ts";
+import { listenForever } from "../../runtime/pg-listen.ts";
+import { decodeSwapEvent, encodeSwapEvent, withTimeout } from "./_event.ts";
 
 export const NAME = "postgres";
 
@@ -76,74 +77,25 @@ export default definePlugin({
       },
 
       async subscribe(handler, { onReconnect } = {}) {
-        let client: pg.Client | undefined;
-        let closed = false;
-        let timer: ReturnType<typeof setTimeout> | undefined;
-
-        const listen = async (): Promise<pg.Client> => {
-          const c = new pg.Client(connOpts);
-          c.on("notification", (msg) => {
-            if (msg.channel !== channel || msg.payload === undefined) return;
-            const event = decodeSwapEvent(msg.payload, log);
-            if (!event) return;
-            try {
-              handler(event);
-            } catch (err) {
-              log.error("swap event handler threw", { error: errorMessage(err) });
-            }
-          });
-          c.on("error", (err) => lost(c, err));
-          c.on("end", () => lost(c));
-          try {
-            await c.connect();
-            await c.query(`LISTEN ${pg.escapeIdentifier(channel)}`);
-          } catch (err) {
-            await c.end().catch(() => {});
-            throw err;
-          }
-          return c;
-        };
-
-        const lost = (c: pg.Client, err?: Error) => {
-          if (c !== client || closed) return; // the second of `error` + `end`, or a connection being retired
-          client = undefined;
-          log.warn("postgres listener connection lost; reconnecting", { url: shown, error: err?.message ?? "connection ended" });
-          c.end().catch(() => {});
-          void reconnect(0);
-        };
-
-        const reconnect = async (attempt: number): Promise<void> => {
-          await new Promise<void>((r) => (timer = setTimeout(r, backoffMs(attempt))));
-          if (closed) return;
-          let c: pg.Client;
-          try {
-            c = await listen();
-          } catch (err) {
-            log.debug("postgres listener reconnect failed", { attempt: attempt + 1, error: errorMessage(err) });
-            return reconnect(attempt + 1);
-          }
-          if (closed) return void (await c.end().catch(() => {}));
-          client = c;
-          log.info("postgres listener reconnected", { url: shown });
-          try {
-            onReconnect?.();
-          } catch (err) {
-            log.error("onReconnect threw", { error: errorMessage(err) });
-          }
-        };
-
+        let end: () => Promise<void>;
         try {
-          client = await listen(); // bounded by connectionTimeoutMillis and query_timeout
+          end = await listenForever({ // the first LISTEN is bounded by connectionTimeoutMillis and query_timeout
+            connection: connOpts,
+            channel,
+            shown,
+            log,
+            onReconnect,
+            onPayload(payload) {
+              const event = decodeSwapEvent(payload, log);
+              if (event) handler(event);
+            },
+          });
         } catch (err) {
           throw fail(`LISTEN ${channel}`, err);
         }
         const unsubscribe = async () => {
           closers.delete(unsubscribe);
-          closed = true;
-          clearTimeout(timer);
-          const c = client;
-          client = undefined;
-          await c?.end().catch(() => {});
+          await end();
         };
         closers.add(unsubscribe);
         return unsubscribe;
