@@ -9,9 +9,12 @@
 import * as os from "node:os";
 import * as crypto from "node:crypto";
 import { EventEmitter } from "node:events";
-import { Logger as GraphileLogger, parseCronItems, run, type CronItem, type Job, type Runner, type Task, type WorkerEvents } from "graphile-worker";
+import { Logger as GraphileLogger, parseCronItems, run, type CronItem, type Job, type Runner, type Task, type WorkerEvents, type WorkerPool } from "graphile-worker";
 import { durationMs, TASK_QUEUES, type TaskName } from "./config/schema.ts";
+import type { Logger } from "./contracts.ts";
 import { errorMessage } from "./errors.ts";
+import { redact } from "./log.ts";
+import { listenForever } from "./pg-listen.ts";
 import type { Pipeline } from "./pipeline.ts";
 import { failOverdueRuns, jobOptions } from "./runs.ts";
 import { makeBuildIndex } from "./tasks/build-index.ts";
@@ -104,18 +107,15 @@ async function releaseOrphans(p: Pipeline, poolIds: string[], running: string[])
 }
 
 /**
- * Every runner in the process hears each `jobs:insert` and fetches at once, and graphile-worker's fetch locks
- * every available named queue with SKIP LOCKED, so the runner owning a serial queue's new job can find that
- * queue locked by another runner's fetch, come up empty and sleep a whole poll interval (the queue bench saw
- * p95 200× graphile-worker alone). After a notification, a serial runner whose fetch came up empty asks
- * (a plain read, no locks) whether a job of its own tasks is ready, and if so fetches again at once through
- * graphile-worker's public `nudge`. Runners with nothing waiting do not retry, so they do not contend again.
+ * graphile-worker's fetch locks every available named queue with SKIP LOCKED, so the runner owning a serial
+ * queue's new job can find that queue locked by another runner's fetch (a poll, or the next fetch after a job
+ * ended), come up empty and sleep a whole poll interval (the queue bench saw p95 200× graphile-worker alone when
+ * every runner fetched on every insert). After it was woken for a job, a serial runner whose fetch came up empty
+ * asks (a plain read, no locks) whether a job of its own tasks is ready, and if so fetches again at once through
+ * graphile-worker's public `nudge`. Returns the function that arms it (called when the runner is woken).
  */
-function retryContendedFetch(p: Pipeline, events: WorkerEvents, tasks: string[], retries = 3): void {
+function retryContendedFetch(p: Pipeline, events: WorkerEvents, tasks: string[], retries = 3): () => void {
   let left = 0;
-  events.on("pool:listen:notification", ({ message }) => {
-    if (message.channel === "jobs:insert") left = retries;
-  });
   events.on("worker:getJob:empty", ({ worker }) => {
     if (left <= 0) return;
     left--;
@@ -127,6 +127,52 @@ function retryContendedFetch(p: Pipeline, events: WorkerEvents, tasks: string[],
       if (r.rows[0]?.ready && !worker.getActiveJob()) worker.nudge();
     }).catch(() => {}); // only a faster pickup is lost; the poll still finds the job
   });
+  return () => void (left = retries);
+}
+
+/** Channel of migrations/000007: a JSON object of queue → jobs ready, one notification per inserting statement. */
+const JOBS_CHANNEL = "apfa_jobs";
+
+/**
+ * One LISTEN per process that wakes only the runner owning a new job. graphile-worker's `jobs:insert` names no
+ * task, so with one runner per queue every runner fetched on every insert and their fetches contended; each
+ * runner's own LISTEN on it is dropped once this one is up (`quiet`). If this LISTEN cannot start, the runners
+ * keep graphile-worker's; while it is reconnecting, the runners' poll finds new jobs, and every runner is woken
+ * once it is back.
+ */
+async function wakeOwners(p: Pipeline, log: Logger): Promise<{ runners: Map<string, { pool?: WorkerPool; arm?: () => void }>; quiet: boolean; close(): Promise<void> }> {
+  const runners = new Map<string, { pool?: WorkerPool; arm?: () => void }>();
+  const wake = (q: { pool?: WorkerPool; arm?: () => void } | undefined, n: number) => {
+    q?.arm?.();
+    q?.pool?.nudge(n);
+  };
+  const wakeAll = (n: number) => runners.forEach((q) => wake(q, n));
+  try {
+    const close = await listenForever({
+      connection: { connectionString: p.db.url, application_name: "apfa-worker", keepAlive: true, connectionTimeoutMillis: 5000 },
+      channel: JOBS_CHANNEL,
+      shown: String(redact(p.db.url)),
+      log,
+      onReconnect: () => wakeAll(1),
+      onPayload(payload) {
+        let ready: Record<string, unknown>;
+        try {
+          ready = JSON.parse(payload) as Record<string, unknown>;
+        } catch {
+          return wakeAll(1);
+        }
+        for (const [queue, n] of Object.entries(ready)) {
+          const count = typeof n === "number" && n > 0 ? n : 1;
+          if (queue === "") wakeAll(count);
+          else wake(runners.get(queue), count);
+        }
+      },
+    });
+    return { runners, quiet: true, close };
+  } catch (err) {
+    log.warn(`cannot LISTEN ${JOBS_CHANNEL}; every runner wakes on graphile-worker's jobs:insert instead`, { error: errorMessage(err) });
+    return { runners, quiet: false, close: async () => {} };
+  }
 }
 
 /** Routes graphile-worker's own logs into apfa's JSON logs. */
@@ -178,6 +224,7 @@ export async function startWorker(p: Pipeline, opts: WorkerOptions = {}): Promis
     log.info("worker metrics served", { url: endpoint.url });
   }
 
+  const owners = await wakeOwners(p, log);
   const runners = new Map<string, Runner>();
   let cronPlaced = opts.cron === false;
   for (const q of queues) {
@@ -191,27 +238,46 @@ export async function startWorker(p: Pipeline, opts: WorkerOptions = {}): Promis
     const recordId = (gid: string) =>
       p.db.pool.query("update apfa.workers set graphile_worker_ids = array_append(graphile_worker_ids, $2) where id = $1", [id, gid])
         .catch(() => {});
+    const owner: { pool?: WorkerPool; arm?: () => void } = {};
+    owners.runners.set(q, owner);
     events.on("pool:create", ({ workerPool }) => {
+      owner.pool = workerPool;
       poolIds.push(workerPool.id);
       void recordId(workerPool.id);
     });
+    // graphile-worker sends its LISTEN right after this event, on this client; queued behind it, the UNLISTEN
+    // leaves the runner's connection listening to worker:migrate only (also after a reconnect).
+    if (owners.quiet) {
+      events.on("pool:listen:success", ({ client }) => {
+        queueMicrotask(() => void client.query('UNLISTEN "jobs:insert"').catch(() => {}));
+      });
+    }
     events.on("worker:create", ({ worker }) => void recordId(worker.workerId));
     events.on("job:start", ({ job }) => started.set(job.id, Date.now()));
     events.on("job:complete", ({ job, error }) => finished(job, error));
-    if (p.config.queues[q] === 1) retryContendedFetch(p, events, Object.keys(taskList));
-    const runner = await run({
-      events,
-      pgPool: p.db.pool,
-      concurrency: p.config.queues[q],
-      taskList,
-      noHandleSignals: true,
-      pollInterval: durationMs(p.config.workers.poll_interval),
-      // Jobs that finish in the same tick are completed by one statement (and get their job_history rows from
-      // one trigger call, migrations/000006) instead of one round trip each; a stop flushes what is pending.
-      preset: { worker: { completeJobBatchDelay: 0 } },
-      parsedCronItems: cronPlaced ? [] : parseCronItems(cronItems(p)),
-      logger: graphileLogger(log.child({ queue: q })),
-    });
+    if (p.config.queues[q] === 1) owner.arm = retryContendedFetch(p, events, Object.keys(taskList));
+    let runner: Runner;
+    try {
+      runner = await run({
+        events,
+        pgPool: p.db.pool,
+        concurrency: p.config.queues[q],
+        taskList,
+        noHandleSignals: true,
+        pollInterval: durationMs(p.config.workers.poll_interval),
+        // Jobs that finish in the same tick are completed by one statement (and get their job_history rows from
+        // one trigger call, migrations/000006) instead of one round trip each; a stop flushes what is pending.
+        preset: { worker: { completeJobBatchDelay: 0 } },
+        parsedCronItems: cronPlaced ? [] : parseCronItems(cronItems(p)),
+        logger: graphileLogger(log.child({ queue: q })),
+      });
+    } catch (err) {
+      // Nothing started may outlive a failed start: the runners before this one, and the process's LISTEN.
+      await Promise.all([...runners.values()].map((r) => r.stop().catch(() => {})));
+      await owners.close();
+      await endpoint?.close();
+      throw err;
+    }
     cronPlaced = true;
     runners.set(q, runner);
     log.info("queue runner started", { queue: q, concurrency: p.config.queues[q], tasks: Object.keys(taskList) });
@@ -241,6 +307,7 @@ export async function startWorker(p: Pipeline, opts: WorkerOptions = {}): Promis
       clearInterval(heartbeat);
       log.info("worker stopping; waiting for running jobs", { reason });
       await Promise.all([...runners.values()].map((r) => r.stop().catch((err) => log.warn("runner stop failed", { error: errorMessage(err) }))));
+      await owners.close();
       await p.db.pool.query("update apfa.workers set stopped_at = now() where id = $1", [id]).catch(() => {});
       await endpoint?.close();
       await reaper.release();

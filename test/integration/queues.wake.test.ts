@@ -1,0 +1,80 @@
+/**
+ * One LISTEN per worker process wakes only the runner that owns a new job (migrations/000007 names the queue
+ * in a notification on `apfa_jobs`; the runners' own LISTEN on graphile-worker's `jobs:insert` is dropped).
+ * The poll interval here is an hour, so a job that runs was found through a notification, and a runner that
+ * fetched did so because it was woken; when the LISTEN connection is killed, the worker reconnects and wakes
+ * every runner once, so a job added while it was down still runs.
+ */
+import type { Task } from "graphile-worker";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startWorker, type WorkerHandle } from "../../runtime/worker.ts";
+import { openTestPipeline, type TestPipeline } from "../helpers/pg.ts";
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function waitFor(cond: () => boolean | Promise<boolean>, what: string, ms = 30_000): Promise<void> {
+  const until = Date.now() + ms;
+  while (!(await cond())) {
+    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
+    await sleep(25);
+  }
+}
+
+const ROUTES = { t_embed: "embedding", t_index: "indexing", t_misc: "maintenance" };
+
+describe("a new job wakes the runner that owns its queue", () => {
+  let tp: TestPipeline;
+  let handle: WorkerHandle;
+  const done: string[] = [];
+  const fetches = new Map<string, number>();
+
+  beforeAll(async () => {
+    tp = await openTestPipeline({ queues: { embedding: 2, indexing: 1, maintenance: 1 }, workers: { poll_interval: "1h" } });
+    const task = (name: string): Task => async () => void done.push(name);
+    handle = await startWorker(tp.pipeline, { tasks: { t_embed: task("t_embed"), t_index: task("t_index"), t_misc: task("t_misc") }, routes: ROUTES, cron: false });
+    // Each runner's first fetch (at its start) has begun by now; from here on a fetch means the runner was woken.
+    for (const [q, r] of handle.runners) {
+      fetches.set(q, 0);
+      r.events.on("worker:getJob:start", () => fetches.set(q, fetches.get(q)! + 1));
+    }
+  });
+  afterAll(async () => {
+    await handle?.stop("test done");
+    await tp?.close();
+  });
+
+  const add = (task: string, serial?: string) =>
+    tp.db.pool.query("select graphile_worker.add_job($1, '{}'::json, queue_name := $2)", [task, serial ?? null]);
+
+  it("the serial queue's job runs at once and no other runner fetches", async () => {
+    const before = new Map(fetches);
+    await add("t_index", "indexing");
+    await waitFor(() => done.includes("t_index"), "t_index to run (the poll is an hour away)");
+    await add("t_embed");
+    await waitFor(() => done.includes("t_embed"), "t_embed to run");
+    expect(fetches.get("maintenance")).toBe(before.get("maintenance"));
+    expect(fetches.get("indexing")!).toBeGreaterThan(before.get("indexing")!);
+    expect(fetches.get("embedding")!).toBeGreaterThan(before.get("embedding")!);
+  });
+
+  it("a task no queue claims wakes every runner", async () => {
+    const before = new Map(fetches);
+    await tp.db.pool.query("delete from apfa.task_queues where task = 't_misc'");
+    await add("t_misc");
+    await waitFor(() => done.includes("t_misc"), "t_misc to run");
+    for (const q of handle.runners.keys()) expect(fetches.get(q)!).toBeGreaterThan(before.get(q)!);
+  });
+
+  it("after its LISTEN connection is killed, the worker reconnects and finds the job added meanwhile", async () => {
+    const killed = await tp.db.pool.query(
+      "select pg_terminate_backend(pid) from pg_stat_activity where application_name = 'apfa-worker' and datname = current_database()",
+    );
+    expect(killed.rowCount).toBe(1);
+    done.length = 0;
+    await add("t_index", "indexing");
+    await waitFor(() => done.includes("t_index"), "t_index to run after the reconnect");
+    // And the new connection hears the next insert.
+    await add("t_embed");
+    await waitFor(() => done.includes("t_embed"), "t_embed to run");
+  });
+});
