@@ -227,7 +227,7 @@ export async function queueSuite(ctx: BenchContext): Promise<SuiteOutput> {
         ["apfa ÷ raw, serial queue", ...div(lat.apfaSerial, lat.rawSerial), ""],
       ],
       note: "from before the add_job query to the task function running: the query round trip plus LISTEN/NOTIFY pickup. " +
-        `apfa runs one graphile-worker runner per queue; every runner is nudged by every insert, and their job fetches contend for the serial queue's row (SKIP LOCKED); a serial runner that comes up empty after a notification checks (a plain read) for a ready job of its own and fetches again instead of waiting a pollInterval (${poll} ms). Each sample starts once the previous job's completion has committed and its queue is unlocked`,
+        `apfa runs one graphile-worker runner per queue and one LISTEN per process: an insert's notification (migrations/000007, channel apfa_jobs) names the job's queue and wakes only that queue's runner, where graphile-worker's own jobs:insert would wake every runner and their fetches would contend for the serial queue's row (SKIP LOCKED); a serial runner that still comes up empty after being woken checks (a plain read) for a ready job of its own and fetches again instead of waiting a pollInterval (${poll} ms). Each sample starts once the previous job's completion has committed and its queue is unlocked`,
     };
     tables.push(lt);
     ratios.push(
