@@ -37,6 +37,8 @@ const RECALL_K = 10;
 
 /** The largest HNSW `efSearch` the recall check tries (IVF stops at nlist). */
 const MAX_EF_SEARCH = 4096;
+/** Most searches the worker hands FAISS in one call (those that queued while it was busy). */
+const MAX_BATCH = 32;
 
 export interface FaissOptions {
   /** FAISS `index_factory` description, e.g. "HNSW32", "IVF1024,Flat", "IVF256,PQ48". @default "HNSW32" */
@@ -184,15 +186,37 @@ const ops = {
     index = faiss.Index.fromBuffer(buf);
     return { count: index.ntotal(), dims: index.getDimension(), bytes: buf.length };
   },
-  search({ query, k }) {
-    const r = index.search(Array.from(query), k);
-    const rows = [], scores = [];
-    for (let i = 0; i < r.labels.length; i++) if (r.labels[i] >= 0) { rows.push(r.labels[i]); scores.push(r.distances[i]); }
-    return { rows, scores };
-  },
 };
 
-parentPort.on("message", ({ id, op, args }) => {
+// Searches that arrived while FAISS was busy go to it as one call: FAISS spreads a batch over its threads and
+// reads each probed list once for all, where a single query runs on one thread. Each gets its own k back.
+let waiting = [], calls = 0;
+function searchWaiting() {
+  const batch = waiting.splice(0, workerData.maxBatch);
+  if (waiting.length) setImmediate(searchWaiting);
+  try {
+    if (loadError) throw new Error("faiss-node failed to load: " + loadError.message);
+    const k = Math.max(...batch.map((m) => m.args.k)), dims = batch[0].args.query.length;
+    const queries = new Array(batch.length * dims);
+    batch.forEach((m, i) => { for (let j = 0; j < dims; j++) queries[i * dims + j] = m.args.query[j]; });
+    const r = index.search(queries, k);
+    calls++;
+    batch.forEach((m, i) => {
+      const rows = [], scores = [];
+      for (let j = i * k; j < i * k + m.args.k; j++) if (r.labels[j] >= 0) { rows.push(r.labels[j]); scores.push(r.distances[j]); }
+      parentPort.postMessage({ id: m.id, ok: true, result: { rows, scores, call: calls } });
+    });
+  } catch (e) {
+    for (const m of batch) parentPort.postMessage({ id: m.id, ok: false, message: String((e && e.message) || e) });
+  }
+}
+
+parentPort.on("message", (msg) => {
+  const { id, op, args } = msg;
+  if (op === "search") {
+    if (waiting.push(msg) === 1) setImmediate(searchWaiting);
+    return;
+  }
   try {
     if (loadError) throw new Error("faiss-node failed to load: " + loadError.message);
     parentPort.postMessage({ id, ok: true, result: ops[op](args) });
@@ -209,7 +233,7 @@ interface FaissWorker {
 
 /** One worker thread plus request/response bookkeeping. It only keeps the process alive while a call is pending. */
 function spawn(): FaissWorker {
-  const worker = new Worker(WORKER, { eval: true, workerData: { faissPath: faissNodePath(), maxEfSearch: MAX_EF_SEARCH } });
+  const worker = new Worker(WORKER, { eval: true, workerData: { faissPath: faissNodePath(), maxEfSearch: MAX_EF_SEARCH, maxBatch: MAX_BATCH } });
   worker.unref();
   const pending = new Map<number, { resolve: (v: never) => void; reject: (e: unknown) => void }>();
   let seq = 0;
@@ -377,9 +401,14 @@ async function readChosen(file: string): Promise<Record<string, number> | undefi
   throw fail(`${file} is not a JSON object of positive integer settings: ${text.slice(0, 80)}`);
 }
 
-function faissSearcher(w: FaissWorker, dims: number, count: number, bytes: number): Searcher {
+/** A faiss version's searcher; `_calls` (tests) counts FAISS search calls, fewer than searches when they batched. */
+export type FaissSearcher = Searcher & { _calls(): number };
+
+function faissSearcher(w: FaissWorker, dims: number, count: number, bytes: number): FaissSearcher {
   let closed = false;
+  let calls = 0;
   return {
+    _calls: () => calls,
     count,
     dims,
     memoryBytes: bytes, // FAISS holds the whole file's content in the worker's heap
@@ -390,7 +419,9 @@ function faissSearcher(w: FaissWorker, dims: number, count: number, bytes: numbe
       }
       const n = Math.min(Math.floor(k), count);
       if (!(n >= 1)) return { rows: [], scores: [] };
-      return w.call("search", { query: compact(query), k: n });
+      const r = await w.call<{ rows: number[]; scores: number[]; call: number }>("search", { query: compact(query), k: n });
+      calls = Math.max(calls, r.call);
+      return { rows: r.rows, scores: r.scores };
     },
     async close() {
       closed = true;

@@ -1,6 +1,6 @@
 import * as fsp from "node:fs/promises";
 import { afterAll, describe, expect, it } from "vitest";
-import faiss, { faissNodeInstalled, META } from "../../plugins/index/faiss.ts";
+import faiss, { faissNodeInstalled, META, type FaissSearcher } from "../../plugins/index/faiss.ts";
 import { recallProbe } from "../../plugins/index/_recall.ts";
 import { buildVersion } from "../../runtime/stages/build.ts";
 import type { IndexEngine } from "../../runtime/contracts.ts";
@@ -88,6 +88,30 @@ describe("faiss engine", () => {
     const ms = performance.now() - started;
     // A blocked loop would tick once at most; a free one ticks many times while the worker scans.
     expect(ticks).toBeGreaterThan(Math.min(5, ms / 10));
+    await s.close();
+  });
+
+  it("searches that arrive together go to FAISS as one call, each with its own k and answer", async (t) => {
+    if (!installed) t.skip(SKIP);
+    const dims = 32;
+    const count = 5000;
+    const art = await make({ factory: "IVF16,Flat", nprobe: 4, target_recall: 0 }).build(randomUnitVectors(count, dims, 11), dims);
+    const dir = await writeArtifact(art);
+    dirs.push(dir);
+    const s = (await make({ factory: "IVF16,Flat", nprobe: 4 }).open(dir, { dims, count })) as FaissSearcher;
+    const queries = Array.from({ length: 24 }, (_, i) => randomUnitVectors(1, dims, 500 + i));
+    const ks = queries.map((_, i) => 1 + (i % 12));
+    const one: Array<{ rows: number[]; scores: number[] }> = [];
+    for (let i = 0; i < queries.length; i++) one.push(await s.search(queries[i], ks[i]));
+    expect(s._calls()).toBe(queries.length);
+    const together = await Promise.all(queries.map((q, i) => s.search(q, ks[i])));
+    expect(together.map((r) => r.rows)).toEqual(one.map((r) => r.rows));
+    together.forEach((r, i) => {
+      expect(r.rows).toHaveLength(ks[i]);
+      r.scores.forEach((x, j) => expect(x).toBeCloseTo(one[i].scores[j], 4));
+    });
+    // The positive signal: fewer FAISS calls than searches.
+    expect(s._calls() - queries.length).toBeLessThan(queries.length);
     await s.close();
   });
 
