@@ -130,6 +130,13 @@ function retryContendedFetch(p: Pipeline, events: WorkerEvents, tasks: string[],
   return () => void (left = retries);
 }
 
+/** A queue's runner as the process LISTEN wakes it: its graphile-worker pool once created, its slots, its re-check. */
+interface Owner {
+  pool?: WorkerPool;
+  concurrency: number;
+  arm?: () => void;
+}
+
 /** Channel of migrations/000007: a JSON object of queue → jobs ready, one notification per inserting statement. */
 const JOBS_CHANNEL = "apfa_jobs";
 
@@ -140,9 +147,9 @@ const JOBS_CHANNEL = "apfa_jobs";
  * keep graphile-worker's; while it is reconnecting, the runners' poll finds new jobs, and every runner is woken
  * once it is back.
  */
-async function wakeOwners(p: Pipeline, log: Logger): Promise<{ runners: Map<string, { pool?: WorkerPool; arm?: () => void }>; quiet: boolean; close(): Promise<void> }> {
-  const runners = new Map<string, { pool?: WorkerPool; arm?: () => void }>();
-  const wake = (q: { pool?: WorkerPool; arm?: () => void } | undefined, n: number) => {
+async function wakeOwners(p: Pipeline, log: Logger): Promise<{ runners: Map<string, Owner>; quiet: boolean; close(): Promise<void> }> {
+  const runners = new Map<string, Owner>();
+  const wake = (q: Owner | undefined, n: number) => {
     q?.arm?.();
     q?.pool?.nudge(n);
   };
@@ -153,7 +160,8 @@ async function wakeOwners(p: Pipeline, log: Logger): Promise<{ runners: Map<stri
       channel: JOBS_CHANNEL,
       shown: String(redact(p.db.url)),
       log,
-      onReconnect: () => wakeAll(1),
+      // What was inserted meanwhile is unknown: every worker of every runner looks once.
+      onReconnect: () => runners.forEach((q) => wake(q, q.concurrency)),
       onPayload(payload) {
         let ready: Record<string, unknown>;
         try {
@@ -238,7 +246,7 @@ export async function startWorker(p: Pipeline, opts: WorkerOptions = {}): Promis
     const recordId = (gid: string) =>
       p.db.pool.query("update apfa.workers set graphile_worker_ids = array_append(graphile_worker_ids, $2) where id = $1", [id, gid])
         .catch(() => {});
-    const owner: { pool?: WorkerPool; arm?: () => void } = {};
+    const owner: Owner = { concurrency: p.config.queues[q] };
     owners.runners.set(q, owner);
     events.on("pool:create", ({ workerPool }) => {
       owner.pool = workerPool;
