@@ -12,6 +12,11 @@
  * setting the file carries — `nprobe` for IVF indexes, `efSearch` for HNSW ones — until the target is met.
  * The choice goes into the manifest and into `faiss.json` beside the index, which `open` applies (a larger
  * configured `nprobe` still wins). Other indexes (Flat, PQ) have no such setting and are measured as built.
+ *
+ * Serving (`mmap`, default on): an IVF index's inverted lists, nearly all of its bytes, are copied at the first
+ * open into `index.ivfdata` beside the index and read by FAISS's own on-disk lists from a shared memory map, so
+ * server processes on one version share one copy in the page cache; only the header and the coarse centroids sit
+ * in each worker's heap. Searches that queue while FAISS is busy go to it as one call.
  * @module
  */
 import * as fsp from "node:fs/promises";
@@ -57,6 +62,12 @@ export interface FaissOptions {
   on_recall_miss: "fail" | "exact" | "accept";
   /** Corpus rows the recall check queries with. @default 300 */
   recall_sample: number;
+  /**
+   * Serve an IVF index's inverted lists from a memory-mapped file beside it (`index.ivfdata`, written at the
+   * first open), so every server process shares one copy of the vectors in the page cache; false loads the
+   * whole index into each process's heap. Other indexes are always loaded. @default true
+   */
+  mmap: boolean;
 }
 
 const options = z.strictObject({
@@ -66,6 +77,7 @@ const options = z.strictObject({
   target_recall: z.number().min(0).max(1).default(0.95).describe("Recall@10 the version must reach, measured against exact search at build time (nprobe or efSearch is raised until it does); 0 skips the check"),
   on_recall_miss: z.enum(["fail", "exact", "accept"]).default("exact").describe("When target_recall is out of reach: fail the build, serve with exact search, or accept the lower recall"),
   recall_sample: z.number().int().min(10).max(100000).default(300).describe("Corpus rows the recall check queries with"),
+  mmap: z.boolean().default(true).describe("IVF indexes: serve the inverted lists from a memory-mapped file beside the index (index.ivfdata), shared by every process; false loads them into each process's heap"),
 });
 
 const fail = (msg: string, cause?: unknown) => new ApfaError("index", msg, { cause, where: "index:faiss" });
@@ -100,6 +112,9 @@ const fs = require("node:fs");
 let faiss, loadError, index = null;
 try { faiss = require(workerData.faissPath); } catch (e) { loadError = e; }
 const CHUNK = 16384;
+// The part of an IVF file read to find its inverted lists: the header and the coarse quantizer (65,536 lists of
+// 1,024 dims are 256 MiB).
+const HEAD_MAX = 272 << 20;
 
 // The search-time setting a serialised index carries, found in its bytes because faiss-node has no setters.
 // Both layouts start with fourcc, d:i32, ntotal:i64, 2 dummy i64, is_trained:u8, metric_type:i32 (+ metric_arg:f32
@@ -142,6 +157,87 @@ function setTo(buf, s, value) {
   else buf.writeInt32LE(v, s.at);
 }
 
+// IVF indexes keep their vectors in inverted lists. FAISS writes them as an "ilar" block, the index file's last:
+// fourcc, nlist:u64, code_size:u64, "full", a size-prefixed u64 vector of list sizes, then each list's codes and
+// ids. FAISS's on-disk lists ("ilod": the same nlist and code_size, one {size, capacity, offset} u64 triple a list,
+// no free slots, the data file's name, its size) read that data from a file it memory-maps (MAP_SHARED), and each
+// list's place there (codes, then ids) is the layout "ilar" stores them in. So the data region is copied once into
+// a file beside the index, and every process's FAISS maps that one file: the page cache holds the vectors once.
+// Returns null (load into the heap as before) for other indexes, or when the layout does not check out.
+function mappedLists(file) {
+  const fd = fs.openSync(file, "r");
+  try {
+    const size = fs.fstatSync(fd).size;
+    // The lists' sizes sit after the quantizer, whose size is unknown until parsed: read 4 MiB, then 4× more.
+    for (let want = 4 << 20; ; want *= 4) {
+      const head = Buffer.allocUnsafe(Math.min(size, want, HEAD_MAX));
+      fs.readSync(fd, head, 0, head.length, 0);
+      if (!head.toString("latin1", 0, 2).startsWith("Iw")) return null;
+      const found = listsIn(head, size, file, fd);
+      if (found || head.length === size || head.length === HEAD_MAX) return found;
+    }
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+// The "ilar" block in \`head\` whose data ends exactly at the file's end (float bytes of the quantizer that happen
+// to read "ilar" do not), its data copied to the file beside the index; null when there is none in \`head\`.
+function listsIn(head, size, file, fd) {
+  for (let at = head.indexOf("ilar", 53, "latin1"); at >= 0 && at + 32 <= head.length; at = head.indexOf("ilar", at + 1, "latin1")) {
+    const nlist = Number(head.readBigUInt64LE(at + 4)), codeSize = Number(head.readBigUInt64LE(at + 12));
+    if (head.toString("latin1", at + 20, at + 24) !== "full" || Number(head.readBigUInt64LE(at + 24)) !== nlist) continue;
+    const start = at + 32 + nlist * 8;
+    if (codeSize < 1 || start > head.length) continue;
+    const triples = Buffer.alloc(nlist * 24);
+    let bytes = 0;
+    for (let i = 0; i < nlist; i++) {
+      const n = Number(head.readBigUInt64LE(at + 32 + i * 8));
+      triples.writeBigUInt64LE(BigInt(n), i * 24);
+      triples.writeBigUInt64LE(BigInt(n), i * 24 + 8);
+      triples.writeBigUInt64LE(BigInt(bytes), i * 24 + 16);
+      bytes += n * (codeSize + 8);
+    }
+    if (start + bytes !== size) continue;
+    const data = file.replace(/\.faiss$/, "") + ".ivfdata";
+    copyOnce(fd, start, bytes, data);
+    const name = Buffer.from(data, "utf8");
+    const u64 = (x) => { const b = Buffer.alloc(8); b.writeBigUInt64LE(BigInt(x)); return b; };
+    const block = Buffer.concat([Buffer.from("ilod", "latin1"), u64(nlist), u64(codeSize), u64(nlist), triples, u64(0), u64(name.length), name, u64(bytes)]);
+    return { head: Buffer.from(head.subarray(0, at)), block, bytes };
+  }
+  return null;
+}
+
+// Writes the lists' data to \`dest\` unless a complete copy is there (several server processes open one version at
+// once): a temp file linked into place, so a file at \`dest\` is always whole; one of the wrong size is replaced.
+function copyOnce(fd, start, bytes, dest) {
+  try {
+    if (fs.statSync(dest).size === bytes) return;
+  } catch {}
+  const tmp = dest + "." + process.pid + "." + Math.random().toString(36).slice(2) + ".tmp";
+  const out = fs.openSync(tmp, "w");
+  try {
+    const chunk = Buffer.alloc(Math.min(bytes, 16 << 20) || 1);
+    for (let done = 0; done < bytes; ) {
+      const n = fs.readSync(fd, chunk, 0, Math.min(chunk.length, bytes - done), start + done);
+      if (n <= 0) throw new Error("index file ended early at byte " + (start + done));
+      fs.writeSync(out, chunk, 0, n);
+      done += n;
+    }
+    fs.fsyncSync(out);
+  } finally {
+    fs.closeSync(out);
+  }
+  try {
+    fs.linkSync(tmp, dest);
+  } catch (e) {
+    if (!(e && e.code === "EEXIST" && fs.statSync(dest).size === bytes)) fs.renameSync(tmp, dest);
+  } finally {
+    fs.rmSync(tmp, { force: true });
+  }
+}
+
 const describe = (s) => (s ? { name: s.name, at: s.at, value: s.value, max: s.max } : null);
 
 const ops = {
@@ -178,13 +274,14 @@ const ops = {
     const r = faiss.Index.fromBuffer(buf).search(Array.from(queries), k);
     return Int32Array.from(r.labels);
   },
-  open({ file, nprobe, chosen }) {
-    const buf = fs.readFileSync(file);
+  open({ file, nprobe, chosen, mmap }) {
+    const lists = mmap ? mappedLists(file) : null;
+    const buf = lists ? lists.head : fs.readFileSync(file);
     const s = setting(buf);
     if (s && s.name === "nprobe") setTo(buf, s, Math.max(nprobe, (chosen && chosen.nprobe) || 0));
     else if (s && chosen && chosen.ef_search) setTo(buf, s, chosen.ef_search);
-    index = faiss.Index.fromBuffer(buf);
-    return { count: index.ntotal(), dims: index.getDimension(), bytes: buf.length };
+    index = faiss.Index.fromBuffer(lists ? Buffer.concat([buf, lists.block]) : buf);
+    return { count: index.ntotal(), dims: index.getDimension(), bytes: buf.length, mapped: lists ? lists.bytes : 0 };
   },
 };
 
@@ -342,10 +439,10 @@ export default definePlugin({
       async open(dir, info) {
         const w = spawn();
         const file = path.join(dir, FILE);
-        let got: { count: number; dims: number; bytes: number };
+        let got: { count: number; dims: number; bytes: number; mapped: number };
         try {
           const chosen = await readChosen(path.join(dir, META));
-          got = await w.call<{ count: number; dims: number; bytes: number }>("open", { file, nprobe: opts.nprobe, chosen });
+          got = await w.call<{ count: number; dims: number; bytes: number; mapped: number }>("open", { file, nprobe: opts.nprobe, chosen, mmap: opts.mmap });
           if (got.dims !== info.dims) throw fail(`${file} holds ${got.dims}-dim vectors but the index version says ${info.dims}`);
           if (got.count !== info.count) throw fail(`${file} holds ${got.count} vectors but the index version says ${info.count}`);
         } catch (err) {
@@ -411,7 +508,7 @@ function faissSearcher(w: FaissWorker, dims: number, count: number, bytes: numbe
     _calls: () => calls,
     count,
     dims,
-    memoryBytes: bytes, // FAISS holds the whole file's content in the worker's heap
+    memoryBytes: bytes, // in the worker's heap: the whole index, or without the inverted lists when they are mapped
     async search(query, k) {
       if (closed) throw fail("search on a closed index");
       if (!(query instanceof Float32Array) || query.length !== dims) {

@@ -1,4 +1,5 @@
 import * as fsp from "node:fs/promises";
+import * as path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import faiss, { faissNodeInstalled, META, type FaissSearcher } from "../../plugins/index/faiss.ts";
 import { recallProbe } from "../../plugins/index/_recall.ts";
@@ -113,6 +114,36 @@ describe("faiss engine", () => {
     // The positive signal: fewer FAISS calls than searches.
     expect(s._calls() - queries.length).toBeLessThan(queries.length);
     await s.close();
+  });
+
+  it("an IVF version's inverted lists are served from one memory-mapped file, with the same answers as from the heap", async (t) => {
+    if (!installed) t.skip(SKIP);
+    const dims = 32;
+    const count = 4000;
+    for (const factory of ["IVF16,Flat", "IVF16,SQ8"]) {
+      const art = await make({ factory, nprobe: 4, target_recall: 0 }).build(randomUnitVectors(count, dims, 21), dims);
+      const dir = await writeArtifact(art);
+      dirs.push(dir);
+      const data = path.join(dir, "index.ivfdata");
+      const heap = await make({ factory, nprobe: 4, mmap: false }).open(dir, { dims, count });
+      await expect(fsp.stat(data)).rejects.toThrow(/ENOENT/);
+      const mapped = await make({ factory, nprobe: 4 }).open(dir, { dims, count });
+      const written = await fsp.stat(data);
+      // The data file holds every vector's code and id; the heap keeps only the header and the centroids.
+      expect(written.size).toBe(count * ((factory.endsWith("SQ8") ? dims : dims * 4) + 8));
+      expect(mapped.memoryBytes).toBeLessThan(heap.memoryBytes - written.size + 1024);
+      expect((await fsp.readFile("/proc/self/maps", "utf8")).includes(data)).toBe(true);
+      // A second process's open (here a second searcher) maps the same file rather than writing it again.
+      const again = await make({ factory, nprobe: 4 }).open(dir, { dims, count });
+      expect((await fsp.stat(data)).ino).toBe(written.ino);
+      for (let q = 0; q < 20; q++) {
+        const query = randomUnitVectors(1, dims, 900 + q);
+        const want = await heap.search(query, 10);
+        expect((await mapped.search(query, 10)).rows).toEqual(want.rows);
+        expect((await again.search(query, 10)).rows).toEqual(want.rows);
+      }
+      await Promise.all([heap.close(), mapped.close(), again.close()]);
+    }
   });
 
   /** The opened version's recall on the check's own corpus-row queries, scored the check's way. */
