@@ -8,17 +8,10 @@
 import type { Task } from "graphile-worker";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startWorker, type WorkerHandle } from "../../runtime/worker.ts";
+import { waitFor as waitForWithin } from "../conformance/notifier.ts";
 import { openTestPipeline, type TestPipeline } from "../helpers/pg.ts";
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function waitFor(cond: () => boolean | Promise<boolean>, what: string, ms = 30_000): Promise<void> {
-  const until = Date.now() + ms;
-  while (!(await cond())) {
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
-    await sleep(25);
-  }
-}
+const waitFor = (pred: () => boolean, what: string) => waitForWithin(pred, what, 30_000);
 
 const ROUTES = { t_embed: "embedding", t_index: "indexing", t_misc: "maintenance" };
 
