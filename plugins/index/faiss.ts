@@ -216,25 +216,27 @@ function copyOnce(fd, start, bytes, dest) {
     if (fs.statSync(dest).size === bytes) return;
   } catch {}
   const tmp = dest + "." + process.pid + "." + Math.random().toString(36).slice(2) + ".tmp";
-  const out = fs.openSync(tmp, "w");
   try {
-    const chunk = Buffer.alloc(Math.min(bytes, 16 << 20) || 1);
-    for (let done = 0; done < bytes; ) {
-      const n = fs.readSync(fd, chunk, 0, Math.min(chunk.length, bytes - done), start + done);
-      if (n <= 0) throw new Error("index file ended early at byte " + (start + done));
-      fs.writeSync(out, chunk, 0, n);
-      done += n;
+    const out = fs.openSync(tmp, "w");
+    try {
+      const chunk = Buffer.alloc(Math.min(bytes, 16 << 20) || 1);
+      for (let done = 0; done < bytes; ) {
+        const n = fs.readSync(fd, chunk, 0, Math.min(chunk.length, bytes - done), start + done);
+        if (n <= 0) throw new Error("index file ended early at byte " + (start + done));
+        fs.writeSync(out, chunk, 0, n);
+        done += n;
+      }
+      fs.fsyncSync(out);
+    } finally {
+      fs.closeSync(out);
     }
-    fs.fsyncSync(out);
+    try {
+      fs.linkSync(tmp, dest);
+    } catch (e) {
+      if (!(e && e.code === "EEXIST" && fs.statSync(dest).size === bytes)) fs.renameSync(tmp, dest);
+    }
   } finally {
-    fs.closeSync(out);
-  }
-  try {
-    fs.linkSync(tmp, dest);
-  } catch (e) {
-    if (!(e && e.code === "EEXIST" && fs.statSync(dest).size === bytes)) fs.renameSync(tmp, dest);
-  } finally {
-    fs.rmSync(tmp, { force: true });
+    fs.rmSync(tmp, { force: true }); // after a link or a failure; a rename left nothing here
   }
 }
 
@@ -275,13 +277,19 @@ const ops = {
     return Int32Array.from(r.labels);
   },
   open({ file, nprobe, chosen, mmap }) {
-    const lists = mmap ? mappedLists(file) : null;
+    // A directory the data file cannot be written to (read-only, full) costs the sharing, not the version.
+    let lists = null, unmapped;
+    try {
+      lists = mmap ? mappedLists(file) : null;
+    } catch (e) {
+      unmapped = String((e && e.message) || e);
+    }
     const buf = lists ? lists.head : fs.readFileSync(file);
     const s = setting(buf);
     if (s && s.name === "nprobe") setTo(buf, s, Math.max(nprobe, (chosen && chosen.nprobe) || 0));
     else if (s && chosen && chosen.ef_search) setTo(buf, s, chosen.ef_search);
     index = faiss.Index.fromBuffer(lists ? Buffer.concat([buf, lists.block]) : buf);
-    return { count: index.ntotal(), dims: index.getDimension(), bytes: buf.length, mapped: lists ? lists.bytes : 0 };
+    return { count: index.ntotal(), dims: index.getDimension(), bytes: buf.length, mapped: lists ? lists.bytes : 0, unmapped };
   },
 };
 
@@ -368,7 +376,7 @@ export default definePlugin({
   name: NAME,
   description: "Any FAISS index_factory index via faiss-node (optional), run in a worker thread",
   options,
-  create(opts: FaissOptions): IndexEngine {
+  create(opts: FaissOptions, ctx): IndexEngine {
     /**
      * Recall of the built index at its search-time setting, doubled from where the build left it (the configured
      * nprobe; FAISS's efSearch) up to nlist or MAX_EF_SEARCH, stopping early when a doubling gains under 0.005.
@@ -439,10 +447,11 @@ export default definePlugin({
       async open(dir, info) {
         const w = spawn();
         const file = path.join(dir, FILE);
-        let got: { count: number; dims: number; bytes: number; mapped: number };
+        let got: { count: number; dims: number; bytes: number; mapped: number; unmapped?: string };
         try {
           const chosen = await readChosen(path.join(dir, META));
-          got = await w.call<{ count: number; dims: number; bytes: number; mapped: number }>("open", { file, nprobe: opts.nprobe, chosen, mmap: opts.mmap });
+          got = await w.call<{ count: number; dims: number; bytes: number; mapped: number; unmapped?: string }>("open", { file, nprobe: opts.nprobe, chosen, mmap: opts.mmap });
+          if (got.unmapped) ctx.log.warn("faiss: inverted lists loaded into this process's heap, not shared: cannot write their data file beside the index", { file, error: got.unmapped });
           if (got.dims !== info.dims) throw fail(`${file} holds ${got.dims}-dim vectors but the index version says ${info.dims}`);
           if (got.count !== info.count) throw fail(`${file} holds ${got.count} vectors but the index version says ${info.count}`);
         } catch (err) {

@@ -6,7 +6,7 @@ import { recallProbe } from "../../plugins/index/_recall.ts";
 import { buildVersion } from "../../runtime/stages/build.ts";
 import type { IndexEngine } from "../../runtime/contracts.ts";
 import { isApfaError } from "../../runtime/errors.ts";
-import { silentLogger } from "../../runtime/log.ts";
+import { createLogger, silentLogger } from "../../runtime/log.ts";
 import { randomUnitVectors, testIndexEngine, writeArtifact } from "../conformance/index.ts";
 
 const ctx = { baseDir: "/", log: silentLogger, env: {} };
@@ -144,6 +144,25 @@ describe("faiss engine", () => {
       }
       await Promise.all([heap.close(), mapped.close(), again.close()]);
     }
+  });
+
+  it("where the data file cannot be written, the version opens from the heap and the log says why", async (t) => {
+    if (!installed) t.skip(SKIP);
+    const dims = 16;
+    const count = 2000;
+    const art = await make({ factory: "IVF8,Flat", nprobe: 8, target_recall: 0 }).build(randomUnitVectors(count, dims, 31), dims);
+    const dir = await writeArtifact(art);
+    dirs.push(dir);
+    await fsp.mkdir(path.join(dir, "index.ivfdata")); // a directory where the file would go: rename fails
+    const lines: string[] = [];
+    const log = createLogger({}, { level: "warn", write: (l) => lines.push(l) });
+    const engine = faiss.create(faiss.options.parse({ factory: "IVF8,Flat", nprobe: 8 }), { ...ctx, log }) as IndexEngine;
+    const s = await engine.open(dir, { dims, count });
+    expect(lines.join("\n")).toMatch(/inverted lists loaded into this process's heap, not shared/);
+    expect(s.memoryBytes).toBeGreaterThan(count * dims * 4);
+    expect((await s.search(randomUnitVectors(1, dims, 77), 5)).rows).toHaveLength(5);
+    expect((await fsp.readdir(dir)).filter((f) => f.endsWith(".tmp"))).toEqual([]);
+    await s.close();
   });
 
   /** The opened version's recall on the check's own corpus-row queries, scored the check's way. */
