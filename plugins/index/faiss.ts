@@ -204,7 +204,7 @@ function listsIn(head, size, file, fd) {
     const name = Buffer.from(data, "utf8");
     const u64 = (x) => { const b = Buffer.alloc(8); b.writeBigUInt64LE(BigInt(x)); return b; };
     const block = Buffer.concat([Buffer.from("ilod", "latin1"), u64(nlist), u64(codeSize), u64(nlist), triples, u64(0), u64(name.length), name, u64(bytes)]);
-    return { head: Buffer.from(head.subarray(0, at)), block, bytes };
+    return { head: Buffer.from(head.subarray(0, at)), block };
   }
   return null;
 }
@@ -289,7 +289,7 @@ const ops = {
     if (s && s.name === "nprobe") setTo(buf, s, Math.max(nprobe, (chosen && chosen.nprobe) || 0));
     else if (s && chosen && chosen.ef_search) setTo(buf, s, chosen.ef_search);
     index = faiss.Index.fromBuffer(lists ? Buffer.concat([buf, lists.block]) : buf);
-    return { count: index.ntotal(), dims: index.getDimension(), bytes: buf.length, mapped: lists ? lists.bytes : 0, unmapped };
+    return { count: index.ntotal(), dims: index.getDimension(), bytes: buf.length, unmapped };
   },
 };
 
@@ -447,10 +447,10 @@ export default definePlugin({
       async open(dir, info) {
         const w = spawn();
         const file = path.join(dir, FILE);
-        let got: { count: number; dims: number; bytes: number; mapped: number; unmapped?: string };
+        let got: Opened;
         try {
           const chosen = await readChosen(path.join(dir, META));
-          got = await w.call<{ count: number; dims: number; bytes: number; mapped: number; unmapped?: string }>("open", { file, nprobe: opts.nprobe, chosen, mmap: opts.mmap });
+          got = await w.call<Opened>("open", { file, nprobe: opts.nprobe, chosen, mmap: opts.mmap });
           if (got.unmapped) ctx.log.warn("faiss: inverted lists loaded into this process's heap, not shared: cannot write their data file beside the index", { file, error: got.unmapped });
           if (got.dims !== info.dims) throw fail(`${file} holds ${got.dims}-dim vectors but the index version says ${info.dims}`);
           if (got.count !== info.count) throw fail(`${file} holds ${got.count} vectors but the index version says ${info.count}`);
@@ -463,6 +463,14 @@ export default definePlugin({
     };
   },
 });
+
+/** What the worker's `open` reports: the index's shape, its bytes in the heap, and why its lists are not mapped. */
+interface Opened {
+  count: number;
+  dims: number;
+  bytes: number;
+  unmapped?: string;
+}
 
 /** A search-time setting found in a serialised index (worker's `setting`): its name, byte offset, value and cap. */
 interface Setting {
