@@ -33,6 +33,12 @@ describe("faiss engine", () => {
   afterAll(async () => {
     for (const d of dirs) await fsp.rm(d, { recursive: true, force: true });
   });
+  /** Builds a version over `count` random rows with `opts` and writes it to a directory removed after the suite. */
+  const versionDir = async (opts: Record<string, unknown>, count: number, dims: number, seed: number) => {
+    const dir = await writeArtifact(await make(opts).build(randomUnitVectors(count, dims, seed), dims));
+    dirs.push(dir);
+    return dir;
+  };
 
   it("without faiss-node, build names the script that installs it", async (t) => {
     if (installed) t.skip("faiss-node is installed here");
@@ -76,9 +82,7 @@ describe("faiss engine", () => {
     if (!installed) t.skip(SKIP);
     const dims = 64;
     const count = 20_000;
-    const art = await make({ factory: "Flat" }).build(randomUnitVectors(count, dims, 9), dims);
-    const dir = await writeArtifact(art);
-    dirs.push(dir);
+    const dir = await versionDir({ factory: "Flat" }, count, dims, 9);
     const s = await make({ factory: "Flat" }).open(dir, { dims, count });
     let ticks = 0;
     const timer = setInterval(() => ticks++, 0);
@@ -96,9 +100,7 @@ describe("faiss engine", () => {
     if (!installed) t.skip(SKIP);
     const dims = 32;
     const count = 5000;
-    const art = await make({ factory: "IVF16,Flat", nprobe: 4, target_recall: 0 }).build(randomUnitVectors(count, dims, 11), dims);
-    const dir = await writeArtifact(art);
-    dirs.push(dir);
+    const dir = await versionDir({ factory: "IVF16,Flat", nprobe: 4, target_recall: 0 }, count, dims, 11);
     const s = (await make({ factory: "IVF16,Flat", nprobe: 4 }).open(dir, { dims, count })) as FaissSearcher;
     const queries = Array.from({ length: 24 }, (_, i) => randomUnitVectors(1, dims, 500 + i));
     const ks = queries.map((_, i) => 1 + (i % 12));
@@ -121,9 +123,7 @@ describe("faiss engine", () => {
     const dims = 32;
     const count = 4000;
     for (const factory of ["IVF16,Flat", "IVF16,SQ8"]) {
-      const art = await make({ factory, nprobe: 4, target_recall: 0 }).build(randomUnitVectors(count, dims, 21), dims);
-      const dir = await writeArtifact(art);
-      dirs.push(dir);
+      const dir = await versionDir({ factory, nprobe: 4, target_recall: 0 }, count, dims, 21);
       const data = path.join(dir, "index.ivfdata");
       const heap = await make({ factory, nprobe: 4, mmap: false }).open(dir, { dims, count });
       await expect(fsp.stat(data)).rejects.toThrow(/ENOENT/);
@@ -150,9 +150,7 @@ describe("faiss engine", () => {
     if (!installed) t.skip(SKIP);
     const dims = 16;
     const count = 2000;
-    const art = await make({ factory: "IVF8,Flat", nprobe: 8, target_recall: 0 }).build(randomUnitVectors(count, dims, 31), dims);
-    const dir = await writeArtifact(art);
-    dirs.push(dir);
+    const dir = await versionDir({ factory: "IVF8,Flat", nprobe: 8, target_recall: 0 }, count, dims, 31);
     await fsp.mkdir(path.join(dir, "index.ivfdata")); // a directory where the file would go: rename fails
     const lines: string[] = [];
     const log = createLogger({}, { level: "warn", write: (l) => lines.push(l) });
