@@ -8,9 +8,9 @@
  * with the `flat` engine reuses the vectors (nothing is embedded again) and serves the same corpus exactly, for
  * the comparison. A third run, when faiss-node is installed, builds an IVF index with the `faiss` engine after the
  * servers have logged query vectors, so its recall check measures on real queries too (the hnsw build came before
- * any), and serves it with one and two processes (its inverted lists memory-mapped). Reports the run's phases, the manifest's measured recall and the recall of queries from
- * outside the corpus, `/search` latency per engine, and the peak memory (PSS summed over the server's
- * processes) of two processes against one.
+ * any), and serves it with one and two processes (its inverted lists memory-mapped). Reports the run's phases,
+ * the manifest's measured recall and the recall of queries from outside the corpus, `/search` latency per
+ * engine, and the peak memory (PSS summed over the server's processes) of two processes against one.
  * Quick (CI) runs the same path at 20k documents; a full run (1M) took 26 minutes here, most of it the hnsw
  * graph build (13 min) and the IVF build (6 min).
  * @module

@@ -313,7 +313,6 @@ function u32(b: Uint8Array): Uint32Array {
   return b.byteOffset % 4 === 0 ? new Uint32Array(b.buffer, b.byteOffset, b.byteLength / 4) : new Uint32Array(b.slice().buffer);
 }
 
-
 /** key → row for a row → key map. */
 function invert(keys: Uint32Array): Int32Array {
   let max = 0;
