@@ -6,9 +6,9 @@
  * @module
  */
 import pg from "pg";
-import { backoffMs } from "../plugins/notifier/_event.ts";
 import type { Logger } from "./contracts.ts";
 import { errorMessage } from "./errors.ts";
+import { backoffMs } from "./retry.ts";
 
 export interface ListenOptions {
   /** Connection settings of the dedicated client. */

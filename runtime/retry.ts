@@ -1,4 +1,11 @@
-/** Exponential backoff for transient failures (store uploads, remote calls) inside one job attempt. @module */
+/** Exponential backoff for transient failures (store uploads, remote calls) inside one job attempt, and the
+ * reconnect delay of long-lived connections (notifiers, the worker's LISTEN). @module */
+
+/** Reconnect delay after `attempt` failures: 100 ms doubling to a 5 s cap, with jitter so a fleet of
+ * servers does not reconnect in lockstep. */
+export function backoffMs(attempt: number): number {
+  return Math.round(Math.min(100 * 2 ** attempt, 5000) * (0.75 + Math.random() * 0.5));
+}
 
 export interface RetryOptions {
   /** Total attempts including the first. @default 4 */

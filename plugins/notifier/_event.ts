@@ -44,11 +44,6 @@ export function decodeSwapEvent(raw: string, log: Logger): SwapEvent | undefined
   return r.data;
 }
 
-/** Reconnect delay after `attempt` failures: 100 ms doubling to a 5 s cap, with jitter so a fleet of
- * servers does not reconnect in lockstep. */
-export function backoffMs(attempt: number): number {
-  return Math.round(Math.min(100 * 2 ** attempt, 5000) * (0.75 + Math.random() * 0.5));
-}
 
 /** Rejects with a `notifier`/`timeout` error when `p` does not settle within `ms`. */
 export function withTimeout<T>(p: Promise<T>, ms: number, what: string, where: string): Promise<T> {

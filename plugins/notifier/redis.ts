@@ -11,7 +11,8 @@ import { z } from "zod";
 import { definePlugin, type Notifier } from "../../runtime/contracts.ts";
 import { ApfaError, errorMessage } from "../../runtime/errors.ts";
 import { redact } from "../../runtime/log.ts";
-import { backoffMs, decodeSwapEvent, encodeSwapEvent, withTimeout } from "./_event.ts";
+import { backoffMs } from "../../runtime/retry.ts";
+import { decodeSwapEvent, encodeSwapEvent, withTimeout } from "./_event.ts";
 
 export const NAME = "redis";
 
