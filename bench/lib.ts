@@ -289,25 +289,30 @@ export type SuiteOutput = Pick<SuiteResult, "tables" | "ratios" | "charts" | "no
 export type Suite = (ctx: BenchContext) => Promise<SuiteOutput>;
 
 /**
- * CPU time (ms) used so far by the client backends serving database `db` (their process titles name it), from
- * /proc; autovacuum workers are left out. Backends that already exited are not counted, so sample before
- * closing the pools being measured.
+ * CPU time (ms) of the client backends serving database `db` (their process titles name it) since `since`, a
+ * snapshot this function returned before, from /proc; autovacuum workers are left out. Returns the figure and
+ * the new snapshot. Counted per backend, so one that ends meanwhile (a pool closed by the run before) takes
+ * nothing away; one that starts and ends between two snapshots is not counted, so sample before closing the
+ * pools being measured.
  */
-export function postgresCpuMs(db: string): number {
+export function postgresCpuMs(db: string, since: Map<number, number> = new Map()): { ms: number; snapshot: Map<number, number> } {
+  const snapshot = new Map<number, number>();
   let ticks = 0;
-  for (const pid of fs.readdirSync("/proc").filter((d) => /^\d+$/.test(d))) {
+  for (const pid of fs.readdirSync("/proc").filter((d) => /^\d+$/.test(d)).map(Number)) {
     try {
       const title = fs.readFileSync(`/proc/${pid}/cmdline`, "utf8");
       // Autovacuum comes and goes on its own schedule; counting it would make single runs incomparable.
       if (!title.includes(` ${db} `) || title.includes("autovacuum")) continue;
       const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
       const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-      ticks += Number(f[11]) + Number(f[12]); // utime, stime (fields 14 and 15)
+      const t = Number(f[11]) + Number(f[12]); // utime, stime (fields 14 and 15)
+      snapshot.set(pid, t);
+      ticks += t - (since.get(pid) ?? 0);
     } catch {
       // the process ended meanwhile
     }
   }
-  return (ticks * 1000) / 100; // USER_HZ is 100 on Linux
+  return { ms: (ticks * 1000) / 100, snapshot }; // USER_HZ is 100 on Linux
 }
 
 /** Seconds from the fan-in to build_index starting (job history is written just after the job ends, so wait for it). */

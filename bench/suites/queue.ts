@@ -102,7 +102,7 @@ async function vacuumJobs(pool: pg.Pool): Promise<void> {
 async function throughput({ pool, db, start }: Target, concurrency: number, n: number): Promise<Throughput> {
   await vacuumJobs(pool);
   await pool.query("select graphile_worker.add_job('noop', '{}'::json) from generate_series(1, $1)", [n]);
-  const pg0 = postgresCpuMs(db);
+  const pg0 = postgresCpuMs(db).snapshot;
   const cpu0 = process.cpuUsage();
   let ran = 0;
   let all!: () => void;
@@ -112,7 +112,7 @@ async function throughput({ pool, db, start }: Target, concurrency: number, n: n
   await done;
   while (Number((await pool.query("select count(*) as c from graphile_worker._private_jobs")).rows[0].c) > 0) await new Promise((r) => setTimeout(r, 5));
   const ms = performance.now() - t0;
-  const pgCpu = postgresCpuMs(db) - pg0;
+  const pgCpu = postgresCpuMs(db, pg0).ms;
   const cpu = process.cpuUsage(cpu0);
   await w.stop();
   return { jobsPerS: n / (ms / 1000), pgCpu: (pgCpu / n) * 1000, nodeCpu: ((cpu.user + cpu.system) / 1000 / n) * 1000 };
