@@ -100,3 +100,24 @@ function probe(vectors: Float32Array, dims: number, kk: number, queries: Float32
     },
   };
 }
+
+/**
+ * The next search setting to measure when `lo` missed the target and `hi` met it: their midpoint, or undefined
+ * once they are within an eighth of `hi` (or adjacent). The checks double a setting until it meets the target, so
+ * the setting they stop at can be up to twice the least that would do, and every search pays for the excess (an
+ * IVF probe of 32 lists where 22 would do scans half as many vectors again). Bisecting down to an eighth costs
+ * about three more measurements.
+ */
+export function between(lo: number, hi: number): number | undefined {
+  return hi - lo <= Math.max(1, hi / 8) ? undefined : Math.round((lo + hi) / 2);
+}
+
+/**
+ * The setting a check keeps from what it `tried`: the least `name` that met `target`; when none did, the best
+ * recall (the first of equals, within 0.001).
+ */
+export function keep(tried: RecallReport["tried"], target: number, name: string): RecallReport["tried"][number] {
+  const met = tried.filter((t) => t.recall >= target);
+  if (met.length) return met.reduce((a, b) => ((b.params[name] ?? 0) < (a.params[name] ?? 0) ? b : a));
+  return tried.reduce((a, b) => (b.recall > a.recall + 0.001 ? b : a));
+}

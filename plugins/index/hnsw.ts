@@ -20,7 +20,7 @@ import { z } from "zod";
 import { definePlugin, type BuildOptions, type IndexArtifact, type IndexEngine, type Searcher } from "../../runtime/contracts.ts";
 import { ApfaError } from "../../runtime/errors.ts";
 import { checkVectors, withTemp } from "./_check.ts";
-import { queryProbe, recallProbe, type RecallProbe, type RecallReport } from "./_recall.ts";
+import { between, keep, queryProbe, recallProbe, type RecallProbe, type RecallReport } from "./_recall.ts";
 
 export const NAME = "hnsw";
 
@@ -51,7 +51,8 @@ export interface HnswOptions {
   /**
    * Recall@10 the version must reach, measured at build time against exact search on a sample of the corpus's
    * own rows and, once the server has logged some, of real queries (the lower figure counts;
-   * plugins/index/_recall.ts); `expansion_search` is doubled until it does. 0 skips the check. @default 0.95
+   * plugins/index/_recall.ts); `expansion_search` is doubled until it does, then narrowed to the least that
+   * does. 0 skips the check. @default 0.95
    */
   target_recall: number;
   /**
@@ -156,8 +157,10 @@ export default definePlugin({
 
     /**
      * Recall of the saved graph at doubling `expansion_search`, from the configured value to the cap, stopping
-     * early when a doubling gains under 0.005 (the graph, not the search, is then what limits it). With logged
-     * queries each setting is measured on corpus rows and on them, and the lower figure is the one that counts.
+     * early when a doubling gains under 0.005 (the graph, not the search, is then what limits it); once a
+     * doubling meets the target after a miss, bisected back to the least expansion_search that meets it. With
+     * logged queries each setting is measured on corpus rows and on them, and the lower figure is the one that
+     * counts.
      */
     const tune = (file: string, vectors: Float32Array, dims: number, connectivity: number, tried: RecallReport["tried"], keys?: Uint32Array, queries?: Float32Array): RecallReport => {
       const probe = recallProbe(vectors, dims, RECALL_K, opts.recall_sample);
@@ -171,23 +174,36 @@ export default definePlugin({
         });
         return p.score(answers);
       };
-      let ef = Math.min(opts.expansion_search, opts.max_expansion_search);
-      let prev = -1;
-      for (;;) {
+      const at = (ef: number) => {
         const index = make(dims, ef);
         index.view(file);
         const corpus = measure(index, probe);
         const q = logged && measure(index, logged);
         const recall = q === undefined ? corpus : Math.min(corpus, q);
         tried.push({ params: { connectivity, expansion_search: ef }, recall, ...(q === undefined ? {} : { corpus, queries: q }) });
+        return recall;
+      };
+      let ef = Math.min(opts.expansion_search, opts.max_expansion_search);
+      let prev = -1;
+      let missed: number | undefined;
+      for (;;) {
+        const recall = at(ef);
         if (recall >= opts.target_recall || ef >= opts.max_expansion_search || recall - prev < 0.005) {
-          const best = tried.filter((t) => t.params.connectivity === connectivity).reduce((a, b) => (b.recall > a.recall + 0.001 ? b : a));
+          // Met after a miss: the least expansion_search between the two that still meets it.
+          if (recall >= opts.target_recall && missed !== undefined) {
+            for (let lo = missed, hi = ef, mid = between(lo, hi); mid !== undefined; mid = between(lo, hi)) {
+              if (at(mid) >= opts.target_recall) hi = mid;
+              else lo = mid;
+            }
+          }
+          const best = keep(tried.filter((t) => t.params.connectivity === connectivity), opts.target_recall, "expansion_search");
           return {
             k: probe.k, target: opts.target_recall, measured: best.recall, sample: probe.rows.length,
             method: logged ? "leave-one-out+logged-queries" : "leave-one-out", params: best.params, tried, met: best.recall >= opts.target_recall,
             ...(logged ? { corpus: { sample: probe.rows.length, measured: best.corpus! }, queries: { sample: logged.rows.length, measured: best.queries! } } : {}),
           };
         }
+        missed = ef;
         prev = recall;
         ef = Math.min(ef * 2, opts.max_expansion_search);
       }

@@ -8,7 +8,7 @@ import * as fsp from "node:fs/promises";
 import * as os from "node:os";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { IndexArtifact, IndexEngine, Searcher } from "../../runtime/contracts.ts";
+import type { IndexArtifact, IndexEngine, IndexRecall, Searcher } from "../../runtime/contracts.ts";
 import { isApfaError } from "../../runtime/errors.ts";
 import { filteredSearch, rowFilter } from "../../runtime/filtered-search.ts";
 
@@ -71,6 +71,24 @@ export function bruteForce(vectors: Float32Array, dims: number, query: Float32Ar
   }
   const rows = Array.from({ length: count }, (_, i) => i).sort((a, b) => all[b] - all[a]).slice(0, k);
   return { rows, all };
+}
+
+/**
+ * Asserts a recall check kept the least `name` that met the target among the settings it tried with the chosen
+ * build (its other params), and, when a smaller one missed there, that it narrowed to within an eighth of the
+ * largest miss (plugins/index/_recall.ts `between`). Returns whether there was such a miss to narrow from.
+ */
+export function expectLeastMeeting(r: IndexRecall, name: string): boolean {
+  const chosen = r.params[name];
+  const same = r.tried.filter((t) => Object.entries(r.params).every(([k, v]) => k === name || t.params[k] === v));
+  const missed = same.filter((t) => t.recall < r.target).map((t) => t.params[name]);
+  const met = same.filter((t) => t.recall >= r.target).map((t) => t.params[name]);
+  const shown = JSON.stringify(r.tried);
+  expect(Math.min(...met), shown).toBe(chosen);
+  if (!missed.length) return false;
+  expect(Math.max(...missed), shown).toBeLessThan(chosen);
+  expect(chosen - Math.max(...missed), shown).toBeLessThanOrEqual(Math.max(1, chosen / 8));
+  return true;
 }
 
 /** Writes an artifact's files into a fresh temp directory, as the runtime does before `open`. */
