@@ -10,7 +10,7 @@
  * Recall check (`target_recall`, as for `hnsw`; plugins/index/_recall.ts): after a build the index is searched
  * with corpus rows (leave-one-out) and logged real queries, against exact search, doubling the search-time
  * setting the file carries — `nprobe` for IVF indexes, `efSearch` for HNSW ones — until the target is met,
- * then bisecting back to the least setting that meets it (within an eighth).
+ * then bisecting back to the least setting that clears it by its sampling error (within an eighth).
  * The choice goes into the manifest and into `faiss.json` beside the index, which `open` applies (a larger
  * configured `nprobe` still wins). Other indexes (Flat, PQ) have no such setting and are measured as built.
  *
@@ -28,7 +28,7 @@ import { z } from "zod";
 import { definePlugin, type IndexEngine, type Searcher } from "../../runtime/contracts.ts";
 import { ApfaError } from "../../runtime/errors.ts";
 import { checkVectors, withTemp } from "./_check.ts";
-import { between, keep, queryProbe, recallProbe, type RecallReport } from "./_recall.ts";
+import { between, clears, mean, queryProbe, recallProbe, type RecallReport } from "./_recall.ts";
 
 export const NAME = "faiss";
 
@@ -56,7 +56,7 @@ export interface FaissOptions {
   /**
    * Recall@10 the version must reach against exact search, measured at build time on corpus rows and logged
    * queries (the lower figure counts); `nprobe` (IVF) or `efSearch` (HNSW) is doubled until it does, then
-   * narrowed to the least that does. 0 skips the check. @default 0.95
+   * narrowed to the least that does by more than the sample's error. 0 skips the check. @default 0.95
    */
   target_recall: number;
   /** When the target is out of reach: `fail` the build, serve with `exact` search, or `accept` the lower recall. @default "exact" */
@@ -381,7 +381,8 @@ export default definePlugin({
     /**
      * Recall of the built index at its search-time setting, doubled from where the build left it (the configured
      * nprobe; FAISS's efSearch) up to nlist or MAX_EF_SEARCH, stopping early when a doubling gains under 0.005;
-     * once a doubling meets the target after a miss, bisected back to the least setting that meets it.
+     * once a doubling meets the target after a miss, bisected back to the least setting that clears it by its
+     * sampling error (`clears`).
      * With logged queries each setting is measured on corpus rows and on them; the lower figure counts.
      */
     const tune = async (file: string, vectors: Float32Array, dims: number, s: Setting | null, queries?: Float32Array): Promise<RecallReport> => {
@@ -395,29 +396,34 @@ export default definePlugin({
       const n = probe.rows.length;
       const measure = async (value: number | undefined) => {
         const labels = await once<Int32Array>("probe", { file, value, queries: all, k });
-        const answers = (p: typeof probe, first: number) => p.score(Array.from(p.rows, (_, i) => labels.subarray((first + i) * k, (first + i + 1) * k)));
+        const answers = (p: typeof probe, first: number) => p.scores(Array.from(p.rows, (_, i) => labels.subarray((first + i) * k, (first + i + 1) * k)));
         return { corpus: answers(probe, 0), q: logged ? answers(logged, n) : undefined };
       };
       const tried: RecallReport["tried"] = [];
       const at = async (value: number | undefined) => {
         const { corpus, q } = await measure(value);
-        const recall = q === undefined ? corpus : Math.min(corpus, q);
-        tried.push({ params: s && value !== undefined ? { [s.name]: value } : {}, recall, ...(q === undefined ? {} : { corpus, queries: q }) });
-        return recall;
+        const c = mean(corpus);
+        const lq = q && mean(q);
+        const recall = lq === undefined ? c : Math.min(c, lq);
+        const entry = { params: s && value !== undefined ? { [s.name]: value } : {}, recall, ...(lq === undefined ? {} : { corpus: c, queries: lq }) };
+        tried.push(entry);
+        return { entry, sure: clears(corpus, opts.target_recall) && (!q || clears(q, opts.target_recall)) };
       };
       let prev = -1;
       let missed: number | undefined;
       for (let value = s?.value; ; value = Math.min(s!.max, value! * 2)) {
-        const recall = await at(value);
+        const { entry } = await at(value);
+        const recall = entry.recall;
         if (!s || value === undefined || recall >= opts.target_recall || value >= s.max || recall - prev < 0.005) {
-          // Met after a miss: the least setting between the two that still meets it.
+          let best = tried.reduce((a, b) => (b.recall > a.recall + 0.001 ? b : a));
+          // Met after a miss: the least setting between the two that clears the target by its sampling error.
           if (s && value !== undefined && recall >= opts.target_recall && missed !== undefined) {
             for (let lo = missed, hi = value, mid = between(lo, hi); mid !== undefined; mid = between(lo, hi)) {
-              if ((await at(mid)) >= opts.target_recall) hi = mid;
+              const r = await at(mid);
+              if (r.sure) [hi, best] = [mid, r.entry];
               else lo = mid;
             }
           }
-          const best = keep(tried, opts.target_recall, s?.name ?? "");
           return {
             k: probe.k, target: opts.target_recall, measured: best.recall, sample: probe.rows.length,
             method: logged ? "leave-one-out+logged-queries" : "leave-one-out", params: best.params, tried, met: best.recall >= opts.target_recall,

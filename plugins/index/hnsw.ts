@@ -20,7 +20,7 @@ import { z } from "zod";
 import { definePlugin, type BuildOptions, type IndexArtifact, type IndexEngine, type Searcher } from "../../runtime/contracts.ts";
 import { ApfaError } from "../../runtime/errors.ts";
 import { checkVectors, withTemp } from "./_check.ts";
-import { between, keep, queryProbe, recallProbe, type RecallProbe, type RecallReport } from "./_recall.ts";
+import { between, clears, mean, queryProbe, recallProbe, type RecallProbe, type RecallReport } from "./_recall.ts";
 
 export const NAME = "hnsw";
 
@@ -52,7 +52,7 @@ export interface HnswOptions {
    * Recall@10 the version must reach, measured at build time against exact search on a sample of the corpus's
    * own rows and, once the server has logged some, of real queries (the lower figure counts;
    * plugins/index/_recall.ts); `expansion_search` is doubled until it does, then narrowed to the least that
-   * does. 0 skips the check. @default 0.95
+   * does by more than the sample's error. 0 skips the check. @default 0.95
    */
   target_recall: number;
   /**
@@ -158,7 +158,8 @@ export default definePlugin({
     /**
      * Recall of the saved graph at doubling `expansion_search`, from the configured value to the cap, stopping
      * early when a doubling gains under 0.005 (the graph, not the search, is then what limits it); once a
-     * doubling meets the target after a miss, bisected back to the least expansion_search that meets it. With
+     * doubling meets the target after a miss, bisected back to the least expansion_search that clears it by its
+     * sampling error (`clears`). With
      * logged queries each setting is measured on corpus rows and on them, and the lower figure is the one that
      * counts.
      */
@@ -172,31 +173,35 @@ export default definePlugin({
           const ks = m instanceof usearch.BatchMatches ? m.get(i).keys : m.keys;
           return Array.from(ks, (key) => (rowOf ? rowOf[Number(key)] : Number(key)));
         });
-        return p.score(answers);
+        return p.scores(answers);
       };
       const at = (ef: number) => {
         const index = make(dims, ef);
         index.view(file);
         const corpus = measure(index, probe);
         const q = logged && measure(index, logged);
-        const recall = q === undefined ? corpus : Math.min(corpus, q);
-        tried.push({ params: { connectivity, expansion_search: ef }, recall, ...(q === undefined ? {} : { corpus, queries: q }) });
-        return recall;
+        const c = mean(corpus);
+        const lq = q && mean(q);
+        const recall = lq === undefined ? c : Math.min(c, lq);
+        const entry = { params: { connectivity, expansion_search: ef }, recall, ...(lq === undefined ? {} : { corpus: c, queries: lq }) };
+        tried.push(entry);
+        return { entry, sure: clears(corpus, opts.target_recall) && (!q || clears(q, opts.target_recall)) };
       };
       let ef = Math.min(opts.expansion_search, opts.max_expansion_search);
       let prev = -1;
       let missed: number | undefined;
       for (;;) {
-        const recall = at(ef);
+        const recall = at(ef).entry.recall;
         if (recall >= opts.target_recall || ef >= opts.max_expansion_search || recall - prev < 0.005) {
-          // Met after a miss: the least expansion_search between the two that still meets it.
+          let best = tried.filter((t) => t.params.connectivity === connectivity).reduce((a, b) => (b.recall > a.recall + 0.001 ? b : a));
+          // Met after a miss: the least expansion_search between the two that clears the target by its sampling error.
           if (recall >= opts.target_recall && missed !== undefined) {
             for (let lo = missed, hi = ef, mid = between(lo, hi); mid !== undefined; mid = between(lo, hi)) {
-              if (at(mid) >= opts.target_recall) hi = mid;
+              const r = at(mid);
+              if (r.sure) [hi, best] = [mid, r.entry];
               else lo = mid;
             }
           }
-          const best = keep(tried.filter((t) => t.params.connectivity === connectivity), opts.target_recall, "expansion_search");
           return {
             k: probe.k, target: opts.target_recall, measured: best.recall, sample: probe.rows.length,
             method: logged ? "leave-one-out+logged-queries" : "leave-one-out", params: best.params, tried, met: best.recall >= opts.target_recall,

@@ -7,7 +7,7 @@ import { buildVersion } from "../../runtime/stages/build.ts";
 import type { IndexEngine } from "../../runtime/contracts.ts";
 import { isApfaError } from "../../runtime/errors.ts";
 import { createLogger, silentLogger } from "../../runtime/log.ts";
-import { expectLeastMeeting, randomUnitVectors, testIndexEngine, writeArtifact } from "../conformance/index.ts";
+import { expectNarrowed, randomUnitVectors, testIndexEngine, writeArtifact } from "../conformance/index.ts";
 
 const ctx = { baseDir: "/", log: silentLogger, env: {} };
 const make = (opts: Record<string, unknown> = {}) => faiss.create(faiss.options.parse(opts), ctx) as IndexEngine;
@@ -186,7 +186,7 @@ describe("faiss engine", () => {
     expect(r.tried[0].params).toEqual({ nprobe: 1 });
     expect(r.tried[0].recall).toBeLessThan(0.95);
     expect(r.params.nprobe).toBeGreaterThan(1);
-    expect(expectLeastMeeting(r, "nprobe")).toBe(true);
+    expect(expectNarrowed(r, "nprobe")).toBe(true);
     expect(JSON.parse(new TextDecoder().decode(art.files[META]))).toEqual(r.params);
     expect(art.fallback).toBeUndefined();
     const dir = await writeArtifact(art);
@@ -205,7 +205,7 @@ describe("faiss engine", () => {
     expect(r.tried[0].params).toEqual({ ef_search: 16 });
     expect(r.params.ef_search).toBeGreaterThan(16);
     expect(r.met).toBe(true);
-    expect(expectLeastMeeting(r, "ef_search")).toBe(true);
+    expect(expectNarrowed(r, "ef_search")).toBe(true);
     const dir = await writeArtifact(art);
     dirs.push(dir);
     expect(await servedRecall(engine, dir, v, dims)).toBeCloseTo(r.measured, 5);
