@@ -107,7 +107,7 @@ describe("recall check", () => {
     expect(r.queries!.measured).toBeLessThan(r.corpus!.measured);
     expect(r.measured).toBeGreaterThanOrEqual(0.95);
     // At a setting that satisfied corpus rows alone, the queries missed the target, so the tuning went further,
-    // and then back down to the least setting the queries met it with.
+    // then back down to the least setting that cleared it on both.
     const enoughAlone = r.tried.find((t) => t.params.expansion_search >= alone.params.expansion_search && t.corpus! >= 0.95);
     expect(enoughAlone?.queries, JSON.stringify(r.tried)).toBeLessThan(0.95);
     expect(r.params.expansion_search).toBeGreaterThan(alone.params.expansion_search);
