@@ -17,9 +17,13 @@
  * Serving (`mmap`, default on): an IVF index's inverted lists, nearly all of its bytes, are copied at the first
  * open into `index.ivfdata` beside the index and read by FAISS's own on-disk lists from a shared memory map, so
  * server processes on one version share one copy in the page cache; only the header and the coarse centroids sit
- * in each worker's heap. Searches that queue while FAISS is busy go to it as one call.
+ * in each worker's heap. FAISS's on-disk lists also start up to 32 threads per search that read the probed lists
+ * once more (a prefetch for slow disks) and nearly triple a search's CPU; scripts/build-faiss-node.sh builds
+ * faiss-node with it off, and `open` warns when the installed build still does it. Searches that queue while FAISS
+ * is busy go to it as one call.
  * @module
  */
+import * as fs from "node:fs";
 import * as fsp from "node:fs/promises";
 import { createRequire } from "node:module";
 import * as path from "node:path";
@@ -93,6 +97,20 @@ export function faissNodeInstalled(): boolean {
     return true;
   } catch {
     return false;
+  }
+}
+
+/**
+ * Whether the installed faiss-node still prefetches FAISS's on-disk inverted lists on every search: true for any
+ * build but scripts/build-faiss-node.sh's, which turns the prefetch off and records it in the package.json it
+ * installs (`apfa.ondisk_prefetch: false`). `entry` is the addon's resolved entry (lib/index.js).
+ */
+export function faissNodePrefetches(entry: string = faissNodePath()): boolean {
+  try {
+    const pkg = JSON.parse(fs.readFileSync(path.join(path.dirname(entry), "..", "package.json"), "utf8")) as { apfa?: { ondisk_prefetch?: unknown } };
+    return pkg.apfa?.ondisk_prefetch !== false;
+  } catch {
+    return true;
   }
 }
 
@@ -290,7 +308,7 @@ const ops = {
     if (s && s.name === "nprobe") setTo(buf, s, Math.max(nprobe, (chosen && chosen.nprobe) || 0));
     else if (s && chosen && chosen.ef_search) setTo(buf, s, chosen.ef_search);
     index = faiss.Index.fromBuffer(lists ? Buffer.concat([buf, lists.block]) : buf);
-    return { count: index.ntotal(), dims: index.getDimension(), bytes: buf.length, unmapped };
+    return { count: index.ntotal(), dims: index.getDimension(), bytes: buf.length, mapped: !!lists, unmapped };
   },
 };
 
@@ -472,6 +490,10 @@ export default definePlugin({
           const chosen = await readChosen(path.join(dir, META));
           got = await w.call<Opened>("open", { file, nprobe: opts.nprobe, chosen, mmap: opts.mmap });
           if (got.unmapped) ctx.log.warn("faiss: inverted lists loaded into this process's heap, not shared: cannot write their data file beside the index", { file, error: got.unmapped });
+          if (got.mapped && faissNodePrefetches()) {
+            ctx.log.warn("faiss: this faiss-node build prefetches memory-mapped inverted lists, which nearly triples the CPU of each search; " +
+              "build it with scripts/build-faiss-node.sh (or set stages.index.options.mmap: false)", { file });
+          }
           if (got.dims !== info.dims) throw fail(`${file} holds ${got.dims}-dim vectors but the index version says ${info.dims}`);
           if (got.count !== info.count) throw fail(`${file} holds ${got.count} vectors but the index version says ${info.count}`);
         } catch (err) {
@@ -484,11 +506,12 @@ export default definePlugin({
   },
 });
 
-/** What the worker's `open` reports: the index's shape, its bytes in the heap, and why its lists are not mapped. */
+/** What the worker's `open` reports: the index's shape, its bytes in the heap, whether its lists are mapped, and why not. */
 interface Opened {
   count: number;
   dims: number;
   bytes: number;
+  mapped: boolean;
   unmapped?: string;
 }
 

@@ -1,7 +1,8 @@
 import * as fsp from "node:fs/promises";
+import * as os from "node:os";
 import * as path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import faiss, { faissNodeInstalled, META, type FaissSearcher } from "../../plugins/index/faiss.ts";
+import faiss, { faissNodeInstalled, faissNodePrefetches, META, type FaissSearcher } from "../../plugins/index/faiss.ts";
 import { recallProbe } from "../../plugins/index/_recall.ts";
 import { buildVersion } from "../../runtime/stages/build.ts";
 import type { IndexEngine } from "../../runtime/contracts.ts";
@@ -144,6 +145,30 @@ describe("faiss engine", () => {
       }
       await Promise.all([heap.close(), mapped.close(), again.close()]);
     }
+  });
+
+  it("tells a faiss-node build that prefetches mapped lists from scripts/build-faiss-node.sh's, which does not", async (t) => {
+    const root = await fsp.mkdtemp(path.join(os.tmpdir(), "apfa-faiss-node-"));
+    dirs.push(root);
+    const entry = path.join(root, "lib", "index.js");
+    await fsp.mkdir(path.dirname(entry));
+    await fsp.writeFile(entry, "");
+    await fsp.writeFile(path.join(root, "package.json"), JSON.stringify({ name: "faiss-node", version: "0.5.1" }));
+    expect(faissNodePrefetches(entry)).toBe(true);
+    await fsp.writeFile(path.join(root, "package.json"), JSON.stringify({ name: "faiss-node", version: "0.5.1", apfa: { ondisk_prefetch: false } }));
+    expect(faissNodePrefetches(entry)).toBe(false);
+    if (!installed) t.skip(SKIP);
+    // The build CI installs: a mapped IVF version opens without the warning.
+    expect(faissNodePrefetches()).toBe(false);
+    const dims = 16;
+    const count = 2000;
+    const dir = await versionDir({ factory: "IVF8,Flat", nprobe: 8, target_recall: 0 }, count, dims, 33);
+    const lines: string[] = [];
+    const log = createLogger({}, { level: "warn", write: (l) => lines.push(l) });
+    const s = await (faiss.create(faiss.options.parse({ factory: "IVF8,Flat", nprobe: 8 }), { ...ctx, log }) as IndexEngine).open(dir, { dims, count });
+    expect((await fsp.readFile("/proc/self/maps", "utf8")).includes(path.join(dir, "index.ivfdata"))).toBe(true);
+    expect(lines).toEqual([]);
+    await s.close();
   });
 
   it("where the data file cannot be written, the version opens from the heap and the log says why", async (t) => {
