@@ -14,6 +14,8 @@ const ctx = { baseDir: "/", log: silentLogger, env: {} };
 const make = (opts: Record<string, unknown> = {}) => faiss.create(faiss.options.parse(opts), ctx) as IndexEngine;
 
 const installed = faissNodeInstalled();
+/** OMP_WAIT_POLICY as the test process started: the engine sets it only where it is unset. */
+const ompWaitPolicy = process.env.OMP_WAIT_POLICY;
 const SKIP = "faiss-node is not installed (scripts/build-faiss-node.sh builds it)";
 
 if (installed) {
@@ -46,6 +48,12 @@ describe("faiss engine", () => {
     const err = await make().build(randomUnitVectors(10, 4), 4).catch((e: unknown) => e);
     expect(isApfaError(err, "index")).toBe(true);
     expect((err as Error).message).toMatch(/faiss-node is not installed; run scripts\/build-faiss-node\.sh/);
+  });
+
+  it("FAISS's OpenMP threads wait passively unless the environment says otherwise", async (t) => {
+    if (!installed) t.skip(SKIP);
+    await versionDir({ factory: "IVF8,Flat", nprobe: 8, target_recall: 0 }, 500, 8, 3);
+    expect(process.env.OMP_WAIT_POLICY).toBe(ompWaitPolicy ?? "PASSIVE");
   });
 
   it("nprobe=1 on IVF loses recall that nprobe=nlist has (the option reaches FAISS at open)", async (t) => {
