@@ -108,26 +108,32 @@ async function releaseOrphans(p: Pipeline, poolIds: string[], running: string[])
 
 /**
  * graphile-worker's fetch locks every available named queue with SKIP LOCKED, so the runner owning a serial
- * queue's new job can find that queue locked by another runner's fetch (a poll, or the next fetch after a job
- * ended), come up empty and sleep a whole poll interval (the queue bench saw p95 200× graphile-worker alone when
- * every runner fetched on every insert). After it was woken for a job, a serial runner whose fetch came up empty
- * asks (a plain read, no locks) whether a job of its own tasks is ready, and if so fetches again at once through
- * graphile-worker's public `nudge`. Returns the function that arms it (called when the runner is woken).
+ * queue's new job can find that queue locked by another runner's fetch (a poll, the next fetch after a job
+ * ended, or every runner at once when the process's LISTEN reconnects), come up empty and sleep a whole poll
+ * interval (the queue bench saw p95 200× graphile-worker alone when every runner fetched on every insert). After
+ * it was woken for a job, a serial runner whose fetch came up empty asks (a plain read, no locks) whether a job of
+ * its own tasks is ready in a queue nobody holds, and if so fetches again through graphile-worker's public
+ * `nudge`: at once, then after `delaysMs` (a contending fetch on a loaded machine can take tens of milliseconds;
+ * three immediate retries all lost to one such fetch). Returns the function that arms it (called when woken).
  */
-function retryContendedFetch(p: Pipeline, events: WorkerEvents, tasks: string[], retries = 3): () => void {
-  let left = 0;
+function retryContendedFetch(p: Pipeline, events: WorkerEvents, tasks: string[], delaysMs = [0, 10, 20, 40, 80, 160, 320]): () => void {
+  let used = delaysMs.length;
   events.on("worker:getJob:empty", ({ worker }) => {
-    if (left <= 0) return;
-    left--;
-    p.db.pool.query<{ ready: boolean }>(
-      `select exists (select 1 from graphile_worker._private_jobs j join graphile_worker._private_tasks t on t.id = j.task_id
-        where t.identifier = any($1::text[]) and j.locked_at is null and j.run_at <= now() and j.attempts < j.max_attempts) as ready`,
-      [tasks],
-    ).then((r) => {
-      if (r.rows[0]?.ready && !worker.getActiveJob()) worker.nudge();
-    }).catch(() => {}); // only a faster pickup is lost; the poll still finds the job
+    if (used >= delaysMs.length) return;
+    const delay = delaysMs[used++];
+    new Promise<void>((r) => setTimeout(r, delay).unref())
+      .then(() => p.db.pool.query<{ ready: boolean }>(
+        `select exists (select 1 from graphile_worker._private_jobs j join graphile_worker._private_tasks t on t.id = j.task_id
+          where t.identifier = any($1::text[]) and j.locked_at is null and j.run_at <= now() and j.attempts < j.max_attempts
+            and (j.job_queue_id is null or exists (select 1 from graphile_worker._private_job_queues q where q.id = j.job_queue_id and q.locked_at is null))) as ready`,
+        [tasks],
+      ))
+      .then((r) => {
+        if (r.rows[0]?.ready && !worker.getActiveJob()) worker.nudge();
+      })
+      .catch(() => {}); // only a faster pickup is lost (a stopped worker's nudge throws): the poll still finds the job
   });
-  return () => void (left = retries);
+  return () => void (used = 0);
 }
 
 /** A queue's runner as the process LISTEN wakes it: its graphile-worker pool once created, its slots, its re-check. */

@@ -7,11 +7,17 @@
  */
 import type { Task } from "graphile-worker";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createLogger } from "../../runtime/log.ts";
 import { startWorker, type WorkerHandle } from "../../runtime/worker.ts";
 import { waitFor as waitForWithin } from "../conformance/notifier.ts";
 import { openTestPipeline, type TestPipeline } from "../helpers/pg.ts";
 
-const waitFor = (pred: () => boolean, what: string) => waitForWithin(pred, what, 30_000);
+/** What the worker logged and which fetches ran, newest last: a timeout's message carries them. */
+const trail: string[] = [];
+const waitFor = (pred: () => boolean, what: string) =>
+  waitForWithin(pred, what, 30_000).catch((err: Error) => {
+    throw new Error(`${err.message}; the worker's trail:\n${trail.slice(-40).join("\n")}`);
+  });
 
 const ROUTES = { t_embed: "embedding", t_index: "indexing", t_misc: "maintenance" };
 
@@ -22,13 +28,18 @@ describe("a new job wakes the runner that owns its queue", () => {
   const fetches = new Map<string, number>();
 
   beforeAll(async () => {
-    tp = await openTestPipeline({ queues: { embedding: 2, indexing: 1, maintenance: 1 }, workers: { poll_interval: "1h" } });
+    const log = createLogger({}, { level: "debug", write: (l) => void trail.push(l.slice(0, 300)) });
+    tp = await openTestPipeline({ queues: { embedding: 2, indexing: 1, maintenance: 1 }, workers: { poll_interval: "1h" } }, { log });
     const task = (name: string): Task => async () => void done.push(name);
     handle = await startWorker(tp.pipeline, { tasks: { t_embed: task("t_embed"), t_index: task("t_index"), t_misc: task("t_misc") }, routes: ROUTES, cron: false });
     // Each runner's first fetch (at its start) has begun by now; from here on a fetch means the runner was woken.
     for (const [q, r] of handle.runners) {
       fetches.set(q, 0);
-      r.events.on("worker:getJob:start", () => fetches.set(q, fetches.get(q)! + 1));
+      r.events.on("worker:getJob:start", () => {
+        fetches.set(q, fetches.get(q)! + 1);
+        trail.push(`${new Date().toISOString()} ${q}: fetch`);
+      });
+      r.events.on("worker:getJob:empty", () => void trail.push(`${new Date().toISOString()} ${q}: fetch came up empty`));
     }
   });
   afterAll(async () => {
@@ -64,7 +75,9 @@ describe("a new job wakes the runner that owns its queue", () => {
     );
     expect(killed.rowCount).toBe(1);
     done.length = 0;
+    trail.push(`${new Date().toISOString()} test: LISTEN killed; adding t_index`);
     await add("t_index", "indexing");
+    trail.push(`${new Date().toISOString()} test: t_index added`);
     await waitFor(() => done.includes("t_index"), "t_index to run after the reconnect");
     // And the new connection hears the next insert.
     await add("t_embed");
