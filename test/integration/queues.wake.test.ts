@@ -32,15 +32,24 @@ describe("a new job wakes the runner that owns its queue", () => {
     tp = await openTestPipeline({ queues: { embedding: 2, indexing: 1, maintenance: 1 }, workers: { poll_interval: "1h" } }, { log });
     const task = (name: string): Task => async () => void done.push(name);
     handle = await startWorker(tp.pipeline, { tasks: { t_embed: task("t_embed"), t_index: task("t_index"), t_misc: task("t_misc") }, routes: ROUTES, cron: false });
-    // Each runner's first fetch (at its start) has begun by now; from here on a fetch means the runner was woken.
+    let maintenanceIdle = false;
     for (const [q, r] of handle.runners) {
       fetches.set(q, 0);
       r.events.on("worker:getJob:start", () => {
         fetches.set(q, fetches.get(q)! + 1);
         trail.push(`${new Date().toISOString()} ${q}: fetch`);
       });
-      r.events.on("worker:getJob:empty", () => void trail.push(`${new Date().toISOString()} ${q}: fetch came up empty`));
+      r.events.on("worker:getJob:empty", () => {
+        trail.push(`${new Date().toISOString()} ${q}: fetch came up empty`);
+        if (q === "maintenance" && done.includes("t_misc")) maintenanceIdle = true;
+      });
     }
+    // A runner's first fetch can begin after startWorker returns (on a loaded machine it did, and counted as a
+    // wake). A maintenance job puts that runner's first fetch behind it, and the empty fetch after the job leaves
+    // it idle: from here on a maintenance fetch means it was woken.
+    await add("t_misc");
+    await waitFor(() => maintenanceIdle, "the maintenance runner to run a job and fetch once more");
+    done.length = 0;
   });
   afterAll(async () => {
     await handle?.stop("test done");
