@@ -121,7 +121,7 @@ function retryContendedFetch(p: Pipeline, events: WorkerEvents, tasks: string[],
   events.on("worker:getJob:empty", ({ worker }) => {
     if (used >= delaysMs.length) return;
     const delay = delaysMs[used++];
-    new Promise<void>((r) => setTimeout(r, delay).unref())
+    new Promise<void>((r) => setTimeout(r, delay).unref?.())
       .then(() => p.db.pool.query<{ ready: boolean }>(
         `select exists (select 1 from graphile_worker._private_jobs j join graphile_worker._private_tasks t on t.id = j.task_id
           where t.identifier = any($1::text[]) and j.locked_at is null and j.run_at <= now() and j.attempts < j.max_attempts
