@@ -158,8 +158,9 @@ export interface IndexRecall {
   /** Corpus rows measured (logged queries are counted in `queries.sample`). */
   sample: number;
   /**
-   * How the queries were chosen: `leave-one-out` = corpus rows, each excluded from its own answer;
-   * `leave-one-out+logged-queries` = those and logged real queries, `measured` being the lower figure.
+   * How the queries were chosen: `held-out` = corpus rows left out of the index while it was measured (then
+   * inserted); `leave-one-out` = corpus rows in the index, each excluded from its own answer; `+logged-queries`
+   * = those and logged real queries, `measured` being the lower figure.
    */
   method: string;
   /** The search-time settings the version is served with. */

@@ -69,8 +69,8 @@ interface Served extends LoadStats {
  * Recall@10 of a served approximate version for queries from outside the corpus: `HELD_OUT` questions shaped like
  * the load's (other documents' opening words), embedded as the server embeds them, searched as the server opens
  * the version (with the check's expansion_search or nprobe), against exact top-10 over the version's own vectors.
- * The manifest's figure is leave-one-out on corpus rows (and, once servers have logged some, real queries), which
- * on near-duplicate data can be the kinder question (docs/index-engines.md).
+ * The manifest's figure is measured on corpus rows (held out of an hnsw graph while it is measured; leave-one-out
+ * for faiss) and, once servers have logged some, real queries (docs/index-engines.md).
  */
 async function heldOutRecall(versionDir: string, m: Manifest, indexOptions: Record<string, unknown>): Promise<number> {
   const where = m.reuse?.vectors;

@@ -2,15 +2,21 @@
  * Build-time recall check for approximate engines: how many of the true top-k neighbours a searcher returns,
  * measured on rows of the corpus itself against exact search over the same vectors.
  *
- * Method (leave-one-out): `sample` rows, spread evenly through the corpus, are the queries. The row itself is
- * dropped from both the exact and the approximate answer (it would be a free hit at rank 1), so each query asks
- * for its k nearest *other* rows. A returned row counts as a hit when its true inner product with the query is
- * at least the exact k-th one's (less 1e-6): with exact duplicates many rows tie at the k-th score and any of
- * them is a correct answer, which a comparison of row numbers would count as a miss.
+ * Two ways to ask with corpus rows:
+ * - **Held out** (`heldOutProbe`, what `hnsw` uses): `sample` rows, spread evenly through the corpus, are left out
+ *   of the graph while it is measured and inserted after. Each is a query from outside the index, and its truth
+ *   is its exact top-k over the rows that are in it.
+ * - **Leave-one-out** (`recallProbe`): the rows are in the index, and each is dropped from both the exact and the
+ *   approximate answer (it would be a free hit at rank 1). Exact for an engine that scans what it probes (IVF),
+ *   but kind to a graph: the walk is guided to the query's own node, whose links are its nearest rows. On 1M
+ *   near-duplicate rows it said 0.999 where queries from outside got 0.66 (docs/index-engines.md).
  *
- * The query point sits in the graph, so the walk is guided to it; docs/index-engines.md gives the measured gap
- * to queries from outside the corpus. So when the server has logged real queries (runtime/query-samples.ts), the
- * build measures on those too (`queryProbe`), and the lower of the two figures is the one held to the target.
+ * A returned row counts as a hit when its true inner product with the query is at least the exact k-th one's
+ * (less 1e-6): with exact duplicates many rows tie at the k-th score and any of them is a correct answer, which
+ * a comparison of row numbers would count as a miss.
+ *
+ * When the server has logged real queries (runtime/query-samples.ts), the build measures on those too
+ * (`queryProbe`), and the lower of the two figures is the one held to the target.
  * @module
  */
 import { createRequire } from "node:module";
@@ -31,6 +37,8 @@ export interface RecallProbe {
   kth: Float32Array;
   /** Per query its own row, left out of its answer (-1 for a query from outside the corpus). */
   rows: Int32Array;
+  /** Rows the index held out while it was measured (`heldOutProbe`); they are in no answer and no truth. */
+  heldOut?: Int32Array;
   /** Scores one batch answer: per query, `k + 1` row numbers (self included or not), best first. */
   score(answers: ArrayLike<number>[]): number;
   /** The same answer's recall per query (`score` is their mean). */
@@ -52,19 +60,44 @@ export function recallProbe(vectors: Float32Array, dims: number, k: number, samp
   return probe(vectors, dims, Math.min(k, count - 1), queries, rows);
 }
 
+/** The fewest held-out rows a check measures on; with fewer, it asks leave-one-out. */
+export const MIN_HELD_OUT = 20;
+
+/** The held-out rows as probe queries: each one's exact top-k among the rows not held out. */
+export function heldOutProbe(vectors: Float32Array, dims: number, k: number, held: Int32Array): RecallProbe {
+  const count = vectors.length / dims;
+  const queries = new Float32Array(held.length * dims);
+  held.forEach((r, i) => queries.set(vectors.subarray(r * dims, (r + 1) * dims), i * dims));
+  return probe(vectors, dims, Math.min(k, count - held.length), queries, held, held);
+}
+
+/**
+ * Rows to hold out of a graph while its recall is measured: `sample` of `candidates` spread evenly, at most a
+ * tenth of `count`; undefined when fewer than `MIN_HELD_OUT` would be (a corpus too small to spare them).
+ */
+export function holdOut(candidates: ArrayLike<number>, count: number, sample: number): Int32Array | undefined {
+  const at = sampleRows(candidates.length, Math.min(sample, Math.floor(count / 10)));
+  return at.length < MIN_HELD_OUT ? undefined : Int32Array.from(at, (i) => candidates[i]);
+}
+
+
 /**
  * Exact top-k of `queries` (n × dims) that are not corpus rows, such as the logged query vectors of real
  * searches (runtime/query-samples.ts): nothing is excluded from their answers, and `rows` holds -1 for each.
+ * With `held`, the rows held out of the index while it is measured are in no answer and no truth.
  */
-export function queryProbe(vectors: Float32Array, dims: number, k: number, queries: Float32Array): RecallProbe {
+export function queryProbe(vectors: Float32Array, dims: number, k: number, queries: Float32Array, held?: Int32Array): RecallProbe {
   const count = vectors.length / dims;
   const n = Math.floor(queries.length / dims);
-  return probe(vectors, dims, Math.min(k, count), queries.slice(0, n * dims), new Int32Array(n).fill(-1));
+  return probe(vectors, dims, Math.min(k, count - (held?.length ?? 0)), queries.slice(0, n * dims), new Int32Array(n).fill(-1), held);
 }
 
-/** The k-th best score of each query, the query's own row (`self[i]`, -1 for none) left out. */
-function probe(vectors: Float32Array, dims: number, kk: number, queries: Float32Array, self: Int32Array): RecallProbe {
+/** The k-th best score of each query, the query's own row (`self[i]`, -1 for none) and any `held` rows left out. */
+function probe(vectors: Float32Array, dims: number, kk: number, queries: Float32Array, self: Int32Array, held?: Int32Array): RecallProbe {
   const rows = self;
+  const isHeld = new Uint8Array(held ? vectors.length / dims : 0);
+  if (held) for (const r of held) isHeld[r] = 1;
+  const out = (i: number, r: number) => r === rows[i] || (held !== undefined && isHeld[r] === 1);
   const data = vectors.byteOffset === 0 ? vectors : vectors.slice();
   const ip = (q: number, row: number) => {
     let s = 0;
@@ -73,11 +106,11 @@ function probe(vectors: Float32Array, dims: number, kk: number, queries: Float32
   };
   const kth = new Float32Array(rows.length);
   if (kk >= 1 && rows.length) {
-    const extra = rows.some((r) => r >= 0) ? 1 : 0;
+    const extra = held ? held.length : rows.some((r) => r >= 0) ? 1 : 0;
     const m = usearch.exactSearch(data, queries, dims, kk + extra, usearch.MetricKind.IP, 0);
     const keys = rows.length === 1 ? [(m as Usearch.Matches).keys] : Array.from(rows, (_, i) => (m as Usearch.BatchMatches).get(i).keys);
     keys.forEach((ks, i) => {
-      const others = Array.from(ks, Number).filter((r) => r !== rows[i]).slice(0, kk);
+      const others = Array.from(ks, Number).filter((r) => !out(i, r)).slice(0, kk);
       kth[i] = Math.min(...others.map((r) => ip(i, r)));
     });
   }
@@ -88,7 +121,7 @@ function probe(vectors: Float32Array, dims: number, kk: number, queries: Float32
       let hits = 0;
       for (let j = 0; j < ans.length && taken < kk; j++) {
         const r = ans[j];
-        if (r === rows[i] || r < 0) continue;
+        if (r < 0 || out(i, r)) continue;
         taken++;
         if (ip(i, r) >= kth[i] - 1e-6) hits++;
       }
@@ -97,6 +130,7 @@ function probe(vectors: Float32Array, dims: number, kk: number, queries: Float32
   return {
     k: kk,
     rows,
+    ...(held ? { heldOut: held } : {}),
     queries,
     kth,
     score: (answers) => mean(scores(answers)),

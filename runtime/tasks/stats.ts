@@ -124,7 +124,7 @@ export interface MigrationInput {
   latencyBudgetMs?: number;
   memoryBudgetBytes?: number;
   /** The version's build-time recall check (manifest `recall`), when its engine ran one. */
-  recall?: { engine: string; measured: number; target: number; met: boolean; sample: number; params: Record<string, number>; fallback?: string; corpus?: { sample: number; measured: number }; queries?: { sample: number; measured: number } };
+  recall?: { engine: string; measured: number; target: number; met: boolean; sample: number; method?: string; params: Record<string, number>; fallback?: string; corpus?: { sample: number; measured: number }; queries?: { sample: number; measured: number } };
 }
 
 export interface Alternative {
@@ -253,7 +253,7 @@ export function assessMigration(input: MigrationInput): MigrationAssessment {
   if (flat && pick !== alts[0]) notes.push(`HNSW would need ${(alts[0].est_memory_bytes / GiB).toFixed(1)} GiB, over the ${(memBudget / GiB).toFixed(1)} GiB budget`);
   if (r) {
     const params = Object.entries(r.params).map(([k, v]) => `${k} ${v}`).join(", ");
-    notes.push(`${r.engine} measured recall@10 ${r.measured.toFixed(3)} (target ${r.target}) at ${params} on ${r.sample} corpus rows${r.queries && r.corpus ? ` (${r.corpus.measured.toFixed(3)}) and ${r.queries.sample} logged queries (${r.queries.measured.toFixed(3)})` : ""}`);
+    notes.push(`${r.engine} measured recall@10 ${r.measured.toFixed(3)} (target ${r.target}) at ${params} on ${r.sample} ${r.method?.startsWith("held-out") ? "held-out " : ""}corpus rows${r.queries && r.corpus ? ` (${r.corpus.measured.toFixed(3)}) and ${r.queries.sample} logged queries (${r.queries.measured.toFixed(3)})` : ""}`);
     if (graphFailed) {
       notes.push(`hnsw missed its recall target even at ${params}, so this version is served by exact search; ` +
         `a graph will miss again on this corpus, inverted lists scan whole clusters and keep recall on near-duplicate data (docs/index-engines.md; the faiss engine needs scripts/build-faiss-node.sh)`);

@@ -155,9 +155,10 @@ function recallText(r, engine) {
 
 function recallTitle(r) {
   if (!r) return "";
+  const rows = String(r.method).startsWith("held-out") ? "held-out corpus rows" : "corpus rows";
   const on = r.queries
-    ? `${r.corpus.sample} corpus rows (${r.corpus.measured.toFixed(3)}) and ${r.queries.sample} logged queries (${r.queries.measured.toFixed(3)}), the lower counting`
-    : `${r.sample} corpus rows (${r.method})`;
+    ? `${r.corpus.sample} ${rows} (${r.corpus.measured.toFixed(3)}) and ${r.queries.sample} logged queries (${r.queries.measured.toFixed(3)}), the lower counting`
+    : `${r.sample} ${rows} (${r.method})`;
   return `recall@${r.k} against exact search on ${on}; tried ${r.tried.map((t) => `${Object.values(t.params).join("/")}: ${t.recall.toFixed(3)}`).join(", ")}`;
 }
 
