@@ -59,7 +59,7 @@ for ef in [16, 32, 64, 128, 256, 512] + ([1024, 2048] if n >= 1_000_000 else [])
 del h
 
 # 4·√n would be ~1,264 at 100k; 256 keeps k-means training to about a minute on this 2-core machine.
-nlist = 64 if quick else 256 if n <= 200_000 else 1024
+nlist = 64 if quick else 256 if n <= 200_000 else 1024  # bench/suites/ann.ts nlistFor(): apfa's faiss engine builds the same index
 
 
 def ivf():

@@ -12,6 +12,7 @@ import * as fs from "node:fs";
 import { createRequire } from "node:module";
 import * as path from "node:path";
 import type * as Usearch from "usearch";
+import faiss, { faissNodeInstalled, META as FAISS_META } from "../../plugins/index/faiss.ts";
 import flat from "../../plugins/index/flat.ts";
 import hnsw, { META } from "../../plugins/index/hnsw.ts";
 import type { IndexEngine } from "../../runtime/contracts.ts";
@@ -134,6 +135,38 @@ async function apfaPoints(ctx: BenchContext, dir: string, base: Float32Array, qu
   return out;
 }
 
+/** The IVF list count bench/faiss-ann.py uses at `n` rows, so apfa's `faiss` engine builds the same index. */
+const nlistFor = (n: number, quick: boolean) => (quick ? 64 : n <= 200_000 ? 256 : 1024);
+
+/**
+ * apfa's own `faiss` engine on the IVF index FAISS's rows use (`IVF<nlist>,Flat`), built with its recall check on
+ * and served as a server serves it (a worker thread, inverted lists memory-mapped), then swept over nprobe; or the
+ * reason it was not measured. The check's row says what a pipeline without logged queries would be served with.
+ */
+async function apfaFaissPoints(ctx: BenchContext, dir: string, base: Float32Array, queries: Float32Array, truth: Int32Array[], label: string): Promise<Point[] | string> {
+  if (!faissNodeInstalled()) return `${label}: apfa faiss not measured: faiss-node is not installed (scripts/build-faiss-node.sh)`;
+  const n = base.length / DIMS;
+  const factory = `IVF${nlistFor(n, ctx.quick)},Flat`;
+  ctx.log(`${label}: apfa faiss ${factory} build`);
+  const e = await faiss.create(faiss.options.parse({ factory }), pctx);
+  const t = performance.now();
+  const art = await e.build(base, DIMS);
+  const bs = (performance.now() - t) / 1000;
+  const d = path.join(dir, "apfa-faiss");
+  const bytes = writeFiles(d, art.files);
+  const chosen = art.recall?.params.nprobe;
+  // The sweep opens the same index at each nprobe; the check's choice would otherwise be a floor.
+  fs.rmSync(path.join(d, FAISS_META), { force: true });
+  const out: Point[] = [];
+  for (const nprobe of [...new Set([1, 2, 4, 8, 16, 32, 64, ...(chosen ? [chosen] : [])])].sort((a, b) => a - b)) {
+    const s = await faiss.create(faiss.options.parse({ factory, nprobe }), pctx);
+    const p: Point = { engine: `apfa faiss ${factory}`, setting: `nprobe ${nprobe}${nprobe === chosen ? ` (check's choice, ${art.recall!.measured.toFixed(3)})` : ""}`, build_s: bs, bytes_per_vector: bytes / n, ...(await measure(s, d, n, queries, truth)) };
+    out.push(p);
+    ctx.log(`${label} point ${JSON.stringify(p)}`);
+  }
+  return out;
+}
+
 /** FAISS's points from bench/faiss-ann.py, or undefined (with the reason) when python3-faiss is missing. */
 function faissPoints(dir: string, quick: boolean): Point[] | string {
   const py = fs.existsSync("/usr/bin/python3") ? "/usr/bin/python3" : "python3";
@@ -184,6 +217,9 @@ export async function annSuite(ctx: BenchContext): Promise<SuiteOutput> {
         npy("queries.npy", queries, QUERIES, DIMS);
         npy("truth.npy", Float32Array.from(truth.flatMap((t) => Array.from(t))), QUERIES, K);
         const pts = await apfaPoints(ctx, dir, base, queries, truth, checks, name);
+        const af = await apfaFaissPoints(ctx, dir, base, queries, truth, name);
+        if (typeof af === "string") notes.push(af);
+        else pts.push(...af);
         ctx.log(`${name}: FAISS`);
         const fp = faissPoints(dir, ctx.quick);
         if (typeof fp === "string") notes.push(fp);
@@ -210,6 +246,8 @@ export async function annSuite(ctx: BenchContext): Promise<SuiteOutput> {
           const best = pts.filter((p) => p.engine === "apfa hnsw f32").reduce((a, b) => (b.recall > a.recall ? b : a));
           notes.push(`${name}: apfa hnsw f32 did not reach recall 0.95 in its sweep (best ${best.recall.toFixed(3)}, ${best.setting})`);
         }
+        const ivf = pts.find((p) => p.engine.startsWith("apfa faiss") && p.recall >= 0.95);
+        if (ivf) ratios.push({ id: `${id}/faiss_ivf_speedup_at_0.95`, label: `${name}: apfa faiss ${ivf.engine.split(" ").at(-1)} (first nprobe with recall ≥ 0.95) speed-up over exact, p50`, value: exact.p50_ms / ivf.p50_ms, better: "higher", goal: 10 });
         if (ours && theirs) ratios.push({ id: `${id}/qps_vs_faiss_at_0.95`, label: `${name}: apfa hnsw ÷ FAISS HNSW queries per second, each at its first setting with recall ≥ 0.95`, value: theirs.p50_ms / ours.p50_ms, better: "higher", goal: 1 });
         if (small.length) {
           const best = small.reduce((a, b) => (a.bytes_per_vector < b.bytes_per_vector ? a : b));
