@@ -113,6 +113,7 @@ describe("migration model", () => {
     expect(ivfFell.recommendation).toMatch(/^tune faiss: a finer code/);
     const under = assessMigration({ engine: "hnsw", count: 1_000_000, dims: 384, docsBytes: 0, p95Ms: 3, recall: { ...recall, measured: 0.8, met: false } });
     expect(under.recommendation).toBe("tune hnsw: recall 0.800 is under its target 0.95");
+    expect(under.reasoning.notes.join(" ")).toMatch(/published as accepted; raise max_connectivity, or move to faiss IVF\d+,Flat/);
   });
 
   it("estimates HNSW and IVF-PQ costs from count and dims", () => {
