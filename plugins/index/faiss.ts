@@ -10,9 +10,10 @@
  * Recall check (`target_recall`, as for `hnsw`; plugins/index/_recall.ts): after a build the index is searched
  * with corpus rows (leave-one-out) and logged real queries, against exact search, doubling the search-time
  * setting the file carries — `nprobe` for IVF indexes, `efSearch` for HNSW ones — until the target is met,
- * then bisecting back to the least setting that clears it by its sampling error (within an eighth).
- * The choice goes into the manifest and into `faiss.json` beside the index, which `open` applies (a larger
- * configured `nprobe` still wins). Other indexes (Flat, PQ) have no such setting and are measured as built.
+ * then bisecting back to the least setting that clears it by its sampling error (within an eighth); a setting
+ * that meets it at once is halved, then bisected, down to the least that clears it.
+ * The choice goes into the manifest and into `faiss.json` beside the index, which `open` applies (a configured
+ * `nprobe` raised above the build's still wins). Other indexes (Flat, PQ) have no such setting and are measured as built.
  *
  * Serving (`mmap`, default on): an IVF index's inverted lists, nearly all of its bytes, are copied at the first
  * open into `index.ivfdata` beside the index and read by FAISS's own on-disk lists from a shared memory map, so
@@ -32,7 +33,7 @@ import { z } from "zod";
 import { definePlugin, type IndexEngine, type Searcher } from "../../runtime/contracts.ts";
 import { ApfaError } from "../../runtime/errors.ts";
 import { checkVectors, withTemp } from "./_check.ts";
-import { between, clears, mean, queryProbe, recallProbe, type RecallReport } from "./_recall.ts";
+import { bisect, clears, mean, narrowDown, queryProbe, recallProbe, type RecallReport } from "./_recall.ts";
 
 export const NAME = "faiss";
 
@@ -53,7 +54,11 @@ const MAX_BATCH = 32;
 export interface FaissOptions {
   /** FAISS `index_factory` description, e.g. "HNSW32", "IVF1024,Flat", "IVF256,PQ48". @default "HNSW32" */
   factory: string;
-  /** Inverted lists probed per search for IVF indexes (ignored by others); more raises recall. @default 16 */
+  /**
+   * Inverted lists probed per search for IVF indexes (ignored by others); more raises recall. With the recall
+   * check on, where it starts: it serves the least nprobe that meets `target_recall`, below or above this one;
+   * raised above the build's value later, this one wins where it is larger. @default 16
+   */
   nprobe: number;
   /** Most rows an index that needs training (IVF, PQ) is trained on; larger sets are sampled evenly. @default 100000 */
   train_rows: number;
@@ -436,18 +441,15 @@ export default definePlugin({
       let prev = -1;
       let missed: number | undefined;
       for (let value = s?.value; ; value = Math.min(s!.max, value! * 2)) {
-        const { entry } = await at(value);
-        const recall = entry.recall;
+        const first = await at(value);
+        const recall = first.entry.recall;
         if (!s || value === undefined || recall >= opts.target_recall || value >= s.max || recall - prev < 0.005) {
           let best = tried.reduce((a, b) => (b.recall > a.recall + 0.001 ? b : a));
           // Met after a miss: the least setting between the two that clears the target by its sampling error.
-          if (s && value !== undefined && recall >= opts.target_recall && missed !== undefined) {
-            for (let lo = missed, hi = value, mid = between(lo, hi); mid !== undefined; mid = between(lo, hi)) {
-              const r = await at(mid);
-              if (r.sure) [hi, best] = [mid, r.entry];
-              else lo = mid;
-            }
-          }
+          if (s && value !== undefined && recall >= opts.target_recall && missed !== undefined) best = await bisect(missed, value, best, at);
+          // Met at the first setting: the least one below it that still clears the target (nprobe down to 1,
+          // efSearch down to k).
+          else if (s && value !== undefined && recall >= opts.target_recall && first.sure) best = await narrowDown(value, first.entry, s.name === "nprobe" ? 1 : probe.k, at);
           return {
             k: probe.k, target: opts.target_recall, measured: best.recall, sample: probe.rows.length,
             method: logged ? "leave-one-out+logged-queries" : "leave-one-out", params: best.params, tried, met: best.recall >= opts.target_recall,
@@ -476,7 +478,8 @@ export default definePlugin({
           const bytes = new Uint8Array(await fsp.readFile(out));
           if (s && chosen[s.name] !== undefined) writeSetting(bytes, s, chosen[s.name]);
           const files: Record<string, Uint8Array> = { [FILE]: bytes };
-          if (Object.keys(chosen).length) files[META] = new TextEncoder().encode(JSON.stringify(chosen));
+          // With the option's nprobe at the build, so `open` can tell a later raise from the value the check started at.
+          if (Object.keys(chosen).length) files[META] = new TextEncoder().encode(JSON.stringify({ ...chosen, ...(s?.name === "nprobe" ? { configured: opts.nprobe } : {}) }));
           if (recall.met) return { files, main: FILE, recall };
           const what = `recall@${recall.k} ${recall.measured.toFixed(3)}${Object.entries(chosen).map(([k, v]) => ` at ${k} ${v}`).join("")} (${opts.factory}) is under target_recall ${opts.target_recall}`;
           if (opts.on_recall_miss === "fail") {
@@ -494,7 +497,10 @@ export default definePlugin({
         let got: Opened;
         try {
           const chosen = await readChosen(path.join(dir, META));
-          got = await w.call<Opened>("open", { file, nprobe: opts.nprobe, chosen, mmap: opts.mmap });
+          // The check's nprobe, above or below the option; an option raised since the build (or a version from
+          // before `configured`, whose check only raised it) wins where it is larger.
+          const floor = chosen?.configured !== undefined && opts.nprobe <= chosen.configured ? 1 : opts.nprobe;
+          got = await w.call<Opened>("open", { file, nprobe: floor, chosen, mmap: opts.mmap });
           if (got.unmapped) ctx.log.warn("faiss: inverted lists loaded into this process's heap, not shared: cannot write their data file beside the index", { file, error: got.unmapped });
           if (got.mapped && faissNodePrefetches()) {
             ctx.log.warn("faiss: this faiss-node build prefetches memory-mapped inverted lists, which nearly triples the CPU of each search; " +

@@ -20,7 +20,7 @@ import { z } from "zod";
 import { definePlugin, type BuildOptions, type IndexArtifact, type IndexEngine, type Searcher } from "../../runtime/contracts.ts";
 import { ApfaError } from "../../runtime/errors.ts";
 import { checkVectors, withTemp } from "./_check.ts";
-import { between, clears, heldOutProbe, holdOut, mean, queryProbe, recallProbe, type RecallProbe, type RecallReport } from "./_recall.ts";
+import { bisect, clears, heldOutProbe, holdOut, mean, narrowDown, queryProbe, recallProbe, type RecallProbe, type RecallReport } from "./_recall.ts";
 
 export const NAME = "hnsw";
 
@@ -39,7 +39,11 @@ export interface HnswOptions {
   connectivity: number;
   /** Candidates considered while inserting (`efConstruction`): more raises recall and build time. @default 128 */
   expansion_add: number;
-  /** Candidates considered per search (`ef`): more raises recall and search time. @default 64 */
+  /**
+   * Candidates considered per search (`ef`): more raises recall and search time. With the recall check on, where
+   * it starts: it serves the least value that meets `target_recall`, below or above this one; raised above the
+   * build's value later, this one wins where it is larger (no rebuild needed). @default 64
+   */
   expansion_search: number;
   /**
    * Incremental runs change a copy of the previous graph until the vectors removed since its last full build
@@ -52,7 +56,7 @@ export interface HnswOptions {
    * Recall@10 the version must reach, measured at build time against exact search on a sample of the corpus's
    * own rows, held out of the graph while it is measured, and, once the server has logged some, of real queries (the lower figure counts;
    * plugins/index/_recall.ts); `expansion_search` is doubled until it does, then narrowed to the least that
-   * does by more than the sample's error. 0 skips the check. @default 0.95
+   * does by more than the sample's error (halved first when it meets it at once). 0 skips the check. @default 0.95
    */
   target_recall: number;
   /**
@@ -138,7 +142,7 @@ export default definePlugin({
     const filesOf = (graph: Uint8Array, meta: { built_count: number; removed_since_build: number }, recall?: RecallReport, keys?: Uint32Array) => {
       const files: Record<string, Uint8Array> = {
         [FILE]: graph,
-        [META]: new TextEncoder().encode(JSON.stringify({ ...meta, expansion_search: recall?.params.expansion_search ?? opts.expansion_search })),
+        [META]: new TextEncoder().encode(JSON.stringify({ ...meta, expansion_search: recall?.params.expansion_search ?? opts.expansion_search, configured: opts.expansion_search })),
       };
       if (keys) files[KEYS] = new Uint8Array(keys.buffer, keys.byteOffset, keys.byteLength);
       return files;
@@ -164,7 +168,7 @@ export default definePlugin({
      * logged queries each setting is measured on the probe's corpus rows and on them, and the lower figure is the
      * one that counts. `from` is the first expansion_search tried.
      */
-    const tune = (file: string, probe: RecallProbe, vectors: Float32Array, dims: number, connectivity: number, tried: RecallReport["tried"], from: number, keys?: Uint32Array, queries?: Float32Array): RecallReport => {
+    const tune = async (file: string, probe: RecallProbe, vectors: Float32Array, dims: number, connectivity: number, tried: RecallReport["tried"], from: number, keys?: Uint32Array, queries?: Float32Array): Promise<RecallReport> => {
       const logged = queries && queries.length >= dims ? queryProbe(vectors, dims, RECALL_K, queries, probe.heldOut) : undefined;
       const rowOf = keys ? invert(keys) : undefined;
       const measure = (index: Usearch.Index, p: RecallProbe) => {
@@ -191,17 +195,14 @@ export default definePlugin({
       let prev = -1;
       let missed: number | undefined;
       for (;;) {
-        const recall = at(ef).entry.recall;
+        const r = at(ef);
+        const recall = r.entry.recall;
         if (recall >= opts.target_recall || ef >= opts.max_expansion_search || recall - prev < 0.005) {
           let best = tried.filter((t) => t.params.connectivity === connectivity).reduce((a, b) => (b.recall > a.recall + 0.001 ? b : a));
           // Met after a miss: the least expansion_search between the two that clears the target by its sampling error.
-          if (recall >= opts.target_recall && missed !== undefined) {
-            for (let lo = missed, hi = ef, mid = between(lo, hi); mid !== undefined; mid = between(lo, hi)) {
-              const r = at(mid);
-              if (r.sure) [hi, best] = [mid, r.entry];
-              else lo = mid;
-            }
-          }
+          if (recall >= opts.target_recall && missed !== undefined) best = await bisect(missed, ef, best, at);
+          // Met at the first setting: the least one below it that still clears the target (ef under k finds no more).
+          else if (recall >= opts.target_recall && r.sure) best = await narrowDown(ef, r.entry, probe.k, at);
           return {
             k: probe.k, target: opts.target_recall, measured: best.recall, sample: probe.rows.length,
             method: `${probe.heldOut ? "held-out" : "leave-one-out"}${logged ? "+logged-queries" : ""}`, params: best.params, tried, met: best.recall >= opts.target_recall,
@@ -240,7 +241,7 @@ export default definePlugin({
      * whose links are its nearest rows: on 1M near-duplicate rows that leave-one-out question said 0.999 where
      * queries from outside the corpus got 0.66, and the held-out rows track those (docs/index-engines.md).
      */
-    const insertAndCheck = async (index: Usearch.Index, rows: ArrayLike<number>, keyOf: (row: number) => number, held: Int32Array | undefined, check: ((file: string) => RecallReport) | undefined, vectors: Float32Array, dims: number, onProgress?: BuildOptions["onProgress"]) => {
+    const insertAndCheck = async (index: Usearch.Index, rows: ArrayLike<number>, keyOf: (row: number) => number, held: Int32Array | undefined, check: ((file: string) => Promise<RecallReport>) | undefined, vectors: Float32Array, dims: number, onProgress?: BuildOptions["onProgress"]) => {
       const isHeld = new Set(held);
       const first = held ? Array.from(rows).filter((r) => !isHeld.has(r)) : rows;
       await addRows(index, first, Array.from(first, keyOf), vectors, dims, onProgress, 0, rows.length);
@@ -279,7 +280,7 @@ export default definePlugin({
         const { vectors, dims, prevRow } = next;
         const count = checkVectors(vectors, dims, "index:hnsw");
         const meta = prev.files[META]
-          ? (JSON.parse(new TextDecoder().decode(prev.files[META])) as { built_count: number; removed_since_build: number; expansion_search?: number })
+          ? (JSON.parse(new TextDecoder().decode(prev.files[META])) as { built_count: number; removed_since_build: number } & Chosen)
           : { built_count: prev.count, removed_since_build: 0 };
         const prevKeys = prev.files[KEYS] ? u32(prev.files[KEYS]) : undefined;
         const keyOf = (row: number) => (prevKeys ? prevKeys[row] : row);
@@ -313,7 +314,7 @@ export default definePlugin({
         // expansion_search, which its own build measured.
         const held = opts.target_recall > 0 ? holdOut(added, count, opts.recall_sample) : undefined;
         const probe = held ? heldOutProbe(vectors, dims, RECALL_K, held) : opts.target_recall > 0 ? recallProbe(vectors, dims, RECALL_K, opts.recall_sample) : undefined;
-        const from = Math.max(opts.expansion_search, meta.expansion_search ?? 0);
+        const from = servedEf(opts.expansion_search, meta);
         const check = probe && ((file: string) => tune(file, probe, vectors, dims, index.connectivity(), [], from, keys, next.queries));
         const recall = await insertAndCheck(index, added, (r) => keys[r], held, check, vectors, dims, next.onProgress);
         const bytes = await graphBytes(index);
@@ -325,9 +326,8 @@ export default definePlugin({
       async open(dir, info) {
         const file = path.join(dir, FILE);
         await checkLayout(file, info);
-        // The build's recall check may have chosen a larger expansion_search than the options say; the larger wins.
-        const meta = await fsp.readFile(path.join(dir, META), "utf8").then((t) => JSON.parse(t) as { expansion_search?: number }, () => ({ expansion_search: undefined }));
-        const index = make(info.dims, Math.max(opts.expansion_search, meta.expansion_search ?? 0));
+        const meta = await fsp.readFile(path.join(dir, META), "utf8").then((t) => JSON.parse(t) as Chosen, () => ({}));
+        const index = make(info.dims, servedEf(opts.expansion_search, meta));
         try {
           index.view(file);
         } catch (err) {
@@ -341,6 +341,23 @@ export default definePlugin({
     };
   },
 });
+
+/** What `hnsw.json` says of the recall check: the expansion_search it chose, and the option's value at the build. */
+interface Chosen {
+  expansion_search?: number;
+  configured?: number;
+}
+
+/**
+ * The expansion_search a version is served (and updated) with: the one its recall check chose, above or below the
+ * option; but where the option has been raised since the build (or the version predates `configured`, when the
+ * check only raised it), the larger of the two, so raising it still buys recall without a rebuild.
+ */
+export function servedEf(option: number, meta: Chosen): number {
+  if (meta.expansion_search === undefined) return option;
+  if (meta.configured === undefined || option > meta.configured) return Math.max(option, meta.expansion_search);
+  return meta.expansion_search;
+}
 
 /** 0..n-1 in a fixed pseudo-random order (Fisher–Yates on a seeded LCG), so the same input builds the same graph. */
 function shuffled(n: number): Uint32Array {

@@ -22,8 +22,9 @@ if (installed) {
   // FAISS HNSW answers at most about efSearch + k candidates however many are asked for, so a very selective
   // filter can come back short (docs/index-engines.md, "Filtered search"); what does come back must pass.
   testIndexEngine("faiss HNSW32", () => make({ factory: "HNSW32" }), { exact: false, minRecall: 0.9, filteredComplete: false, filteredMinRecall: 0.1 });
-  // With nprobe = nlist every list is scanned, so IVF answers exactly: this proves nprobe reaches FAISS.
-  testIndexEngine("faiss IVF8,Flat nprobe=8", () => make({ factory: "IVF8,Flat", nprobe: 8 }), { exact: true });
+  // With nprobe = nlist every list is scanned, so IVF answers exactly: this proves nprobe reaches FAISS. The recall
+  // check is off, since it would serve the least nprobe that meets its target instead.
+  testIndexEngine("faiss IVF8,Flat nprobe=8", () => make({ factory: "IVF8,Flat", nprobe: 8, target_recall: 0 }), { exact: true });
   testIndexEngine("faiss Flat", () => make({ factory: "Flat" }), { exact: true });
 } else {
   describe("index engine conformance: faiss", () => {
@@ -220,12 +221,33 @@ describe("faiss engine", () => {
     expect(r.tried[0].recall).toBeLessThan(0.95);
     expect(r.params.nprobe).toBeGreaterThan(1);
     expect(expectNarrowed(r, "nprobe")).toBe(true);
-    expect(JSON.parse(new TextDecoder().decode(art.files[META]))).toEqual(r.params);
+    expect(JSON.parse(new TextDecoder().decode(art.files[META]))).toEqual({ ...r.params, configured: 1 });
     expect(art.fallback).toBeUndefined();
     const dir = await writeArtifact(art);
     dirs.push(dir);
     // The same queries through the opened version give the check's own figure: the chosen nprobe reached FAISS.
     expect(await servedRecall(engine, dir, v, dims)).toBeCloseTo(r.measured, 5);
+  });
+
+  it("recall check lowers an nprobe that meets the target at once to the least that clears it, and open serves that", async (t) => {
+    if (!installed) t.skip(SKIP);
+    const dims = 16;
+    const v = randomUnitVectors(4000, dims, 3);
+    const engine = make({ factory: "IVF64,Flat", nprobe: 64, target_recall: 0.95 });
+    const art = await engine.build(v, dims);
+    const r = art.recall!;
+    expect(r.tried[0]).toMatchObject({ params: { nprobe: 64 } });
+    expect(r.tried[0].recall).toBeGreaterThanOrEqual(0.95);
+    expect(r).toMatchObject({ met: true });
+    expect(r.params.nprobe, JSON.stringify(r.tried)).toBeLessThan(64);
+    // The half of the chosen setting, or the bisection's miss just below it, did not clear the target.
+    expect(r.tried.some((x) => x.params.nprobe < r.params.nprobe && x.recall < 0.95 + 0.02)).toBe(true);
+    const dir = await writeArtifact(art);
+    dirs.push(dir);
+    expect(await servedRecall(engine, dir, v, dims)).toBeCloseTo(r.measured, 5);
+    // An nprobe raised above the build's since wins; the build's own value does not pin the check's choice.
+    expect(await servedRecall(make({ factory: "IVF64,Flat", nprobe: 64 }), dir, v, dims)).toBeCloseTo(r.measured, 5);
+    expect(await servedRecall(make({ factory: "IVF64,Flat", nprobe: 65 }), dir, v, dims)).toBe(1);
   });
 
   it("recall check raises HNSW efSearch from FAISS's 16, and open serves the chosen efSearch", async (t) => {

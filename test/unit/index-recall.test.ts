@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import hnsw, { META } from "../../plugins/index/hnsw.ts";
+import hnsw, { META, servedEf } from "../../plugins/index/hnsw.ts";
 import { between, clears, mean, queryProbe, recallProbe, sampleRows } from "../../plugins/index/_recall.ts";
 import type { IndexEngine } from "../../runtime/contracts.ts";
 import { isApfaError } from "../../runtime/errors.ts";
@@ -166,6 +166,25 @@ describe("recall check", () => {
     // 500 rows added: 100 of them held out.
     expect(next?.recall).toMatchObject({ method: "held-out", sample: 100 });
     expect(next!.recall!.tried[0].params.expansion_search).toBe(chosen);
+  });
+
+  it("hnsw lowers an expansion_search that meets the target at once, and serves the least that clears it", async () => {
+    const dims = 32;
+    const vectors = randomUnitVectors(3000, dims, 12);
+    const engine = make({ connectivity: 16, build_threads: 1, expansion_search: 512, target_recall: 0.9, recall_sample: 200 });
+    const art = await engine.build(vectors, dims);
+    const r = art.recall!;
+    expect(r.tried[0]).toMatchObject({ params: { expansion_search: 512 } });
+    expect(r.met).toBe(true);
+    expect(r.params.expansion_search, JSON.stringify(r.tried)).toBeLessThan(512);
+    expect(JSON.parse(new TextDecoder().decode(art.files[META]))).toMatchObject({ expansion_search: r.params.expansion_search, configured: 512 });
+    // Served with the check's value under the same options; a value raised above the build's since wins.
+    expect(servedEf(512, { expansion_search: r.params.expansion_search, configured: 512 })).toBe(r.params.expansion_search);
+    expect(servedEf(1024, { expansion_search: r.params.expansion_search, configured: 512 })).toBe(1024);
+    // A version from before `configured` (its check only raised the option): the larger, as it was served then.
+    expect(servedEf(64, { expansion_search: 128 })).toBe(128);
+    expect(servedEf(256, { expansion_search: 128 })).toBe(256);
+    expect(servedEf(64, {})).toBe(64);
   });
 
   it("ignores logged queries of another width", async () => {
