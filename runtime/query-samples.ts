@@ -70,6 +70,17 @@ export function decodeVector(b: Uint8Array): Float32Array {
   return Float32Array.from({ length: b.byteLength >> 2 }, (_, i) => dv.getFloat32(i * 4, true));
 }
 
+/**
+ * Stores `vectors` (each 1 × dims) as query samples of `modelKey`, in one statement that keeps the embedder's
+ * newest `keep` rows; returns the vectors stored (the last `keep` of them when there are more). What
+ * `apfa index queries` uses to seed the recall check with example questions before servers have logged any.
+ */
+export async function storeQuerySamples(db: SampleDb, modelKey: string, dims: number, vectors: Float32Array[], keep: number): Promise<number> {
+  const rows = vectors.slice(-keep);
+  await db.query(WRITE, [modelKey, dims, rows.map(encodeVector), keep - rows.length]);
+  return rows.length;
+}
+
 export function createQuerySampler(opts: QuerySamplerOptions): QuerySampler {
   const random = opts.random ?? Math.random;
   let pending: Float32Array[] = [];
@@ -82,7 +93,7 @@ export function createQuerySampler(opts: QuerySamplerOptions): QuerySampler {
     // The statement's delete sees the table as it was before its insert, so the old rows kept are keep − batch.
     const rows = batch.slice(-opts.keep);
     try {
-      await opts.db.query(WRITE, [opts.modelKey, opts.dims, rows.map(encodeVector), opts.keep - rows.length]);
+      await storeQuerySamples(opts.db, opts.modelKey, opts.dims, rows, opts.keep);
       counts.written += rows.length;
       opts.onFlush?.("written", rows.length);
       return rows.length;

@@ -11,6 +11,8 @@ import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import type { SwapEvent } from "../../runtime/contracts.ts";
 import { cli } from "../../runtime/cli.ts";
+import { loadQuerySamples } from "../../runtime/query-samples.ts";
+import { embedderKey } from "../../runtime/stages/identity.ts";
 import type { RunRow } from "../../runtime/runs.ts";
 import { readLatest } from "../../runtime/versions.ts";
 import { openOpsSystem, until, type OpsSystem } from "../fixtures/ops-system.ts";
@@ -172,6 +174,41 @@ describe("apfa index", () => {
     expect(bad.err).toContain('"abc" is not an index version (64 lowercase hex characters)');
     expect((await apfa("index", "rollback")).code).toBe(2);
     expect((await apfa("index", "frobnicate")).code).toBe(2);
+  });
+});
+
+describe("apfa index queries", () => {
+  it("embeds example questions as the server embeds a query and stores their vectors for the next build's check", async () => {
+    const file = path.join(sys.dir, "questions.txt");
+    await fsp.writeFile(file, "# example questions\nwhich loan for a 650 credit score?\n\n  cheapest car loan  \nrefinance my mortgage\n");
+    const r = await json("index", "queries", file);
+    const key = await embedderKey(sys.config);
+    expect(r).toMatchObject({ questions: 3, stored: 3, model_key: key, build_sample: 500 });
+    const embedder = await sys.pipeline.embedder();
+    const stored = await loadQuerySamples(sys.db.pool, key, embedder.dims, 10);
+    // Newest first, each what the embedder gives for the question's text.
+    expect(Array.from(stored.subarray(0, embedder.dims))).toEqual(Array.from(await embedder.embed(["refinance my mortgage"])));
+    expect(Array.from(stored.subarray(2 * embedder.dims, 3 * embedder.dims))).toEqual(Array.from(await embedder.embed(["which loan for a 650 credit score?"])));
+    const text = await apfa("index", "queries", file);
+    expect(text.code, text.err).toBe(0);
+    expect(text.out).toMatch(/^stored 3 question vectors for embedder .+ \(64-d\)\nthe next build's recall check measures on this embedder's newest 500 query samples/);
+  });
+
+  it("names the file and line of a bad question, an empty file or a missing one (exit 2), and stores nothing", async () => {
+    const key = await embedderKey(sys.config);
+    const before = (await sys.db.pool.query("select count(*)::int as n from apfa.query_samples where model_key = $1", [key])).rows[0].n;
+    const bad = path.join(sys.dir, "bad.jsonl");
+    await fsp.writeFile(bad, '{"text": "ok"}\n\n{"question": "no text field"}\n');
+    const r = await apfa("index", "queries", bad);
+    expect(r.code).toBe(2);
+    expect(r.err).toBe(`apfa index queries: ${bad}:3: expected an object with a non-empty string "text"`);
+    const empty = path.join(sys.dir, "empty.txt");
+    await fsp.writeFile(empty, "# nothing here\n\n");
+    expect((await apfa("index", "queries", empty)).err).toContain("holds no questions");
+    const missing = await apfa("index", "queries", path.join(sys.dir, "nope.txt"));
+    expect([missing.code, missing.err]).toEqual([2, `apfa index queries: cannot read ${path.join(sys.dir, "nope.txt")}: ENOENT`]);
+    expect((await apfa("index", "queries")).code).toBe(2);
+    expect((await sys.db.pool.query("select count(*)::int as n from apfa.query_samples where model_key = $1", [key])).rows[0].n).toBe(before);
   });
 });
 
