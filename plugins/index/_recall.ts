@@ -8,8 +8,8 @@
  *   is its exact top-k over the rows that are in it.
  * - **Leave-one-out** (`recallProbe`): the rows are in the index, and each is dropped from both the exact and the
  *   approximate answer (it would be a free hit at rank 1). Exact for an engine that scans what it probes (IVF),
- *   but kind to a graph: the walk is guided to the query's own node, whose links are its nearest rows. On 1M
- *   near-duplicate rows it said 0.999 where queries from outside got 0.66 (docs/index-engines.md).
+ *   but kind to a graph: the walk is guided to the query's own node, whose links are its nearest rows. On the
+ *   ann suite's 100k near-duplicate rows it said 0.991 where queries from outside got 0.735 (docs/index-engines.md).
  *
  * A returned row counts as a hit when its true inner product with the query is at least the exact k-th one's
  * (less 1e-6): with exact duplicates many rows tie at the k-th score and any of them is a correct answer, which

@@ -166,9 +166,9 @@ export default definePlugin({
      * doubling meets the target after a miss, bisected back to the least expansion_search that clears it by its
      * sampling error (`clears`). With
      * logged queries each setting is measured on the probe's corpus rows and on them, and the lower figure is the
-     * one that counts. `from` is the first expansion_search tried.
+     * one that counts. `from` is the first expansion_search tried, and `floor` the least one it may narrow to.
      */
-    const tune = async (file: string, probe: RecallProbe, vectors: Float32Array, dims: number, connectivity: number, tried: RecallReport["tried"], from: number, keys?: Uint32Array, queries?: Float32Array): Promise<RecallReport> => {
+    const tune = async (file: string, probe: RecallProbe, vectors: Float32Array, dims: number, connectivity: number, tried: RecallReport["tried"], from: number, floor: number, keys?: Uint32Array, queries?: Float32Array): Promise<RecallReport> => {
       const logged = queries && queries.length >= dims ? queryProbe(vectors, dims, RECALL_K, queries, probe.heldOut) : undefined;
       const rowOf = keys ? invert(keys) : undefined;
       const measure = (index: Usearch.Index, p: RecallProbe) => {
@@ -202,7 +202,7 @@ export default definePlugin({
           // Met after a miss: the least expansion_search between the two that clears the target by its sampling error.
           if (recall >= opts.target_recall && missed !== undefined) best = await bisect(missed, ef, best, at);
           // Met at the first setting: the least one below it that still clears the target (ef under k finds no more).
-          else if (recall >= opts.target_recall && r.sure) best = await narrowDown(ef, r.entry, probe.k, at);
+          else if (recall >= opts.target_recall && r.sure) best = await narrowDown(ef, r.entry, Math.max(floor, probe.k), at);
           return {
             k: probe.k, target: opts.target_recall, measured: best.recall, sample: probe.rows.length,
             method: `${probe.heldOut ? "held-out" : "leave-one-out"}${logged ? "+logged-queries" : ""}`, params: best.params, tried, met: best.recall >= opts.target_recall,
@@ -238,8 +238,9 @@ export default definePlugin({
     /**
      * Inserts `rows` (under `keys[i]`) but the recall check's `held` ones, measures the graph with those as
      * queries from outside it, then inserts them too. A row already in the graph guides the walk to its own node,
-     * whose links are its nearest rows: on 1M near-duplicate rows that leave-one-out question said 0.999 where
-     * queries from outside the corpus got 0.66, and the held-out rows track those (docs/index-engines.md).
+     * whose links are its nearest rows: on the ann suite's 100k near-duplicate rows that leave-one-out question
+     * chose ef 64 at 0.991 where queries from outside the corpus got 0.735; held out, the rows track those
+     * queries (docs/index-engines.md, which also says what they do not catch).
      */
     const insertAndCheck = async (index: Usearch.Index, rows: ArrayLike<number>, keyOf: (row: number) => number, held: Int32Array | undefined, check: ((file: string) => Promise<RecallReport>) | undefined, vectors: Float32Array, dims: number, onProgress?: BuildOptions["onProgress"]) => {
       const isHeld = new Set(held);
@@ -267,7 +268,7 @@ export default definePlugin({
         let before = -1;
         for (let connectivity = opts.connectivity; ; connectivity *= 2) {
           const index = make(dims, opts.expansion_search, connectivity);
-          const check = probe && ((file: string) => tune(file, probe, vectors, dims, connectivity, tried, opts.expansion_search, undefined, buildOpts?.queries));
+          const check = probe && ((file: string) => tune(file, probe, vectors, dims, connectivity, tried, opts.expansion_search, 1, undefined, buildOpts?.queries));
           const recall = await insertAndCheck(index, rows, (r) => r, held, check, vectors, dims, buildOpts?.onProgress);
           const files = filesOf(await graphBytes(index), meta, recall);
           if (!recall || recall.met) return { files, main: FILE, recall };
@@ -311,11 +312,11 @@ export default definePlugin({
         }
         // The added rows are the ones an update can hold out of the graph (the rest are in it already); with too
         // few of them it asks leave-one-out on the corpus. Either way it starts from the previous version's
-        // expansion_search, which its own build measured.
+        // expansion_search, which its own build measured, and goes no lower (leave-one-out is the kinder question).
         const held = opts.target_recall > 0 ? holdOut(added, count, opts.recall_sample) : undefined;
         const probe = held ? heldOutProbe(vectors, dims, RECALL_K, held) : opts.target_recall > 0 ? recallProbe(vectors, dims, RECALL_K, opts.recall_sample) : undefined;
         const from = servedEf(opts.expansion_search, meta);
-        const check = probe && ((file: string) => tune(file, probe, vectors, dims, index.connectivity(), [], from, keys, next.queries));
+        const check = probe && ((file: string) => tune(file, probe, vectors, dims, index.connectivity(), [], from, from, keys, next.queries));
         const recall = await insertAndCheck(index, added, (r) => keys[r], held, check, vectors, dims, next.onProgress);
         const bytes = await graphBytes(index);
         // An updated graph under target is rebuilt in full, where connectivity can grow.

@@ -166,6 +166,8 @@ describe("recall check", () => {
     // 500 rows added: 100 of them held out.
     expect(next?.recall).toMatchObject({ method: "held-out", sample: 100 });
     expect(next!.recall!.tried[0].params.expansion_search).toBe(chosen);
+    // and never narrows below it.
+    expect(next!.recall!.params.expansion_search).toBeGreaterThanOrEqual(chosen);
   });
 
   it("hnsw lowers an expansion_search that meets the target at once, and serves the least that clears it", async () => {
