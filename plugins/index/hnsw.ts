@@ -197,7 +197,10 @@ export default definePlugin({
       for (;;) {
         const r = at(ef);
         const recall = r.entry.recall;
-        if (recall >= opts.target_recall || ef >= opts.max_expansion_search || recall - prev < 0.005) {
+        // A doubling that gains under 0.005 ends it, unless both settings were under the answers asked for (k + 1):
+        // usearch searches with at least that many candidates, so those settings are the same search.
+        const plateau = recall - prev < 0.005 && missed !== undefined && missed > probe.k + 1;
+        if (recall >= opts.target_recall || ef >= opts.max_expansion_search || plateau) {
           let best = tried.filter((t) => t.params.connectivity === connectivity).reduce((a, b) => (b.recall > a.recall + 0.001 ? b : a));
           // Met after a miss: the least expansion_search between the two that clears the target by its sampling error.
           if (recall >= opts.target_recall && missed !== undefined) best = await bisect(missed, ef, best, at);

@@ -189,6 +189,15 @@ describe("recall check", () => {
     expect(servedEf(64, {})).toBe(64);
   });
 
+  it("keeps doubling expansion_search from under k, where usearch searches with k + 1 candidates whatever it is told", async () => {
+    const dims = 32;
+    const corpus = noisyCopies(100, 30, dims, 0.5, 6);
+    const r = (await make({ connectivity: 4, max_connectivity: 4, build_threads: 1, expansion_search: 1, recall_sample: 100 }).build(corpus, dims)).recall!;
+    // ef 1, 2, 4 and 8 are the same search, so no "gain" between them ends the doubling.
+    expect(r.met, JSON.stringify(r.tried)).toBe(true);
+    expect(Math.max(...r.tried.map((t) => t.params.expansion_search))).toBeGreaterThan(11);
+  });
+
   it("ignores logged queries of another width", async () => {
     const dims = 32;
     const v = await build(make({ connectivity: 8, build_threads: 1, recall_sample: 50 }), "hnsw", noisyCopies(20, 10, dims, 0.08, 6), dims, undefined, new Float32Array(31 * 3));
