@@ -76,6 +76,7 @@ export function decodeVector(b: Uint8Array): Float32Array {
  * `apfa index queries` uses to seed the recall check with example questions before servers have logged any.
  */
 export async function storeQuerySamples(db: SampleDb, modelKey: string, dims: number, vectors: Float32Array[], keep: number): Promise<number> {
+  // The statement's delete sees the table as it was before its insert, so the old rows kept are keep − rows.
   const rows = vectors.slice(-keep);
   await db.query(WRITE, [modelKey, dims, rows.map(encodeVector), keep - rows.length]);
   return rows.length;
@@ -90,17 +91,16 @@ export function createQuerySampler(opts: QuerySamplerOptions): QuerySampler {
   let writing: Promise<number> | undefined;
 
   async function write(batch: Float32Array[]): Promise<number> {
-    // The statement's delete sees the table as it was before its insert, so the old rows kept are keep − batch.
-    const rows = batch.slice(-opts.keep);
+    const n = Math.min(batch.length, opts.keep);
     try {
-      await storeQuerySamples(opts.db, opts.modelKey, opts.dims, rows, opts.keep);
-      counts.written += rows.length;
-      opts.onFlush?.("written", rows.length);
-      return rows.length;
+      await storeQuerySamples(opts.db, opts.modelKey, opts.dims, batch, opts.keep);
+      counts.written += n;
+      opts.onFlush?.("written", n);
+      return n;
     } catch (err) {
       counts.failed_flushes++;
-      opts.onFlush?.("failed", rows.length);
-      opts.log.warn("query samples not written; they are dropped", { vectors: rows.length, error: errorMessage(err) });
+      opts.onFlush?.("failed", n);
+      opts.log.warn("query samples not written; they are dropped", { vectors: n, error: errorMessage(err) });
       return 0;
     }
   }

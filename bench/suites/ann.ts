@@ -118,7 +118,7 @@ async function apfaPoints(ctx: BenchContext, dir: string, base: Float32Array, qu
     const bytes = writeFiles(d, art.files);
     const r = art.recall; // none at 1M, where the check is off
     const chosen = r?.params.expansion_search;
-    // The sweep opens the same graph at each ef; the check's choice would otherwise be a floor.
+    // The sweep opens the same graph at each ef; the check's recorded choice would otherwise be served instead.
     fs.writeFileSync(path.join(d, META), JSON.stringify({ built_count: n, removed_since_build: 0 }));
     const efs = ctx.quick ? [16, 64, 256] : large ? [...EFS, 1024, 2048] : EFS;
     for (const ef of [...new Set([...efs, ...(chosen ? [chosen] : [])])].sort((a, b) => a - b)) {
@@ -155,7 +155,7 @@ async function apfaFaissPoints(ctx: BenchContext, dir: string, base: Float32Arra
   const d = path.join(dir, "apfa-faiss");
   const bytes = writeFiles(d, art.files);
   const chosen = art.recall?.params.nprobe;
-  // The sweep opens the same index at each nprobe; the check's choice would otherwise be a floor.
+  // The sweep opens the same index at each nprobe; the check's recorded choice would otherwise be served instead.
   fs.rmSync(path.join(d, FAISS_META), { force: true });
   const out: Point[] = [];
   for (const nprobe of [...new Set([1, 2, 4, 8, 16, 32, 64, ...(chosen ? [chosen] : [])])].sort((a, b) => a - b)) {

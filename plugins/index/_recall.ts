@@ -80,7 +80,6 @@ export function holdOut(candidates: ArrayLike<number>, count: number, sample: nu
   return at.length < MIN_HELD_OUT ? undefined : Int32Array.from(at, (i) => candidates[i]);
 }
 
-
 /**
  * Exact top-k of `queries` (n × dims) that are not corpus rows, such as the logged query vectors of real
  * searches (runtime/query-samples.ts): nothing is excluded from their answers, and `rows` holds -1 for each.
@@ -200,4 +199,16 @@ export async function narrowDown<E>(start: number, best: E, floor: number, at: (
     [hi, best] = [v, r.entry];
   }
   return best;
+}
+
+/**
+ * The search setting a version is served with: `chosen`, what its recall check chose, above or below the option;
+ * but where the option has been raised above `configured` (its value at the build) since, or the version predates
+ * `configured` (its check could only raise the option), the larger of the two, so raising the option still buys
+ * recall without a rebuild. Without a choice, the option.
+ */
+export function servedSetting(option: number, chosen: number | undefined, configured: number | undefined): number {
+  if (chosen === undefined) return option;
+  if (configured === undefined || option > configured) return Math.max(option, chosen);
+  return chosen;
 }

@@ -33,7 +33,7 @@ import { z } from "zod";
 import { definePlugin, type IndexEngine, type Searcher } from "../../runtime/contracts.ts";
 import { ApfaError } from "../../runtime/errors.ts";
 import { checkVectors, withTemp } from "./_check.ts";
-import { bisect, clears, mean, narrowDown, queryProbe, recallProbe, type RecallReport } from "./_recall.ts";
+import { bisect, clears, mean, narrowDown, queryProbe, recallProbe, servedSetting, type RecallReport } from "./_recall.ts";
 
 export const NAME = "faiss";
 
@@ -310,7 +310,7 @@ const ops = {
     }
     const buf = lists ? lists.head : fs.readFileSync(file);
     const s = setting(buf);
-    if (s && s.name === "nprobe") setTo(buf, s, Math.max(nprobe, (chosen && chosen.nprobe) || 0));
+    if (s && s.name === "nprobe") setTo(buf, s, nprobe);
     else if (s && chosen && chosen.ef_search) setTo(buf, s, chosen.ef_search);
     index = faiss.Index.fromBuffer(lists ? Buffer.concat([buf, lists.block]) : buf);
     return { count: index.ntotal(), dims: index.getDimension(), bytes: buf.length, mapped: !!lists, unmapped };
@@ -497,10 +497,9 @@ export default definePlugin({
         let got: Opened;
         try {
           const chosen = await readChosen(path.join(dir, META));
-          // The check's nprobe, above or below the option; an option raised since the build (or a version from
-          // before `configured`, whose check only raised it) wins where it is larger.
-          const floor = chosen?.configured !== undefined && opts.nprobe <= chosen.configured ? 1 : opts.nprobe;
-          got = await w.call<Opened>("open", { file, nprobe: floor, chosen, mmap: opts.mmap });
+          // The check's nprobe, above or below the option, unless the option was raised since the build.
+          const nprobe = servedSetting(opts.nprobe, chosen?.nprobe, chosen?.configured);
+          got = await w.call<Opened>("open", { file, nprobe, chosen, mmap: opts.mmap });
           if (got.unmapped) ctx.log.warn("faiss: inverted lists loaded into this process's heap, not shared: cannot write their data file beside the index", { file, error: got.unmapped });
           if (got.mapped && faissNodePrefetches()) {
             ctx.log.warn("faiss: this faiss-node build prefetches memory-mapped inverted lists, which nearly triples the CPU of each search; " +

@@ -20,7 +20,7 @@ import { z } from "zod";
 import { definePlugin, type BuildOptions, type IndexArtifact, type IndexEngine, type Searcher } from "../../runtime/contracts.ts";
 import { ApfaError } from "../../runtime/errors.ts";
 import { checkVectors, withTemp } from "./_check.ts";
-import { bisect, clears, heldOutProbe, holdOut, mean, narrowDown, queryProbe, recallProbe, type RecallProbe, type RecallReport } from "./_recall.ts";
+import { bisect, clears, heldOutProbe, holdOut, mean, narrowDown, queryProbe, recallProbe, servedSetting, type RecallProbe, type RecallReport } from "./_recall.ts";
 
 export const NAME = "hnsw";
 
@@ -352,15 +352,9 @@ interface Chosen {
   configured?: number;
 }
 
-/**
- * The expansion_search a version is served (and updated) with: the one its recall check chose, above or below the
- * option; but where the option has been raised since the build (or the version predates `configured`, when the
- * check only raised it), the larger of the two, so raising it still buys recall without a rebuild.
- */
+/** The expansion_search a version is served (and updated) with (`servedSetting` over `hnsw.json`). */
 export function servedEf(option: number, meta: Chosen): number {
-  if (meta.expansion_search === undefined) return option;
-  if (meta.configured === undefined || option > meta.configured) return Math.max(option, meta.expansion_search);
-  return meta.expansion_search;
+  return servedSetting(option, meta.expansion_search, meta.configured);
 }
 
 /** 0..n-1 in a fixed pseudo-random order (Fisher–Yates on a seeded LCG), so the same input builds the same graph. */
