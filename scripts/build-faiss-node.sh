@@ -47,6 +47,11 @@ tar xzf node-addon-api-*.tgz -C addon-api --strip-components=1
 # the same as lists in the heap. faiss.cc calls `faiss::read_index` in two places; a macro routes both through a
 # wrapper declared before it. The package.json installed below records it (`apfa.ondisk_prefetch: false`), so the
 # engine can tell this build from one that still prefetches.
+#
+# The wrapper also reads every index with IO_FLAG_READ_ONLY. FAISS's on-disk lists otherwise open their data file
+# with fopen "r+" and map it PROT_WRITE | MAP_SHARED; apfa points them at the published index file itself, which
+# must be neither writable by the server nor written through a stray pointer. Recorded as
+# `apfa.ondisk_read_only: true`.
 cat > compat.h <<'H'
 #include <faiss/Index.h>
 #include <faiss/IVFlib.h>
@@ -59,7 +64,7 @@ namespace faiss { using idx_t = Index::idx_t; }
 namespace faiss {
 template <typename Source>
 inline Index* apfa_read_index(Source source) {
-  Index* index = read_index(source);
+  Index* index = read_index(source, IO_FLAG_READ_ONLY);
   if (IndexIVF* ivf = ivflib::try_extract_index_ivf(index)) {
     if (auto* od = dynamic_cast<OnDiskInvertedLists*>(ivf->invlists)) od->prefetch_nthread = 0;
   }
@@ -99,7 +104,7 @@ node -e '
   delete p.scripts; delete p.gypfile; delete p.binary; delete p.devDependencies;
   p.dependencies = { bindings: p.dependencies.bindings };
   p.files = ["lib", "build/Release/faiss-node.node"];
-  p.apfa = { ondisk_prefetch: false };
+  p.apfa = { ondisk_prefetch: false, ondisk_read_only: true };
   fs.writeFileSync("out/package.json", JSON.stringify(p, null, 2));
 '
 (cd out && npm pack --silent >/dev/null)

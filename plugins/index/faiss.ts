@@ -15,13 +15,13 @@
  * The choice goes into the manifest and into `faiss.json` beside the index, which `open` applies (a configured
  * `nprobe` raised above the build's still wins). Other indexes (Flat, PQ) have no such setting and are measured as built.
  *
- * Serving (`mmap`, default on): an IVF index's inverted lists, nearly all of its bytes, are copied at the first
- * open into `index.ivfdata` beside the index and read by FAISS's own on-disk lists from a shared memory map, so
- * server processes on one version share one copy in the page cache; only the header and the coarse centroids sit
- * in each worker's heap. FAISS's on-disk lists also start up to 32 threads per search that read the probed lists
- * once more (a prefetch for slow disks) and nearly triple a search's CPU; scripts/build-faiss-node.sh builds
- * faiss-node with it off, and `open` warns when the installed build still does it. Searches that queue while FAISS
- * is busy go to it as one call.
+ * Serving (`mmap`, default on): an IVF index's inverted lists, nearly all of its bytes, are read by FAISS's own
+ * on-disk lists from a shared memory map of `index.faiss` itself, so server processes on one version share one copy
+ * in the page cache and nothing is copied or written at open; only the header and the coarse centroids sit in each
+ * worker's heap. FAISS's on-disk lists also start up to 32 threads per search that read the probed lists once more
+ * (a prefetch for slow disks) and nearly triple a search's CPU, and map their file writable;
+ * scripts/build-faiss-node.sh builds faiss-node with the prefetch off and the map read-only, and `open` warns when
+ * the installed build does either. Searches that queue while FAISS is busy go to it as one call.
  * @module
  */
 import * as fs from "node:fs";
@@ -73,9 +73,9 @@ export interface FaissOptions {
   /** Corpus rows the recall check queries with. @default 300 */
   recall_sample: number;
   /**
-   * Serve an IVF index's inverted lists from a memory-mapped file beside it (`index.ivfdata`, written at the
-   * first open), so every server process shares one copy of the vectors in the page cache; false loads the
-   * whole index into each process's heap. Other indexes are always loaded. @default true
+   * Serve an IVF index's inverted lists from a memory map of the index file, so every server process shares one
+   * copy of the vectors in the page cache; false loads the whole index into each process's heap. Other indexes are
+   * always loaded. @default true
    */
   mmap: boolean;
 }
@@ -87,7 +87,7 @@ const options = z.strictObject({
   target_recall: z.number().min(0).max(1).default(0.95).describe("Recall@10 the version must reach, measured against exact search at build time (nprobe or efSearch is raised until it does); 0 skips the check"),
   on_recall_miss: z.enum(["fail", "exact", "accept"]).default("exact").describe("When target_recall is out of reach: fail the build, serve with exact search, or accept the lower recall"),
   recall_sample: z.number().int().min(10).max(100000).default(300).describe("Corpus rows the recall check queries with"),
-  mmap: z.boolean().default(true).describe("IVF indexes: serve the inverted lists from a memory-mapped file beside the index (index.ivfdata), shared by every process; false loads them into each process's heap"),
+  mmap: z.boolean().default(true).describe("IVF indexes: serve the inverted lists from a memory map of the index file, shared by every process; false loads them into each process's heap"),
 });
 
 const fail = (msg: string, cause?: unknown) => new ApfaError("index", msg, { cause, where: "index:faiss" });
@@ -105,17 +105,25 @@ export function faissNodeInstalled(): boolean {
   }
 }
 
+/** What a faiss-node build does with FAISS's memory-mapped inverted lists. */
+export interface FaissNodeBuild {
+  /** Each search first reads every probed list once more on up to 32 threads (FAISS's prefetch for slow disks). */
+  prefetches: boolean;
+  /** The index file is mapped read-only (FAISS's IO_FLAG_READ_ONLY); otherwise FAISS opens and maps it for writing too. */
+  readOnly: boolean;
+}
+
 /**
- * Whether the installed faiss-node still prefetches FAISS's on-disk inverted lists on every search: true for any
- * build but scripts/build-faiss-node.sh's, which turns the prefetch off and records it in the package.json it
- * installs (`apfa.ondisk_prefetch: false`). `entry` is the addon's resolved entry (lib/index.js).
+ * What the installed faiss-node does with mapped lists: any build but scripts/build-faiss-node.sh's prefetches and
+ * maps them writable; that script's records what it changed in the package.json it installs
+ * (`apfa.ondisk_prefetch: false`, `apfa.ondisk_read_only: true`). `entry` is the addon's resolved entry (lib/index.js).
  */
-export function faissNodePrefetches(entry: string = faissNodePath()): boolean {
+export function faissNodeBuild(entry: string = faissNodePath()): FaissNodeBuild {
   try {
-    const pkg = JSON.parse(fs.readFileSync(path.join(path.dirname(entry), "..", "package.json"), "utf8")) as { apfa?: { ondisk_prefetch?: unknown } };
-    return pkg.apfa?.ondisk_prefetch !== false;
+    const pkg = JSON.parse(fs.readFileSync(path.join(path.dirname(entry), "..", "package.json"), "utf8")) as { apfa?: { ondisk_prefetch?: unknown; ondisk_read_only?: unknown } };
+    return { prefetches: pkg.apfa?.ondisk_prefetch !== false, readOnly: pkg.apfa?.ondisk_read_only === true };
   } catch {
-    return true;
+    return { prefetches: true, readOnly: false };
   }
 }
 
@@ -133,6 +141,7 @@ function faissNodePath(): string {
 const WORKER = String.raw`
 const { parentPort, workerData } = require("node:worker_threads");
 const fs = require("node:fs");
+const path = require("node:path");
 let faiss, loadError, index = null;
 try { faiss = require(workerData.faissPath); } catch (e) { loadError = e; }
 const CHUNK = 16384;
@@ -184,9 +193,10 @@ function setTo(buf, s, value) {
 // IVF indexes keep their vectors in inverted lists. FAISS writes them as an "ilar" block, the index file's last:
 // fourcc, nlist:u64, code_size:u64, "full", a size-prefixed u64 vector of list sizes, then each list's codes and
 // ids. FAISS's on-disk lists ("ilod": the same nlist and code_size, one {size, capacity, offset} u64 triple a list,
-// no free slots, the data file's name, its size) read that data from a file it memory-maps (MAP_SHARED), and each
-// list's place there (codes, then ids) is the layout "ilar" stores them in. So the data region is copied once into
-// a file beside the index, and every process's FAISS maps that one file: the page cache holds the vectors once.
+// no free slots, the data file's name, its size) read that data from a file they memory-map from byte 0
+// (MAP_SHARED), each list at its offset as codes then ids: the layout "ilar" stores them in. So the block is
+// rewritten to point into the index file itself, and every process's FAISS maps that one file: the page cache holds
+// the vectors once, nothing is copied or written, and scripts/build-faiss-node.sh's build maps it read-only.
 // Returns null (load into the heap as before) for other indexes, or when the layout does not check out.
 function mappedLists(file) {
   const fd = fs.openSync(file, "r");
@@ -197,7 +207,7 @@ function mappedLists(file) {
       const head = Buffer.allocUnsafe(Math.min(size, want, HEAD_MAX));
       fs.readSync(fd, head, 0, head.length, 0);
       if (!head.toString("latin1", 0, 2).startsWith("Iw")) return null;
-      const found = listsIn(head, size, file, fd);
+      const found = listsIn(head, size, file);
       if (found || head.length === size || head.length === HEAD_MAX) return found;
     }
   } finally {
@@ -206,62 +216,29 @@ function mappedLists(file) {
 }
 
 // The "ilar" block in \`head\` whose data ends exactly at the file's end (float bytes of the quantizer that happen
-// to read "ilar" do not), its data copied to the file beside the index; null when there is none in \`head\`.
-function listsIn(head, size, file, fd) {
+// to read "ilar" do not), as an "ilod" block for the same lists where they lie in \`file\`; null when there is none.
+function listsIn(head, size, file) {
   for (let at = head.indexOf("ilar", 53, "latin1"); at >= 0 && at + 32 <= head.length; at = head.indexOf("ilar", at + 1, "latin1")) {
     const nlist = Number(head.readBigUInt64LE(at + 4)), codeSize = Number(head.readBigUInt64LE(at + 12));
     if (head.toString("latin1", at + 20, at + 24) !== "full" || Number(head.readBigUInt64LE(at + 24)) !== nlist) continue;
     const start = at + 32 + nlist * 8;
     if (codeSize < 1 || start > head.length) continue;
     const triples = Buffer.alloc(nlist * 24);
-    let bytes = 0;
+    let offset = start;
     for (let i = 0; i < nlist; i++) {
       const n = Number(head.readBigUInt64LE(at + 32 + i * 8));
       triples.writeBigUInt64LE(BigInt(n), i * 24);
       triples.writeBigUInt64LE(BigInt(n), i * 24 + 8);
-      triples.writeBigUInt64LE(BigInt(bytes), i * 24 + 16);
-      bytes += n * (codeSize + 8);
+      triples.writeBigUInt64LE(BigInt(offset), i * 24 + 16);
+      offset += n * (codeSize + 8);
     }
-    if (start + bytes !== size) continue;
-    const data = file.replace(/\.faiss$/, "") + ".ivfdata";
-    copyOnce(fd, start, bytes, data);
-    const name = Buffer.from(data, "utf8");
+    if (offset !== size) continue;
+    const name = Buffer.from(path.resolve(file), "utf8");
     const u64 = (x) => { const b = Buffer.alloc(8); b.writeBigUInt64LE(BigInt(x)); return b; };
-    const block = Buffer.concat([Buffer.from("ilod", "latin1"), u64(nlist), u64(codeSize), u64(nlist), triples, u64(0), u64(name.length), name, u64(bytes)]);
+    const block = Buffer.concat([Buffer.from("ilod", "latin1"), u64(nlist), u64(codeSize), u64(nlist), triples, u64(0), u64(name.length), name, u64(size)]);
     return { head: Buffer.from(head.subarray(0, at)), block };
   }
   return null;
-}
-
-// Writes the lists' data to \`dest\` unless a complete copy is there (several server processes open one version at
-// once): a temp file linked into place, so a file at \`dest\` is always whole; one of the wrong size is replaced.
-function copyOnce(fd, start, bytes, dest) {
-  try {
-    if (fs.statSync(dest).size === bytes) return;
-  } catch {}
-  const tmp = dest + "." + process.pid + "." + Math.random().toString(36).slice(2) + ".tmp";
-  try {
-    const out = fs.openSync(tmp, "w");
-    try {
-      const chunk = Buffer.alloc(Math.min(bytes, 16 << 20) || 1);
-      for (let done = 0; done < bytes; ) {
-        const n = fs.readSync(fd, chunk, 0, Math.min(chunk.length, bytes - done), start + done);
-        if (n <= 0) throw new Error("index file ended early at byte " + (start + done));
-        fs.writeSync(out, chunk, 0, n);
-        done += n;
-      }
-      fs.fsyncSync(out);
-    } finally {
-      fs.closeSync(out);
-    }
-    try {
-      fs.linkSync(tmp, dest);
-    } catch (e) {
-      if (!(e && e.code === "EEXIST" && fs.statSync(dest).size === bytes)) fs.renameSync(tmp, dest);
-    }
-  } finally {
-    fs.rmSync(tmp, { force: true }); // after a link or a failure; a rename left nothing here
-  }
 }
 
 const describe = (s) => (s ? { name: s.name, at: s.at, value: s.value, max: s.max } : null);
@@ -301,19 +278,22 @@ const ops = {
     return Int32Array.from(r.labels);
   },
   open({ file, nprobe, chosen, mmap }) {
-    // A directory the data file cannot be written to (read-only, full) costs the sharing, not the version.
-    let lists = null, unmapped;
+    const load = (buf, block) => {
+      const s = setting(buf);
+      if (s && s.name === "nprobe") setTo(buf, s, nprobe);
+      else if (s && chosen && chosen.ef_search) setTo(buf, s, chosen.ef_search);
+      index = faiss.Index.fromBuffer(block ? Buffer.concat([buf, block]) : buf);
+      return { count: index.ntotal(), dims: index.getDimension(), bytes: buf.length, mapped: !!block };
+    };
+    // A file FAISS cannot map (an older faiss-node build opens it for writing too) costs the sharing, not the version.
+    let unmapped;
     try {
-      lists = mmap ? mappedLists(file) : null;
+      const lists = mmap ? mappedLists(file) : null;
+      if (lists) return load(lists.head, lists.block);
     } catch (e) {
       unmapped = String((e && e.message) || e);
     }
-    const buf = lists ? lists.head : fs.readFileSync(file);
-    const s = setting(buf);
-    if (s && s.name === "nprobe") setTo(buf, s, nprobe);
-    else if (s && chosen && chosen.ef_search) setTo(buf, s, chosen.ef_search);
-    index = faiss.Index.fromBuffer(lists ? Buffer.concat([buf, lists.block]) : buf);
-    return { count: index.ntotal(), dims: index.getDimension(), bytes: buf.length, mapped: !!lists, unmapped };
+    return { ...load(fs.readFileSync(file)), unmapped };
   },
 };
 
@@ -500,10 +480,11 @@ export default definePlugin({
           // The check's nprobe, above or below the option, unless the option was raised since the build.
           const nprobe = servedSetting(opts.nprobe, chosen?.nprobe, chosen?.configured);
           got = await w.call<Opened>("open", { file, nprobe, chosen, mmap: opts.mmap });
-          if (got.unmapped) ctx.log.warn("faiss: inverted lists loaded into this process's heap, not shared: cannot write their data file beside the index", { file, error: got.unmapped });
-          if (got.mapped && faissNodePrefetches()) {
-            ctx.log.warn("faiss: this faiss-node build prefetches memory-mapped inverted lists, which nearly triples the CPU of each search; " +
-              "build it with scripts/build-faiss-node.sh (or set stages.index.options.mmap: false)", { file });
+          if (got.unmapped) ctx.log.warn("faiss: inverted lists loaded into this process's heap, not shared: FAISS could not map the index file", { file, error: got.unmapped });
+          const build = got.mapped ? faissNodeBuild() : undefined;
+          if (build && (build.prefetches || !build.readOnly)) {
+            const what = [build.prefetches && "prefetches memory-mapped inverted lists, which nearly triples the CPU of each search", !build.readOnly && "maps the index file writable"].filter(Boolean).join(" and ");
+            ctx.log.warn(`faiss: this faiss-node build ${what}; build it with scripts/build-faiss-node.sh (or set stages.index.options.mmap: false)`, { file });
           }
           if (got.dims !== info.dims) throw fail(`${file} holds ${got.dims}-dim vectors but the index version says ${info.dims}`);
           if (got.count !== info.count) throw fail(`${file} holds ${got.count} vectors but the index version says ${info.count}`);

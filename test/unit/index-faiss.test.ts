@@ -2,7 +2,7 @@ import * as fsp from "node:fs/promises";
 import * as os from "node:os";
 import * as path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import faiss, { faissNodeInstalled, faissNodePrefetches, META, type FaissSearcher } from "../../plugins/index/faiss.ts";
+import faiss, { faissNodeBuild, faissNodeInstalled, META, type FaissSearcher } from "../../plugins/index/faiss.ts";
 import { recallProbe } from "../../plugins/index/_recall.ts";
 import { buildVersion } from "../../runtime/stages/build.ts";
 import type { IndexEngine } from "../../runtime/contracts.ts";
@@ -128,24 +128,35 @@ describe("faiss engine", () => {
     await s.close();
   });
 
-  it("an IVF version's inverted lists are served from one memory-mapped file, with the same answers as from the heap", async (t) => {
+  /** The lines of this process's memory maps that map `file`: "<from>-<to> <perms> ..." (Linux). */
+  const mapsOf = async (file: string) => (await fsp.readFile("/proc/self/maps", "utf8")).split("\n").filter((l) => l.endsWith(` ${file}`));
+
+  it("an IVF version's inverted lists are served from a read-only map of the index file, with the same answers as from the heap", async (t) => {
     if (!installed) t.skip(SKIP);
     const dims = 32;
     const count = 4000;
     for (const factory of ["IVF16,Flat", "IVF16,SQ8"]) {
       const dir = await versionDir({ factory, nprobe: 4, target_recall: 0 }, count, dims, 21);
-      const data = path.join(dir, "index.ivfdata");
+      const file = path.join(dir, "index.faiss");
+      const before = await fsp.readdir(dir);
+      const size = (await fsp.stat(file)).size;
       const heap = await make({ factory, nprobe: 4, mmap: false }).open(dir, { dims, count });
-      await expect(fsp.stat(data)).rejects.toThrow(/ENOENT/);
+      expect(await mapsOf(file)).toEqual([]);
       const mapped = await make({ factory, nprobe: 4 }).open(dir, { dims, count });
-      const written = await fsp.stat(data);
-      // The data file holds every vector's code and id; the heap keeps only the header and the centroids.
-      expect(written.size).toBe(count * ((factory.endsWith("SQ8") ? dims : dims * 4) + 8));
-      expect(mapped.memoryBytes).toBeLessThan(heap.memoryBytes - written.size + 1024);
-      expect((await fsp.readFile("/proc/self/maps", "utf8")).includes(data)).toBe(true);
-      // A second process's open (here a second searcher) maps the same file rather than writing it again.
+      // The heap keeps only the header and the centroids; every vector's code and id stays in the mapped file.
+      const lists = count * ((factory.endsWith("SQ8") ? dims : dims * 4) + 8);
+      expect(mapped.memoryBytes).toBeLessThan(heap.memoryBytes - lists + 1024);
+      const maps = await mapsOf(file);
+      expect(maps).toHaveLength(1);
+      // Shared ("s") and not writable: the published file cannot be written through the map.
+      expect(maps[0].split(" ")[1]).toBe("r--s");
+      // Mapped from byte 0, the whole file: nothing was copied beside it.
+      const [from, to] = maps[0].split(" ")[0].split("-").map((x) => parseInt(x, 16));
+      expect(to - from).toBe(Math.ceil(size / 4096) * 4096);
+      expect(await fsp.readdir(dir)).toEqual(before);
+      // A second process's open (here a second searcher) maps the same file.
       const again = await make({ factory, nprobe: 4 }).open(dir, { dims, count });
-      expect((await fsp.stat(data)).ino).toBe(written.ino);
+      expect(await mapsOf(file)).toHaveLength(2);
       for (let q = 0; q < 20; q++) {
         const query = randomUnitVectors(1, dims, 900 + q);
         const want = await heap.search(query, 10);
@@ -156,44 +167,29 @@ describe("faiss engine", () => {
     }
   });
 
-  it("tells a faiss-node build that prefetches mapped lists from scripts/build-faiss-node.sh's, which does not", async (t) => {
+  it("tells a faiss-node build that prefetches and maps writable from scripts/build-faiss-node.sh's, which does neither", async (t) => {
     const root = await fsp.mkdtemp(path.join(os.tmpdir(), "apfa-faiss-node-"));
     dirs.push(root);
     const entry = path.join(root, "lib", "index.js");
     await fsp.mkdir(path.dirname(entry));
     await fsp.writeFile(entry, "");
     await fsp.writeFile(path.join(root, "package.json"), JSON.stringify({ name: "faiss-node", version: "0.5.1" }));
-    expect(faissNodePrefetches(entry)).toBe(true);
+    expect(faissNodeBuild(entry)).toEqual({ prefetches: true, readOnly: false });
     await fsp.writeFile(path.join(root, "package.json"), JSON.stringify({ name: "faiss-node", version: "0.5.1", apfa: { ondisk_prefetch: false } }));
-    expect(faissNodePrefetches(entry)).toBe(false);
+    expect(faissNodeBuild(entry)).toEqual({ prefetches: false, readOnly: false });
+    await fsp.writeFile(path.join(root, "package.json"), JSON.stringify({ name: "faiss-node", version: "0.5.1", apfa: { ondisk_prefetch: false, ondisk_read_only: true } }));
+    expect(faissNodeBuild(entry)).toEqual({ prefetches: false, readOnly: true });
     if (!installed) t.skip(SKIP);
     // The build CI installs: a mapped IVF version opens without the warning.
-    expect(faissNodePrefetches()).toBe(false);
+    expect(faissNodeBuild()).toEqual({ prefetches: false, readOnly: true });
     const dims = 16;
     const count = 2000;
     const dir = await versionDir({ factory: "IVF8,Flat", nprobe: 8, target_recall: 0 }, count, dims, 33);
     const lines: string[] = [];
     const log = createLogger({}, { level: "warn", write: (l) => lines.push(l) });
     const s = await (faiss.create(faiss.options.parse({ factory: "IVF8,Flat", nprobe: 8 }), { ...ctx, log }) as IndexEngine).open(dir, { dims, count });
-    expect((await fsp.readFile("/proc/self/maps", "utf8")).includes(path.join(dir, "index.ivfdata"))).toBe(true);
+    expect(await mapsOf(path.join(dir, "index.faiss"))).toHaveLength(1);
     expect(lines).toEqual([]);
-    await s.close();
-  });
-
-  it("where the data file cannot be written, the version opens from the heap and the log says why", async (t) => {
-    if (!installed) t.skip(SKIP);
-    const dims = 16;
-    const count = 2000;
-    const dir = await versionDir({ factory: "IVF8,Flat", nprobe: 8, target_recall: 0 }, count, dims, 31);
-    await fsp.mkdir(path.join(dir, "index.ivfdata")); // a directory where the file would go: rename fails
-    const lines: string[] = [];
-    const log = createLogger({}, { level: "warn", write: (l) => lines.push(l) });
-    const engine = faiss.create(faiss.options.parse({ factory: "IVF8,Flat", nprobe: 8 }), { ...ctx, log }) as IndexEngine;
-    const s = await engine.open(dir, { dims, count });
-    expect(lines.join("\n")).toMatch(/inverted lists loaded into this process's heap, not shared/);
-    expect(s.memoryBytes).toBeGreaterThan(count * dims * 4);
-    expect((await s.search(randomUnitVectors(1, dims, 77), 5)).rows).toHaveLength(5);
-    expect((await fsp.readdir(dir)).filter((f) => f.endsWith(".tmp"))).toEqual([]);
     await s.close();
   });
 
