@@ -4,9 +4,10 @@ prints one JSON line per (setting, search parameter): build seconds, bytes per v
 
     python3 bench/faiss-ann.py <dir with base.npy, queries.npy, truth.npy> [quick]
 
-Needs Debian's python3-faiss and python3-numpy.
+Needs Debian's python3-faiss and python3-numpy. APFA_FAISS_ANN="hnsw,ivf" (the suite sets it) names the settings
+besides IndexFlatIP to build; unset builds both.
 """
-import json, sys, time
+import json, os, sys, time
 import numpy as np
 import faiss
 
@@ -17,6 +18,7 @@ q = np.load(f"{d}/queries.npy")
 truth = np.load(f"{d}/truth.npy").astype(np.int64)
 n, dims = x.shape
 k = truth.shape[1]
+kinds = set(os.environ.get("APFA_FAISS_ANN", "hnsw,ivf").split(","))
 
 
 def measure(name, setting, index, build_s):
@@ -51,12 +53,13 @@ def hnsw():
     return i
 
 
-h, b = built(hnsw)
-# At 1M the near-duplicate set needs more than ef 512 (as apfa's sweep does there).
-for ef in [16, 32, 64, 128, 256, 512] + ([1024, 2048] if n >= 1_000_000 else []):
-    h.hnsw.efSearch = ef
-    measure("faiss HNSWFlat M16", f"efSearch {ef}", h, b)
-del h
+if "hnsw" in kinds:
+    h, b = built(hnsw)
+    # At 1M the near-duplicate set needs more than ef 512 (as apfa's sweep does there).
+    for ef in [16, 32, 64, 128, 256, 512] + ([1024, 2048] if n >= 1_000_000 else []):
+        h.hnsw.efSearch = ef
+        measure("faiss HNSWFlat M16", f"efSearch {ef}", h, b)
+    del h
 
 # 4·√n would be ~1,264 at 100k; 256 keeps k-means training to about a minute on this 2-core machine.
 nlist = 64 if quick else 256 if n <= 200_000 else 1024  # bench/suites/ann.ts nlistFor(): apfa's faiss engine builds the same index
@@ -71,9 +74,10 @@ def ivf():
     return i
 
 
-v, b = built(ivf)
-for nprobe in [1, 2, 4, 8, 16, 32, 64]:
-    if nprobe > nlist:
-        break
-    v.nprobe = nprobe
-    measure(f"faiss IVF{nlist},Flat", f"nprobe {nprobe}", v, b)
+if "ivf" in kinds:
+    v, b = built(ivf)
+    for nprobe in [1, 2, 4, 8, 16, 32, 64]:
+        if nprobe > nlist:
+            break
+        v.nprobe = nprobe
+        measure(f"faiss IVF{nlist},Flat", f"nprobe {nprobe}", v, b)

@@ -2,7 +2,8 @@
  * ANN suite: apfa's engines side by side with FAISS (Debian's python3-faiss, run by bench/faiss-ann.py on the
  * same .npy files) in one run. Two data sets — a clustered Gaussian mixture and the near-duplicate construction
  * of bench/vectors.ts (real embeddings plus perturbed copies) — at 100k × 384 (5k quick; 100k and 1M with
- * --large; APFA_BENCH_ANN_SETS="near-duplicate 1M,..." runs only the sets it names), 200 held-out queries,
+ * --large; APFA_BENCH_ANN_SETS="near-duplicate 1M,..." runs only the sets it names, and APFA_BENCH_ANN_ENGINES
+ * "hnsw,faiss,py-hnsw,py-ivf" only the engines it names besides exact search), 200 held-out queries,
  * exact top-10 as truth. Per engine and setting: build seconds, bytes per
  * vector, p50/p95 ms per query, recall@10; and a recall-vs-QPS chart per data set, one line per engine.
  * @module
@@ -28,6 +29,19 @@ const K = 10;
 const QUERIES = 200;
 const EFS = [16, 32, 64, 128, 256, 512];
 const pctx = { baseDir: "/", log: silentLogger, env: {} };
+
+/**
+ * The engines a run measures besides exact search: apfa's `hnsw` and `faiss` engines, and FAISS's HNSW and IVF in
+ * Python (`py-hnsw`, `py-ivf`); all unless APFA_BENCH_ANN_ENGINES names some, to rerun a costly part alone.
+ */
+const ENGINES = ["hnsw", "faiss", "py-hnsw", "py-ivf"] as const;
+function enginesToRun(env: string | undefined): Set<(typeof ENGINES)[number]> {
+  const named = env?.split(",").map((x) => x.trim()).filter(Boolean);
+  if (!named?.length) return new Set(ENGINES);
+  const unknown = named.filter((x) => !(ENGINES as readonly string[]).includes(x));
+  if (unknown.length) throw new Error(`APFA_BENCH_ANN_ENGINES: unknown engine ${JSON.stringify(unknown[0])} (known: ${ENGINES.join(", ")})`);
+  return new Set(named as (typeof ENGINES)[number][]);
+}
 
 /** One measured (engine, setting) point. */
 export interface Point {
@@ -92,7 +106,7 @@ function writeFiles(dir: string, files: Record<string, Uint8Array>): number {
 }
 
 /** apfa's engines: flat, then hnsw per quantisation (its recall check on, then swept over expansion_search). */
-async function apfaPoints(ctx: BenchContext, dir: string, base: Float32Array, queries: Float32Array, truth: Int32Array[], checks: Table, label: string): Promise<Point[]> {
+async function apfaPoints(ctx: BenchContext, dir: string, base: Float32Array, queries: Float32Array, truth: Int32Array[], checks: Table, label: string, withHnsw: boolean): Promise<Point[]> {
   const n = base.length / DIMS;
   const out: Point[] = [];
   const f = await flat.create(flat.options.parse({}), pctx);
@@ -107,7 +121,7 @@ async function apfaPoints(ctx: BenchContext, dir: string, base: Float32Array, qu
   // million suite measures the check at 1M on a real run). i8 is left out there: at 100k its recall plateaus
   // under 0.95 on both data sets whatever the connectivity.
   const large = n >= 1_000_000;
-  const quantizations = ctx.quick ? (["f32", "i8"] as const) : large ? (["f32", "f16"] as const) : (["f32", "f16", "i8"] as const);
+  const quantizations = !withHnsw ? [] : ctx.quick ? (["f32", "i8"] as const) : large ? (["f32", "f16"] as const) : (["f32", "f16", "i8"] as const);
   for (const quantization of quantizations) {
     ctx.log(`${label}: apfa hnsw ${quantization} build`);
     const e = await hnsw.create(hnsw.options.parse(large ? { quantization, connectivity: 16, target_recall: 0 } : { quantization }), pctx);
@@ -168,9 +182,9 @@ async function apfaFaissPoints(ctx: BenchContext, dir: string, base: Float32Arra
 }
 
 /** FAISS's points from bench/faiss-ann.py, or undefined (with the reason) when python3-faiss is missing. */
-function faissPoints(dir: string, quick: boolean): Point[] | string {
+function faissPoints(dir: string, quick: boolean, kinds: string[]): Point[] | string {
   const py = fs.existsSync("/usr/bin/python3") ? "/usr/bin/python3" : "python3";
-  const r = spawnSync(py, [path.join(ROOT, "bench/faiss-ann.py"), dir, ...(quick ? ["quick"] : [])], { encoding: "utf8", maxBuffer: 1 << 26 });
+  const r = spawnSync(py, [path.join(ROOT, "bench/faiss-ann.py"), dir, ...(quick ? ["quick"] : [])], { encoding: "utf8", maxBuffer: 1 << 26, env: { ...process.env, APFA_FAISS_ANN: kinds.join(",") } });
   if (r.status !== 0) return `FAISS not measured: ${py} bench/faiss-ann.py exited ${r.status}: ${(r.stderr || String(r.error)).trim().split("\n").at(-1)} (apt-get install python3-faiss python3-numpy)`;
   return r.stdout.trim().split("\n").map((l) => JSON.parse(l) as Point);
 }
@@ -183,6 +197,7 @@ export async function annSuite(ctx: BenchContext): Promise<SuiteOutput> {
   const sizes = ctx.quick ? [5_000] : ctx.large ? [100_000, 1_000_000] : [100_000];
   // A rerun of some sets only (e.g. "near-duplicate 1M"); the report's ann section then holds only those.
   const only = process.env.APFA_BENCH_ANN_SETS?.split(",").map((x) => x.trim()).filter(Boolean);
+  const running = enginesToRun(process.env.APFA_BENCH_ANN_ENGINES);
   const rv = await realVectors(ctx.quick ? 100 : 1000, QUERIES, DIMS, ctx.log);
   const noise = noiseForCosine(medianNeighbourCosine(rv));
   const tables: Table[] = [];
@@ -216,12 +231,12 @@ export async function annSuite(ctx: BenchContext): Promise<SuiteOutput> {
         npy("base.npy", base, n, DIMS);
         npy("queries.npy", queries, QUERIES, DIMS);
         npy("truth.npy", Float32Array.from(truth.flatMap((t) => Array.from(t))), QUERIES, K);
-        const pts = await apfaPoints(ctx, dir, base, queries, truth, checks, name);
-        const af = await apfaFaissPoints(ctx, dir, base, queries, truth, name);
+        const pts = await apfaPoints(ctx, dir, base, queries, truth, checks, name, running.has("hnsw"));
+        const af = running.has("faiss") ? await apfaFaissPoints(ctx, dir, base, queries, truth, name) : [];
         if (typeof af === "string") notes.push(af);
         else pts.push(...af);
         ctx.log(`${name}: FAISS`);
-        const fp = faissPoints(dir, ctx.quick);
+        const fp = faissPoints(dir, ctx.quick, ["hnsw", "ivf"].filter((x) => running.has(`py-${x}` as (typeof ENGINES)[number])));
         if (typeof fp === "string") notes.push(fp);
         else pts.push(...fp);
         // Each point also goes to the suite's log (apfa's as they are measured), so an interrupted large run keeps
@@ -239,9 +254,11 @@ export async function annSuite(ctx: BenchContext): Promise<SuiteOutput> {
         const ours = firstAt(pts, "apfa hnsw f32", 0.95);
         const theirs = firstAt(pts, "faiss HNSWFlat M16", 0.95);
         const small = ["f16", "i8"].map((q) => firstAt(pts, `apfa hnsw ${q}`, 0.95)).filter(Boolean) as Point[];
-        const f32 = pts.find((p) => p.engine === "apfa hnsw f32")!;
+        const f32 = pts.find((p) => p.engine === "apfa hnsw f32");
         const id = `ann/${data}/${label}`;
-        if (ours) ratios.push({ id: `${id}/hnsw_speedup_at_0.95`, label: `${name}: apfa hnsw (first ef with recall ≥ 0.95) speed-up over exact, p50`, value: exact.p50_ms / ours.p50_ms, better: "higher", goal: 10 });
+        if (!f32) {
+          // hnsw not measured in this run (APFA_BENCH_ANN_ENGINES): no hnsw ratios.
+        } else if (ours) ratios.push({ id: `${id}/hnsw_speedup_at_0.95`, label: `${name}: apfa hnsw (first ef with recall ≥ 0.95) speed-up over exact, p50`, value: exact.p50_ms / ours.p50_ms, better: "higher", goal: 10 });
         else {
           const best = pts.filter((p) => p.engine === "apfa hnsw f32").reduce((a, b) => (b.recall > a.recall ? b : a));
           notes.push(`${name}: apfa hnsw f32 did not reach recall 0.95 in its sweep (best ${best.recall.toFixed(3)}, ${best.setting})`);
@@ -249,7 +266,7 @@ export async function annSuite(ctx: BenchContext): Promise<SuiteOutput> {
         const ivf = pts.find((p) => p.engine.startsWith("apfa faiss") && p.recall >= 0.95);
         if (ivf) ratios.push({ id: `${id}/faiss_ivf_speedup_at_0.95`, label: `${name}: apfa faiss ${ivf.engine.split(" ").at(-1)} (first nprobe with recall ≥ 0.95) speed-up over exact, p50`, value: exact.p50_ms / ivf.p50_ms, better: "higher", goal: 10 });
         if (ours && theirs) ratios.push({ id: `${id}/qps_vs_faiss_at_0.95`, label: `${name}: apfa hnsw ÷ FAISS HNSW queries per second, each at its first setting with recall ≥ 0.95`, value: theirs.p50_ms / ours.p50_ms, better: "higher", goal: 1 });
-        if (small.length) {
+        if (small.length && f32) {
           const best = small.reduce((a, b) => (a.bytes_per_vector < b.bytes_per_vector ? a : b));
           ratios.push({ id: `${id}/memory_at_0.95`, label: `${name}: smallest hnsw with recall ≥ 0.95 (${best.engine.split(" ").at(-1)}) bytes ÷ f32 hnsw bytes`, value: best.bytes_per_vector / f32.bytes_per_vector, better: "lower", goal: 0.6 });
         }
