@@ -12,9 +12,9 @@ import type { QuerySampler } from "../runtime/query-samples.ts";
 import { eligibilityPredicate, extractFacts, hasFacts, purposePredicate, type QuestionFacts } from "../runtime/question.ts";
 import { createAdmission, QueueWaitExceeded } from "./admission.ts";
 import { AuthError, type Verifier } from "./auth.ts";
-import type { ResponseCache } from "./cache.ts";
+import { createHotSet, type ResponseCache } from "./cache.ts";
 import { errorResponse, HttpError, json, readJson, validate } from "./http.ts";
-import type { IndexHolder, Lease } from "./index-holder.ts";
+import type { IndexHolder, Lease, LoadedIndex } from "./index-holder.ts";
 import type { ServerMetrics } from "./metrics.ts";
 import { createRateLimiter } from "./rate-limit.ts";
 import { openapiDocument } from "./openapi.ts";
@@ -115,10 +115,10 @@ export function createApp(deps: AppDeps): H3 {
    */
   const searching = createAdmission({ max_active: limits.overload.max_searching, max_queued: Number.MAX_SAFE_INTEGER, max_wait_ms: limits.overload.max_wait_ms });
 
-  async function retrieve(lease: Lease, query: string, k: number, opts: { filter?: CompiledFilter; mode?: "vector" | "hybrid"; facts?: QuestionFacts; arrived: number }): Promise<Hit[]> {
+  async function retrieve(lease: Lease, query: string, k: number, opts: { filter?: CompiledFilter; mode?: "vector" | "hybrid"; facts?: QuestionFacts; arrived: number; sample?: boolean }): Promise<Hit[]> {
     const t0 = performance.now();
     const vector = await embedder.embed([query]);
-    deps.querySamples?.offer(vector);
+    if (opts.sample !== false) deps.querySamples?.offer(vector);
     metrics.embedQuery.observe((performance.now() - t0) / 1000);
     const turn = await searching.enter(undefined, limits.overload.max_wait_ms - (performance.now() - opts.arrived))!;
     const t1 = performance.now();
@@ -162,6 +162,79 @@ export function createApp(deps: AppDeps): H3 {
     }
     return ranked;
   }
+
+  /** One question as a request asked it: enough to answer it again, on another version. */
+  interface Question {
+    kind: "search" | "advice";
+    query: string;
+    k: number;
+    filter?: CompiledFilter;
+    mode?: "vector" | "hybrid";
+    facts?: QuestionFacts;
+    /** The cache key's question part (kind, mode, filter and text). */
+    ck: string;
+  }
+
+  /** Retrieves (and, for advice, generates) the answer to `q` from the lease's version, and caches it. */
+  async function compute(lease: Lease, q: Question, arrived: number, signal: AbortSignal, sample = true): Promise<CachedAnswer> {
+    const hits = await retrieve(lease, q.query, q.k, { filter: q.filter, mode: q.mode, facts: q.facts, arrived, sample });
+    let value: CachedAnswer;
+    if (q.kind === "search") value = { hits };
+    else {
+      const docs: RetrievedDoc[] = hits.map((h) => ({ id: h.id, score: h.score, text: h.text, metadata: h.metadata }));
+      const a = await generator.generate({ query: q.query, docs, facts: q.facts, signal });
+      if (a.fallback_reason) metrics.generatorFallbacks.inc();
+      value = { hits, advice: a.advice, generator: a.generator, fallback_reason: a.fallback_reason, ...(q.facts && hasFacts(q.facts) ? { stated: q.facts } : {}) };
+    }
+    await cache.set(lease.index.version, q.ck, q.k, value);
+    return value;
+  }
+
+  /**
+   * The cache is keyed by version, so a swap would start the new version with an empty one and send every
+   * popular question to the index at once. Before a new version serves, the `warm_on_swap` most asked recent
+   * questions are answered on it and cached, `max_searching` at a time and taking search turns like requests do,
+   * until `warm_budget_ms` runs out; the rest are left for traffic.
+   */
+  const warmth = limits.cache;
+  const hot = createHotSet<Question>(warmth.warm_on_swap);
+  async function warm(ix: LoadedIndex): Promise<void> {
+    const questions = hot.top(warmth.warm_on_swap);
+    if (!questions.length || warmth.warm_budget_ms <= 0) return;
+    const t0 = performance.now();
+    const deadline = t0 + warmth.warm_budget_ms;
+    const stop = new AbortController();
+    const lease: Lease = { index: ix, release() {} }; // not serving yet: nothing can retire it while this runs
+    let next = 0;
+    let answered = 0;
+    const one = async () => {
+      while (next < questions.length && performance.now() < deadline) {
+        const q = questions[next++];
+        try {
+          await compute(lease, q, performance.now(), stop.signal, false);
+          answered++;
+        } catch (err) {
+          log.debug("warm-up question not answered", { version: ix.version, error: errorMessage(err) });
+        }
+      }
+    };
+    // A search cannot be cancelled: past the budget the swap goes on, and answers still under way land in the cache.
+    let timeUp!: () => void;
+    const late = new Promise<void>((res) => (timeUp = res));
+    const timer = setTimeout(() => {
+      stop.abort(new QueueWaitExceeded(warmth.warm_budget_ms));
+      timeUp();
+    }, warmth.warm_budget_ms);
+    try {
+      await Promise.race([Promise.all(Array.from({ length: Math.min(limits.overload.max_searching, questions.length) }, one)), late]);
+    } finally {
+      clearTimeout(timer);
+    }
+    metrics.cacheWarmed.inc({ outcome: "answered" }, answered);
+    metrics.cacheWarmed.inc({ outcome: "skipped" }, questions.length - answered);
+    log.info("answer cache warmed for the new version", { version: ix.version, answered, asked: questions.length, ms: Math.round(performance.now() - t0) });
+  }
+  if (warmth.warm_on_swap > 0) holder.beforeServing(warm);
 
   const limiter = createRateLimiter(limits.rate_limit ?? { rps: 0, burst: 1 });
 
@@ -244,6 +317,8 @@ export function createApp(deps: AppDeps): H3 {
     const filter = compiled(rawFilter);
     const facts = kind === "advice" && limits.retrieval.question_filters ? extractFacts(query) : undefined;
     const ck = `${kind}:${mode ?? limits.retrieval.mode}:${filter?.key ?? ""}:${query}`;
+    const question: Question = { kind, query, k, filter, mode, facts, ck };
+    if (warmth.warm_on_swap > 0) hot.add(`${k}\0${ck}`, question);
     const serving = holder.current();
     if (!serving) throw new ApfaError("index", "no index is loaded yet", { status: 503 });
     const ready = await cache.get(serving.version, ck, k);
@@ -274,19 +349,7 @@ export function createApp(deps: AppDeps): H3 {
       if (other) return await join(other, version);
       const held = lease;
       const cancel = new AbortController();
-      const work = (async (): Promise<CachedAnswer> => {
-        const hits = await retrieve(held, query, k, { filter, mode, facts, arrived });
-        let value: CachedAnswer;
-        if (kind === "search") value = { hits };
-        else {
-          const docs: RetrievedDoc[] = hits.map((h) => ({ id: h.id, score: h.score, text: h.text, metadata: h.metadata }));
-          const a = await generator.generate({ query, docs, facts, signal: cancel.signal });
-          if (a.fallback_reason) metrics.generatorFallbacks.inc();
-          value = { hits, advice: a.advice, generator: a.generator, fallback_reason: a.fallback_reason, ...(facts && hasFacts(facts) ? { stated: facts } : {}) };
-        }
-        await cache.set(version, ck, k, value);
-        return value;
-      })();
+      const work = compute(held, question, arrived, cancel.signal);
       const flight: Flight = { work, waiting: 0, cancel };
       inflight.set(key, flight);
       try {

@@ -185,3 +185,44 @@ export function createCache<T>(opts: CacheOptions = {}): ResponseCache<T> {
     },
   };
 }
+
+/**
+ * The questions asked most of late, so a new index version can answer them before it serves (`warm_on_swap`).
+ * A count per key; past `4 × keep` keys (at least 1,024) the least asked half goes, and each `top` halves every
+ * count, so questions that stop being asked fade out over a few swaps.
+ */
+export interface HotSet<T> {
+  /** Counts one asking of `key`; `value` is kept from its first asking. */
+  add(key: string, value: T): void;
+  /** The `n` most asked values, most asked first; then every count is halved. */
+  top(n: number): T[];
+  readonly size: number;
+}
+
+export function createHotSet<T>(keep: number): HotSet<T> {
+  const cap = Math.max(1024, keep * 4);
+  let counts = new Map<string, { value: T; n: number }>();
+  const ranked = () => [...counts.entries()].sort((a, b) => b[1].n - a[1].n);
+  return {
+    add(key, value) {
+      const e = counts.get(key);
+      if (e) {
+        e.n++;
+        return;
+      }
+      counts.set(key, { value, n: 1 });
+      if (counts.size > cap) counts = new Map(ranked().slice(0, cap / 2));
+    },
+    top(n) {
+      const out = ranked().slice(0, n).map(([, e]) => e.value);
+      for (const [key, e] of counts) {
+        e.n /= 2;
+        if (e.n < 0.25) counts.delete(key); // asked once, and not again over three swaps
+      }
+      return out;
+    },
+    get size() {
+      return counts.size;
+    },
+  };
+}

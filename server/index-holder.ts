@@ -184,6 +184,8 @@ export function createIndexHolder(opts: IndexHolderOptions) {
   let lastRefusal: { version: string; reason: string; message: string; at: string } | undefined;
   let lastAbort: { version: string; reason: string; at: string } | undefined;
   const pointerFile = path.join(opts.cacheDir, "current.json");
+  /** Runs on a version opened to replace a serving one, before it serves (the app warms its answer cache). */
+  let beforeServing: ((ix: LoadedIndex) => Promise<void>) | undefined;
 
   const retire = (ix: LoadedIndex) => {
     ix._retired = true;
@@ -278,12 +280,19 @@ export function createIndexHolder(opts: IndexHolderOptions) {
   /** Loads a version without serving it; a refusal is recorded (`last_refusal`, the swap metric) and thrown. */
   async function prepareNow(version: string, reason: string): Promise<PreparedSwap> {
     if (current?.version === version) return { version, reason };
+    let index: LoadedIndex;
     try {
-      return { version, reason, index: await load(version) };
+      index = await load(version);
     } catch (err) {
       refused(version, err);
       throw err;
     }
+    // Only a swap: at start-up there is no traffic yet to have learnt from. The hook bounds its own time, and its
+    // failure costs the warm-up, never the swap.
+    if (current && beforeServing) {
+      await beforeServing(index).catch((err: unknown) => log.warn("warming the new version failed; it serves without", { version, error: errorMessage(err) }));
+    }
+    return { version, reason, index };
   }
 
   function refused(version: string, err: unknown): void {
@@ -396,6 +405,13 @@ export function createIndexHolder(opts: IndexHolderOptions) {
     commit,
     abort,
     checkLatest,
+    /**
+     * Sets what runs on each version opened to replace the serving one, after it opened and before it serves
+     * (before `prepare` resolves, so a swap round's commit waits for it in every process).
+     */
+    beforeServing(fn: ((ix: LoadedIndex) => Promise<void>) | undefined): void {
+      beforeServing = fn;
+    },
     /** Loads the first index: `pinned` if given, else the store's latest, else the local cache, else a synchronous build. */
     async start(pinned?: string): Promise<LoadSource | undefined> {
       await fsp.mkdir(opts.cacheDir, { recursive: true });

@@ -130,6 +130,10 @@ export const pipelineSchema = z.strictObject({
       redis_url: z.string().optional().describe("redis:// URL for the shared cache; unset = in-process only"),
       ttl_s: z.int().min(1).default(300),
       max_entries: z.int().min(1).default(10_000),
+      warm_on_swap: z.int().min(0).max(100_000).default(256)
+        .describe("On a swap, the most asked recent questions answered again on the new version, and cached, before it serves, so a swap does not empty the cache; 0 = off"),
+      warm_budget_ms: z.int().min(0).max(600_000).default(2000)
+        .describe("Longest a swap spends on warm_on_swap; questions not answered by then are left for traffic"),
     }).prefault({}),
     rate_limit: z.strictObject({
       rps: z.number().min(0).default(50).describe("Sustained requests per second per client IP on /search and /generate-advice (0 = off)"),

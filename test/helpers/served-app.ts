@@ -35,28 +35,35 @@ export interface ServedApp {
   version: string;
   /** The server's local cache of version files (`<cacheDir>/<version>/docs.jsonl`, …). */
   cacheDir: string;
+  /** Builds another version from `docs`, publishes it as the store's latest and swaps the server to it. */
+  publish(docs: ServedDoc[]): Promise<string>;
+  metrics: ReturnType<typeof createServerMetrics>;
   close(): Promise<void>;
 }
 
 /** Builds a version from `docs` and serves it; `retrieval` overrides `server.retrieval`. */
-export async function servedApp(docs: ServedDoc[], embedder: Embedder, opts: { vectors?: Float32Array; retrieval?: Partial<PipelineConfig["server"]["retrieval"]>; engine?: IndexEngine; querySamples?: AppDeps["querySamples"]; overload?: Partial<PipelineConfig["server"]["overload"]> } = {}): Promise<ServedApp> {
+export async function servedApp(docs: ServedDoc[], embedder: Embedder, opts: { vectors?: Float32Array; retrieval?: Partial<PipelineConfig["server"]["retrieval"]>; engine?: IndexEngine; querySamples?: AppDeps["querySamples"]; overload?: Partial<PipelineConfig["server"]["overload"]>; cache?: Partial<PipelineConfig["server"]["cache"]> } = {}): Promise<ServedApp> {
   const tmp = await fsp.mkdtemp(path.join(os.tmpdir(), "apfa-served-"));
   const ctx = { baseDir: tmp, log: silentLogger, env: {} };
   const { config } = await loadConfig(undefined, { checkPlugins: false, env: {} });
   const base = config as PipelineConfig;
-  const cfg: PipelineConfig = { ...base, server: { ...base.server, auth: { ...base.server.auth, mode: "none" }, retrieval: { ...base.server.retrieval, ...opts.retrieval }, overload: { ...base.server.overload, ...opts.overload } } };
+  const cfg: PipelineConfig = { ...base, server: { ...base.server, auth: { ...base.server.auth, mode: "none" }, retrieval: { ...base.server.retrieval, ...opts.retrieval }, overload: { ...base.server.overload, ...opts.overload }, cache: { ...base.server.cache, ...opts.cache } } };
   const store = await fsStore.create({ dir: "store" }, ctx);
   const engine = opts.engine ?? (flat.create(flat.options.parse({}), ctx) as IndexEngine);
-  const vectors = opts.vectors ?? (await embedder.embed(docs.map((d) => d.text)));
-  const lines = new TextEncoder().encode(docs.map((d) => JSON.stringify({ id: d.id, text: d.text, metadata: d.metadata ?? {} })).join("\n"));
-  const built = await buildVersion({
-    pipeline: "default", runId: null, engine, engineName: "flat", engineKey: "test", embedderKey: "test", reuse: [],
-    parts: [{ n: 0, docs: lines, vectors, rows: docs.length, dims: embedder.dims, modelId: embedder.modelId, maxChars: embedder.maxChars }],
-  });
-  const { manifest, files } = built;
-  for (const [name, bytes] of Object.entries(files)) await store.put(layout.indexFile(manifest.version, name), bytes);
-  await store.put(layout.indexFile(manifest.version, "manifest.json"), new TextEncoder().encode(JSON.stringify(manifest)));
-  await store.put(layout.latest, new TextEncoder().encode(JSON.stringify({ version: manifest.version, published_at: new Date().toISOString() })));
+  const put = async (docs: ServedDoc[], vectors?: Float32Array) => {
+    vectors ??= await embedder.embed(docs.map((d) => d.text));
+    const lines = new TextEncoder().encode(docs.map((d) => JSON.stringify({ id: d.id, text: d.text, metadata: d.metadata ?? {} })).join("\n"));
+    const built = await buildVersion({
+      pipeline: "default", runId: null, engine, engineName: "flat", engineKey: "test", embedderKey: "test", reuse: [],
+      parts: [{ n: 0, docs: lines, vectors, rows: docs.length, dims: embedder.dims, modelId: embedder.modelId, maxChars: embedder.maxChars }],
+    });
+    const { manifest, files } = built;
+    for (const [name, bytes] of Object.entries(files)) await store.put(layout.indexFile(manifest.version, name), bytes);
+    await store.put(layout.indexFile(manifest.version, "manifest.json"), new TextEncoder().encode(JSON.stringify(manifest)));
+    await store.put(layout.latest, new TextEncoder().encode(JSON.stringify({ version: manifest.version, published_at: new Date().toISOString() })));
+    return manifest;
+  };
+  const manifest = await put(docs, opts.vectors);
   const metrics = createServerMetrics();
   const holder = createIndexHolder({ store, cacheDir: path.join(tmp, "cache"), embedder, engine: async () => engine, log: silentLogger, metrics });
   if ((await holder.start()) !== "store") throw new Error("the test version did not load");
@@ -65,6 +72,12 @@ export async function servedApp(docs: ServedDoc[], embedder: Embedder, opts: { v
   return {
     version: manifest.version,
     cacheDir: path.join(tmp, "cache"),
+    metrics,
+    async publish(docs) {
+      const { version } = await put(docs);
+      if ((await holder.swapTo(version, "test")) !== "swapped") throw new Error(`the server did not swap to ${version}`);
+      return version;
+    },
     async post(route, body) {
       const res = await app.fetch(new Request(`http://127.0.0.1${route}`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) }));
       return { status: res.status, body: await res.json() };

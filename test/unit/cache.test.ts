@@ -2,7 +2,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import * as net from "node:net";
 import { Redis } from "ioredis";
 import { afterAll, describe, expect, it } from "vitest";
-import { cacheKey, createCache, normaliseQuery, type ResponseCache } from "../../server/cache.ts";
+import { cacheKey, createCache, createHotSet, normaliseQuery, type ResponseCache } from "../../server/cache.ts";
 
 const PREFIX = `apfa-test:cache:${process.pid}-${Math.random().toString(36).slice(2, 8)}:`;
 const SHARED = "redis://127.0.0.1:6379";
@@ -171,5 +171,33 @@ describe("cache with a Redis that goes away", () => {
     check.disconnect();
     expect(await cache.get("v1", "after", 5)).toBe("redis-again");
     expect(await cache.get("v1", "down", 5)).toBeUndefined(); // LRU entries are not read while Redis serves
+  });
+});
+
+describe("createHotSet (what warm_on_swap answers again)", () => {
+  it("ranks by how often each key was asked, and keeps the value of its first asking", () => {
+    const hot = createHotSet<string>(2);
+    for (const [key, times] of [["a", 1], ["b", 3], ["c", 2]] as const) for (let i = 0; i < times; i++) hot.add(key, `${key}${i}`);
+    expect(hot.top(2)).toEqual(["b0", "c0"]);
+    expect(hot.top(5)).toEqual(["b0", "c0", "a0"]);
+  });
+
+  it("halves every count at each top(): a question no longer asked fades behind one still asked, then goes", () => {
+    const hot = createHotSet<string>(4);
+    for (let i = 0; i < 8; i++) hot.add("old", "old");
+    hot.add("once", "once");
+    hot.top(4); // old 4, once 0.5
+    for (let i = 0; i < 5; i++) hot.add("new", "new");
+    expect(hot.top(1)).toEqual(["new"]); // new 5 > old 4; then old 2, once 0.25, new 2.5
+    expect(hot.top(4)).toEqual(["new", "old", "once"]);
+    expect(hot.size).toBe(2); // once fell to 0.125: dropped
+  });
+
+  it("holds at most 4 × keep keys (1,024 at least), keeping the most asked half when full", () => {
+    const hot = createHotSet<number>(300);
+    for (let i = 0; i < 10; i++) hot.add("popular", -1);
+    for (let i = 0; i < 5000; i++) hot.add(`k${i}`, i);
+    expect(hot.size).toBeLessThanOrEqual(1200);
+    expect(hot.top(1)).toEqual([-1]);
   });
 });
