@@ -45,10 +45,29 @@ export interface RecallProbe {
   scores(answers: ArrayLike<number>[]): Float64Array;
 }
 
-/** `n` rows spread evenly over `count` (all of them when count ≤ n). */
+/**
+ * `n` rows spread over `count` (all of them when count ≤ n), in order: one from each of `n` equal strata, at a
+ * place within it drawn from a generator seeded by (count, n), so the same corpus size always gives the same rows
+ * and a build stays reproducible. Not a fixed stride: rows `count / n` apart alias with a corpus that repeats with a
+ * period sharing a factor with it (templated rows, copies of documents in turn). On the ann suite's near-duplicate
+ * 1M set (document = row mod 1,000), every tenth row held 100 of the 1,000 documents, and a FAISS IVF index
+ * trained on them reached recall@10 0.53 at nprobe 16 where one trained on all of them reaches 0.98.
+ */
 export function sampleRows(count: number, n: number): Int32Array {
   const m = Math.min(count, n);
-  return Int32Array.from({ length: m }, (_, i) => Math.floor(((i + 0.5) * count) / m));
+  if (m === count) return Int32Array.from({ length: m }, (_, i) => i);
+  let seed = (Math.imul(count, 0x9e3779b1) ^ Math.imul(m, 0x85ebca6b)) >>> 0;
+  const next = () => {
+    // mulberry32
+    seed = (seed + 0x6d2b79f5) >>> 0;
+    let t = Math.imul(seed ^ (seed >>> 15), seed | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+  return Int32Array.from({ length: m }, (_, i) => {
+    const lo = Math.floor((i * count) / m); // integer strata: they never overlap, and each holds a row
+    return lo + Math.floor(next() * (Math.floor(((i + 1) * count) / m) - lo));
+  });
 }
 
 /** Exact top-k (self excluded) of `sample` corpus rows; `vectors` must be count × dims. */

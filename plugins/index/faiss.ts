@@ -33,7 +33,7 @@ import { z } from "zod";
 import { definePlugin, type IndexEngine, type Searcher } from "../../runtime/contracts.ts";
 import { ApfaError } from "../../runtime/errors.ts";
 import { checkVectors, withTemp } from "./_check.ts";
-import { bisect, clears, mean, narrowDown, queryProbe, recallProbe, servedSetting, type RecallReport } from "./_recall.ts";
+import { bisect, clears, mean, narrowDown, queryProbe, recallProbe, sampleRows, servedSetting, type RecallReport } from "./_recall.ts";
 
 export const NAME = "faiss";
 
@@ -245,18 +245,15 @@ const describe = (s) => (s ? { name: s.name, at: s.at, value: s.value, max: s.ma
 
 const ops = {
   // Writes the index to \`out\` (the recall check reads it from there in other workers) or returns its bytes.
-  build({ vectors, dims, factory, nprobe, trainRows, out }) {
+  // \`trainAt\`: the rows to train on (sampleRows in _recall.ts), or null for all of them.
+  build({ vectors, dims, factory, nprobe, trainAt, out }) {
     const count = vectors.length / dims;
     const idx = faiss.Index.fromFactory(dims, factory, 0 /* METRIC_INNER_PRODUCT */);
     if (!idx.isTrained()) {
       let sample = vectors;
-      if (count > trainRows) {
-        sample = new Float32Array(trainRows * dims);
-        const step = count / trainRows;
-        for (let i = 0; i < trainRows; i++) {
-          const r = Math.floor(i * step);
-          sample.set(vectors.subarray(r * dims, (r + 1) * dims), i * dims);
-        }
+      if (trainAt) {
+        sample = new Float32Array(trainAt.length * dims);
+        trainAt.forEach((r, i) => sample.set(vectors.subarray(r * dims, (r + 1) * dims), i * dims));
       }
       idx.train(Array.from(sample));
     }
@@ -445,7 +442,8 @@ export default definePlugin({
       metric: "ip",
       async build(vectors, dims, buildOpts) {
         checkVectors(vectors, dims, "index:faiss");
-        const args = { vectors: compact(vectors), dims, factory: opts.factory, nprobe: opts.nprobe, trainRows: opts.train_rows };
+        const count = vectors.length / dims;
+        const args = { vectors: compact(vectors), dims, factory: opts.factory, nprobe: opts.nprobe, trainAt: count > opts.train_rows ? sampleRows(count, opts.train_rows) : null };
         if (!(opts.target_recall > 0)) {
           const { bytes } = await once<{ bytes: Uint8Array }>("build", args);
           return { files: { [FILE]: bytes }, main: FILE };

@@ -47,10 +47,31 @@ function noisyCopies(protos: number, copies: number, dims: number, noise: number
   return normalizeRows(v, dims);
 }
 
+describe("sampleRows", () => {
+  it("does not alias with a corpus that repeats: every tenth row of 1M would hold 100 of 1,000 documents", () => {
+    const rows = sampleRows(1_000_000, 100_000);
+    expect(rows.length).toBe(100_000);
+    for (let i = 1; i < rows.length; i++) expect(rows[i]).toBeGreaterThan(rows[i - 1]);
+    expect(rows[rows.length - 1]).toBeLessThan(1_000_000);
+    // Row r holds document r mod 1,000 (the ann suite's near-duplicate construction).
+    expect(new Set(Array.from(rows, (r) => r % 1000)).size).toBe(1000);
+    const strided = Array.from({ length: 100_000 }, (_, i) => i * 10);
+    expect(new Set(strided.map((r) => r % 1000)).size).toBe(100);
+  });
+});
+
 describe("recall check", () => {
-  it("samples rows evenly and scores ties at the k-th score as hits", () => {
-    expect(Array.from(sampleRows(10, 4))).toEqual([1, 3, 6, 8]);
-    expect(sampleRows(3, 300).length).toBe(3);
+  it("samples one row from each equal stratum, the same rows every time, and scores ties at the k-th score as hits", () => {
+    const rows = sampleRows(10, 4);
+    expect(Array.from(rows)).toEqual(Array.from(sampleRows(10, 4)));
+    rows.forEach((r, i) => expect(r >= (i * 10) / 4 && r < ((i + 1) * 10) / 4).toBe(true));
+    expect(Array.from(sampleRows(3, 300))).toEqual([0, 1, 2]);
+    for (const [count, n] of [[300, 210], [2100, 210], [7, 6]]) {
+      const r = sampleRows(count, n);
+      expect(r.length).toBe(n);
+      for (let i = 1; i < n; i++) expect(r[i]).toBeGreaterThan(r[i - 1]);
+      expect(r[n - 1]).toBeLessThan(count);
+    }
     // Three identical rows and one far away: for row 0, rows 1 and 2 tie as its nearest; either is a hit.
     const v = new Float32Array([1, 0, 1, 0, 1, 0, 0, 1]);
     const probe = recallProbe(v, 2, 1, 4);
@@ -112,7 +133,8 @@ describe("recall check", () => {
     expect(enoughAlone?.queries, JSON.stringify(r.tried)).toBeLessThan(0.95);
     expect(r.params.expansion_search).toBeGreaterThan(alone.params.expansion_search);
     expect(expectNarrowed(r, "expansion_search")).toBe(true);
-    expect(expectNarrowed(alone, "expansion_search")).toBe(true);
+    // (Whether corpus rows alone narrowed depends on how close their first setting came to the target; the test
+    // "hnsw lowers an expansion_search that meets the target at once" covers that.)
     expect(JSON.parse(new TextDecoder().decode(v.files[META])).expansion_search).toBe(r.params.expansion_search);
   });
 
