@@ -37,6 +37,29 @@ mkdir src-pkg addon-api
 tar xzf faiss-node-"$VERSION".tgz -C src-pkg --strip-components=1
 tar xzf node-addon-api-*.tgz -C addon-api --strip-components=1
 
+# faiss-node 0.5.1 never frees three allocations: toBuffer's VectorIOWriter (the whole serialised index, each call),
+# fromBuffer's VectorIOReader (a whole copy of the buffer, each call) and search's query array (each call). apfa
+# serialises every build and loads every recall-check setting and served version from a buffer, so a 200k x 384
+# IVF256 build with two settings checked grew the process by 900 MB, a 1M x 384 one ran a 24 GiB machine out of
+# memory, and a server leaked its queries' floats on every search. Each is made owned by a std::unique_ptr; the
+# script stops if the source no longer reads as expected. Recorded as `apfa.leaks_fixed: true`.
+node -e '
+  const fs = require("node:fs");
+  const file = "src-pkg/src/faiss.cc";
+  let src = fs.readFileSync(file, "utf8");
+  const fixes = [
+    ["faiss::VectorIOWriter *writer = new faiss::VectorIOWriter();", "auto writer_owner = std::make_unique<faiss::VectorIOWriter>(); faiss::VectorIOWriter *writer = writer_owner.get();"],
+    ["faiss::VectorIOReader *reader = new faiss::VectorIOReader();", "auto reader_owner = std::make_unique<faiss::VectorIOReader>(); faiss::VectorIOReader *reader = reader_owner.get();"],
+    ["float *xq = new float[length];", "auto xq_owner = std::make_unique<float[]>(length); float *xq = xq_owner.get();"],
+  ];
+  for (const [from, to] of fixes) {
+    const n = src.split(from).length - 1;
+    if (n !== 1) { console.error("build-faiss-node: expected one \"" + from + "\" in " + file + ", found " + n); process.exit(1); }
+    src = src.replace(from, to);
+  }
+  fs.writeFileSync(file, "#include <memory>\n" + src);
+'
+
 # faiss-node 0.5.1 is written against FAISS 1.7.4, which moved `idx_t` from faiss::Index to namespace faiss;
 # Debian bookworm ships 1.7.3. A force-included shim gives older versions the newer name.
 #
@@ -111,7 +134,7 @@ node -e '
   delete p.scripts; delete p.gypfile; delete p.binary; delete p.devDependencies;
   p.dependencies = { bindings: p.dependencies.bindings };
   p.files = ["lib", "build/Release/faiss-node.node"];
-  p.apfa = { ondisk_prefetch: false, ondisk_read_only: true, ivf_parallel_mode: 2 };
+  p.apfa = { ondisk_prefetch: false, ondisk_read_only: true, ivf_parallel_mode: 2, leaks_fixed: true };
   fs.writeFileSync("out/package.json", JSON.stringify(p, null, 2));
 '
 (cd out && npm pack --silent >/dev/null)

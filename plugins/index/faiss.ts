@@ -112,19 +112,26 @@ export interface FaissNodeBuild {
   prefetches: boolean;
   /** The index file is mapped read-only (FAISS's IO_FLAG_READ_ONLY); otherwise FAISS opens and maps it for writing too. */
   readOnly: boolean;
+  /**
+   * faiss-node 0.5.1's leaks are fixed: as published, toBuffer and fromBuffer never free a whole copy of the index
+   * and search never frees its queries, so each build, recall-check setting and served version leaks the index's
+   * size, and each search its query.
+   */
+  leaksFixed: boolean;
 }
 
 /**
- * What the installed faiss-node does with mapped lists: any build but scripts/build-faiss-node.sh's prefetches and
+ * What the installed faiss-node does: any build but scripts/build-faiss-node.sh's leaks, prefetches mapped lists and
  * maps them writable; that script's records what it changed in the package.json it installs
- * (`apfa.ondisk_prefetch: false`, `apfa.ondisk_read_only: true`). `entry` is the addon's resolved entry (lib/index.js).
+ * (`apfa.ondisk_prefetch: false`, `apfa.ondisk_read_only: true`, `apfa.leaks_fixed: true`). `entry` is the addon's
+ * resolved entry (lib/index.js).
  */
 export function faissNodeBuild(entry: string = faissNodePath()): FaissNodeBuild {
   try {
-    const pkg = JSON.parse(fs.readFileSync(path.join(path.dirname(entry), "..", "package.json"), "utf8")) as { apfa?: { ondisk_prefetch?: unknown; ondisk_read_only?: unknown } };
-    return { prefetches: pkg.apfa?.ondisk_prefetch !== false, readOnly: pkg.apfa?.ondisk_read_only === true };
+    const pkg = JSON.parse(fs.readFileSync(path.join(path.dirname(entry), "..", "package.json"), "utf8")) as { apfa?: { ondisk_prefetch?: unknown; ondisk_read_only?: unknown; leaks_fixed?: unknown } };
+    return { prefetches: pkg.apfa?.ondisk_prefetch !== false, readOnly: pkg.apfa?.ondisk_read_only === true, leaksFixed: pkg.apfa?.leaks_fixed === true };
   } catch {
-    return { prefetches: true, readOnly: false };
+    return { prefetches: true, readOnly: false, leaksFixed: false };
   }
 }
 
@@ -483,11 +490,13 @@ export default definePlugin({
           const nprobe = servedSetting(opts.nprobe, chosen?.nprobe, chosen?.configured);
           got = await w.call<Opened>("open", { file, nprobe, chosen, mmap: opts.mmap });
           if (got.unmapped) ctx.log.warn("faiss: inverted lists loaded into this process's heap, not shared: FAISS could not map the index file", { file, error: got.unmapped });
-          const build = got.mapped ? faissNodeBuild() : undefined;
-          if (build && (build.prefetches || !build.readOnly)) {
-            const what = [build.prefetches && "prefetches memory-mapped inverted lists, which nearly triples the CPU of each search", !build.readOnly && "maps the index file writable"].filter(Boolean).join(" and ");
-            ctx.log.warn(`faiss: this faiss-node build ${what}; build it with scripts/build-faiss-node.sh (or set stages.index.options.mmap: false)`, { file });
-          }
+          const build = faissNodeBuild();
+          const what = [
+            !build.leaksFixed && "leaks a copy of the index on every load and its queries on every search",
+            got.mapped && build.prefetches && "prefetches memory-mapped inverted lists, which nearly triples the CPU of each search",
+            got.mapped && !build.readOnly && "maps the index file writable",
+          ].filter(Boolean);
+          if (what.length) ctx.log.warn(`faiss: this faiss-node build ${what.join(", and ")}; build it with scripts/build-faiss-node.sh`, { file });
           if (got.dims !== info.dims) throw fail(`${file} holds ${got.dims}-dim vectors but the index version says ${info.dims}`);
           if (got.count !== info.count) throw fail(`${file} holds ${got.count} vectors but the index version says ${info.count}`);
         } catch (err) {
