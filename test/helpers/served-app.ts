@@ -37,6 +37,9 @@ export interface ServedApp {
   cacheDir: string;
   /** Builds another version from `docs`, publishes it as the store's latest and swaps the server to it. */
   publish(docs: ServedDoc[]): Promise<string>;
+  /** Builds another version from `docs` and publishes it, without swapping; `swapTo` asks for the swap. */
+  stage(docs: ServedDoc[]): Promise<string>;
+  swapTo(version: string): Promise<string>;
   metrics: ReturnType<typeof createServerMetrics>;
   close(): Promise<void>;
 }
@@ -73,6 +76,10 @@ export async function servedApp(docs: ServedDoc[], embedder: Embedder, opts: { v
     version: manifest.version,
     cacheDir: path.join(tmp, "cache"),
     metrics,
+    async stage(docs) {
+      return (await put(docs)).version;
+    },
+    swapTo: (version) => holder.swapTo(version, "test"),
     async publish(docs) {
       const { version } = await put(docs);
       if ((await holder.swapTo(version, "test")) !== "swapped") throw new Error(`the server did not swap to ${version}`);

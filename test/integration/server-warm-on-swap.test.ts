@@ -49,6 +49,15 @@ describe("warm_on_swap", () => {
     expect((await ask("/search", "best mortgage rate", 4)).body.cached).toBe(false);
   });
 
+  it("does not warm a version another swap is already queued behind: only the last is warmed", async () => {
+    served = await servedApp(docs("a"), embedder, { cache: { warm_on_swap: 4 } });
+    for (const query of ["one", "two"]) await served.post("/search", { query, k: 3 });
+    const [v2, v3] = [await served.stage(docs("b")), await served.stage(docs("c"))];
+    expect(await Promise.all([served.swapTo(v2), served.swapTo(v3)])).toEqual(["swapped", "swapped"]);
+    expect(await warmed(served, "answered")).toBe(2); // v3's two questions; v2, replaced at once, was not warmed
+    expect((await served.post("/search", { query: "one", k: 3 })).body).toMatchObject({ index_version: v3, cached: true });
+  });
+
   it("is off with warm_on_swap 0: the new version starts with an empty cache", async () => {
     served = await servedApp(docs("a"), embedder, { cache: { warm_on_swap: 0 } });
     for (let i = 0; i < 3; i++) await served.post("/search", { query: "best mortgage rate", k: 3 });
