@@ -2,9 +2,10 @@
  * A small worker_threads pool for exact inner-product scans, so a 100k×384 search (tens of milliseconds of
  * native, blocking work) does not stall the event loop that accepts connections and answers 503s.
  *
- * Each worker reads the vector matrix from the index file itself (`file` at byte `offset`) and keeps its own
- * copy: usearch's `exactSearch` rejects SharedArrayBuffer-backed arrays on Node 20, so the matrix cannot be
- * shared, and the calling thread keeps none. Searches queue FIFO and go to the first idle worker; an idle worker
+ * Each worker maps the vector matrix from the index file itself (`file` at byte `offset`) through apfa's native
+ * helper (runtime/mmap.ts) when `map` names it, so every worker of every process reads the same page-cache pages;
+ * without it, each worker reads its own copy: usearch's `exactSearch` rejects SharedArrayBuffer-backed arrays on
+ * Node 20, so a read matrix cannot be shared. The calling thread keeps none. Searches queue FIFO and go to the first idle worker; an idle worker
  * takes up to `batch` whole-matrix searches from the head of the queue at once and scans them in one
  * `exactSearch` call, which reads the matrix once for all of them (at 100k × 384 here, 8 queries in one call cost
  * ~3.4 single ones). A worker that dies rejects only the searches it was running, with an ApfaError naming the
@@ -25,8 +26,10 @@ export interface ExactPoolOptions {
   offset: number;
   dims: number;
   count: number;
-  /** Worker threads, each with its own copy of the matrix. */
+  /** Worker threads, each with its own copy of the matrix unless it is mapped. */
   workers: number;
+  /** Path of apfa's native map helper (runtime/mmap.ts): the workers map the matrix instead of reading it. */
+  map?: string;
   /** usearch threads per search inside a worker; 0 uses every core. */
   threads: number;
   /** Most queued whole-matrix searches one worker scans together in one call. @default 1 */
@@ -60,21 +63,24 @@ const WORKER_SOURCE = `
   const { parentPort, workerData } = await import("node:worker_threads");
   const { createRequire } = await import("node:module");
   const fs = await import("node:fs");
-  const { file, offset, dims, count, threads, requireFrom } = workerData;
+  const { file, offset, dims, count, threads, requireFrom, map } = workerData;
   const usearch = createRequire(requireFrom)("usearch");
   const bytes = count * dims * 4;
-  const data = new Float32Array(bytes / 4);
-  const view = new Uint8Array(data.buffer);
-  const fd = fs.openSync(file, "r");
-  try {
-    let done = 0;
-    while (done < bytes) {
-      const n = fs.readSync(fd, view, done, bytes - done, offset + done);
-      if (n === 0) throw new Error(file + " ends " + (bytes - done) + " bytes before the " + count + "x" + dims + " matrix does");
-      done += n;
+  // Mapped: usearch reads the page cache's pages, shared with every other worker and process on this version.
+  const data = map ? new Float32Array(createRequire(requireFrom)(map).map(file, offset, bytes)) : new Float32Array(bytes / 4);
+  if (!map) {
+    const view = new Uint8Array(data.buffer);
+    const fd = fs.openSync(file, "r");
+    try {
+      let done = 0;
+      while (done < bytes) {
+        const n = fs.readSync(fd, view, done, bytes - done, offset + done);
+        if (n === 0) throw new Error(file + " ends " + (bytes - done) + " bytes before the " + count + "x" + dims + " matrix does");
+        done += n;
+      }
+    } finally {
+      fs.closeSync(fd);
     }
-  } finally {
-    fs.closeSync(fd);
   }
   parentPort.on("message", ({ id, query, k, rows, crash, queries, ks }) => {
     if (crash) process.exit(7);
@@ -134,7 +140,7 @@ export async function exactPool(opts: ExactPoolOptions): Promise<ExactPool> {
   const spawn = (i: number): Slot => {
     const worker = new Worker(WORKER_SOURCE, {
       eval: true,
-      workerData: { file: opts.file, offset: opts.offset, dims: opts.dims, count: opts.count, threads: opts.threads, requireFrom: import.meta.url },
+      workerData: { file: opts.file, offset: opts.offset, dims: opts.dims, count: opts.count, threads: opts.threads, requireFrom: import.meta.url, map: opts.map },
     });
     let ready!: () => void;
     let notReady!: (err: unknown) => void;

@@ -8,8 +8,10 @@
  *
  * Searching uses usearch's SIMD `exactSearch` directly on the loaded bytes: no JS loop over vectors.
  * A 100k×384 search takes 10-20 ms of blocking native work, so by default it runs in a worker thread
- * (`search_threads`, plugins/index/_pool.ts) that holds its own copy of the vectors and scans up to `search_batch`
- * waiting searches in one pass; `search_threads: 0` keeps the vectors on the caller's thread and searches inline.
+ * (`search_threads`, plugins/index/_pool.ts) that scans up to `search_batch` waiting searches in one pass;
+ * `search_threads: 0` searches inline on the caller's thread. The vectors are memory-mapped from the version's
+ * file (`mmap`, through apfa's native helper, runtime/mmap.ts), read-only and shared: server processes and
+ * search workers on one version hold one copy in the page cache. Without the helper each worker reads a copy.
  * @module
  */
 import { Buffer } from "node:buffer";
@@ -22,6 +24,7 @@ import { definePlugin, type IndexEngine, type Searcher } from "../../runtime/con
 import { checkVectors } from "./_check.ts";
 import { ApfaError } from "../../runtime/errors.ts";
 import { overFetch } from "../../runtime/filtered-search.ts";
+import { mapFile, mmapHelper } from "../../runtime/mmap.ts";
 import { exactPool, type ExactPool } from "./_pool.ts";
 
 export const NAME = "flat";
@@ -49,6 +52,12 @@ export interface FlatOptions {
    * exact answer); 1 scans them one by one. @default 8
    */
   search_batch: number;
+  /**
+   * Map the vectors from the version's file, read-only and shared by every process and search worker, instead of
+   * reading a copy into each; needs apfa's native helper (built by `npm run build` with a C compiler), else read.
+   * @default true
+   */
+  mmap: boolean;
 }
 
 const options = z.strictObject({
@@ -60,7 +69,7 @@ const options = z.strictObject({
     .max(64)
     .default(1)
     .describe(
-      "Worker threads that run searches off the event loop, each holding its own copy of the vectors (memory = vectors × search_threads); 0 searches inline on the caller's thread",
+      "Worker threads that run searches off the event loop (each reads its own copy of the vectors when they are not mapped: memory = vectors × search_threads); 0 searches inline on the caller's thread",
     ),
   search_batch: z
     .number()
@@ -69,6 +78,12 @@ const options = z.strictObject({
     .max(256)
     .default(8)
     .describe("Most waiting searches a search worker scans together in one pass over the vectors (each keeps its exact answer); 1 scans one at a time"),
+  mmap: z
+    .boolean()
+    .default(true)
+    .describe(
+      "Map the vectors from the version's file (read-only, one copy in the page cache shared by every server process and search worker) through apfa's native helper; false, or no helper built, reads a copy into each",
+    ),
 });
 
 const FOURCC = [0x49, 0x78, 0x46, 0x49]; // "IxFI"
@@ -129,7 +144,17 @@ export default definePlugin({
   name: NAME,
   description: "Exact inner-product search; one FAISS IndexFlatIP file (readable by faiss.read_index)",
   options,
-  create(opts: FlatOptions): IndexEngine {
+  create(opts: FlatOptions, ctx): IndexEngine {
+    let toldUnmapped = false;
+    /** The helper's path when this engine maps its vectors; says once why not when it was asked to and cannot. */
+    const mapper = (): string | undefined => {
+      if (!opts.mmap) return undefined;
+      const h = mmapHelper();
+      if ("path" in h) return h.path;
+      if (!toldUnmapped) ctx.log.info(`flat: vectors read into each search worker's heap, not mapped: ${h.reason}`);
+      toldUnmapped = true;
+      return undefined;
+    };
     return {
       metric: "ip",
       async build(vectors, dims) {
@@ -143,6 +168,7 @@ export default definePlugin({
 
       async open(dir, info) {
         const file = path.join(dir, FILE);
+        const map = mapper();
         let fh: fsp.FileHandle;
         try {
           fh = await fsp.open(file, "r");
@@ -154,10 +180,12 @@ export default definePlugin({
           const size = (await fh.stat()).size;
           if (size < HEADER_BYTES) throw fail(`${file} is truncated: ${size} bytes, shorter than the ${HEADER_BYTES}-byte header`);
           const header = new Uint8Array(HEADER_BYTES);
-          if (size !== HEADER_BYTES + info.count * info.dims * 4 || opts.search_threads > 0) {
-            // Not the file this version describes (the check names what differs), or the workers read the vectors.
+          if (size !== HEADER_BYTES + info.count * info.dims * 4 || opts.search_threads > 0 || map) {
+            // Not the file this version describes (the check names what differs), or the vectors are the workers' to
+            // read, or they are mapped.
             await fh.read(header, 0, HEADER_BYTES, 0);
             checkHeader(file, header, size, info);
+            if (map && opts.search_threads === 0) data = new Float32Array(mapFile(file, HEADER_BYTES, info.count * info.dims * 4, "index:flat"));
           } else {
             data = await readBody(fh, file, size, header);
             checkHeader(file, header, size, info);
@@ -165,9 +193,10 @@ export default definePlugin({
         } finally {
           await fh.close();
         }
-        if (data) return flatSearcher(inlineScanner(data, info.dims, opts.threads), info.dims, info.count, data.byteLength);
-        const pool = await exactPool({ file, offset: HEADER_BYTES, dims: info.dims, count: info.count, workers: opts.search_threads, threads: opts.threads, batch: opts.search_batch });
-        return flatSearcher(pool, info.dims, info.count, info.count * info.dims * 4 * opts.search_threads);
+        // Mapped vectors are page-cache pages shared with other processes, not this one's heap (as hnsw's view).
+        if (data) return flatSearcher(inlineScanner(data, info.dims, opts.threads), info.dims, info.count, map ? 0 : data.byteLength);
+        const pool = await exactPool({ file, offset: HEADER_BYTES, dims: info.dims, count: info.count, workers: opts.search_threads, threads: opts.threads, batch: opts.search_batch, map });
+        return flatSearcher(pool, info.dims, info.count, map ? 0 : info.count * info.dims * 4 * opts.search_threads);
       },
     };
   },
