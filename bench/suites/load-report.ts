@@ -29,6 +29,8 @@ export interface Cell {
   rssMiB: number;
   /** Peak of the summed proportional set sizes (shared pages split among their sharers); NaN where unavailable. */
   pssMiB: number;
+  /** The part of {@link pssMiB} that is the served versions' mapped index files (apfa only; see memorySampler). */
+  filesPssMiB?: number;
   /** Processes in the server's tree (1, or a supervisor and `processes` serving ones). */
   treeSize: number;
   /** CPU cores the server kept busy during the run (user + system seconds ÷ wall seconds). */
@@ -62,15 +64,16 @@ export function loadCellTables(cells: Cell[], s: Setup): SuiteOutput {
   const raw = (c: Cell) => cells.find((x) => x.server === "raw" && x.conns === c.conns && x.processes === c.processes);
   const table: Table = {
     title: `Load: ${s.n / 1000}k × 384 flat index, ${s.durationS} s per run, queries drawn by Zipf rank (s = ${s.zipfS}) from ${s.queries.toLocaleString("en-US")} distinct ones`,
-    columns: ["server", "processes", "connections", "swaps applied", "answers/s", "2xx/s", "2xx/s ÷ raw", "2xx p50 ms", "2xx p95 ms", "2xx p99 ms", "503 (counted)", "503 p50 ms", "other non-2xx", "no response (of which timeouts)", "cache hit rate", "server CPU cores", "event-loop delay p99 ms", "peak RSS MiB (sum over processes)", "peak PSS MiB (sum over processes)"],
+    columns: ["server", "processes", "connections", "swaps applied", "answers/s", "2xx/s", "2xx/s ÷ raw", "2xx p50 ms", "2xx p95 ms", "2xx p99 ms", "503 (counted)", "503 p50 ms", "other non-2xx", "no response (of which timeouts)", "cache hit rate", "server CPU cores", "event-loop delay p99 ms", "peak RSS MiB (sum over processes)", "peak PSS MiB (sum over processes)", "of which mapped index files, peak PSS MiB"],
     rows: cells.map((c) => [
       c.server === "raw" ? "raw /search" : "apfa /generate-advice", c.processes, c.conns.toLocaleString("en-US"), c.server === "raw" ? "–" : c.swapsPublished ? `${c.swaps} of ${c.swapsPublished} (${c.swapsDuring ?? "?"} during the run${c.swapsSuperseded ? `, ${c.swapsSuperseded} superseded` : ""})` : "–",
       num(c.result.total / c.result.durationS), num(okRate(c)), c.server === "raw" ? "1.00×" : ratioText(okRate(c) / (raw(c) ? okRate(raw(c)!) : NaN)),
       num(percentile(c.result.okMs, 50)), num(percentile(c.result.okMs, 95)), num(percentile(c.result.okMs, 99)),
       c.server === "raw" ? seen503(c) : `${seen503(c)} (${c.counted503})`, c.result.rejectedMs.length ? num(percentile(c.result.rejectedMs, 50)) : "–",
       otherNon2xx(c), `${socketErrors(c)} (${c.result.timeouts})`, c.server === "raw" ? "–" : pct(hitRate(c)), num(c.cores, 2), c.loopP99Ms === undefined ? "–" : num(c.loopP99Ms), num(c.rssMiB, 0), Number.isFinite(c.pssMiB) ? num(c.pssMiB, 0) : "–",
+      c.filesPssMiB === undefined ? "–" : num(c.filesPssMiB, 0),
     ]),
-    note: "raw = node:http + the same hash embedder + usearch exactSearch + hits JSON, no cache and no admission gate; apfa /generate-advice adds JWT, validation, the response cache (in-process LRU, keyed by version), the admission gate (64 active, 1024 queued, 0.5 s wait; 2 searches at a time within that wait; cached and in-flight answers skip it), index leases, metrics and the template generator. Each apfa run starts on a version of its own, published just before it to a server that has served this traffic (an unmeasured third of a run comes before the first), so no cached answer carries over and the server warms the version with its most asked recent questions (`server.cache.warm_on_swap` 256, at most 2 s), as it does each version swapped in during a run; a swap published during the run may be applied only after it. Load generators (autocannon, one process per 2,500 connections) run on the same machine. processes = serving processes (`apfa serve --processes N`; the raw server forks as many with node:cluster); above 1 a supervisor that serves nothing comes on top, and memory and CPU are summed over all of them. RSS counts pages the processes share (code, the mapped index) once per process; PSS splits each shared page among its sharers, so its sum is what the server holds.",
+    note: "raw = node:http + the same hash embedder + usearch exactSearch + hits JSON, no cache and no admission gate; apfa /generate-advice adds JWT, validation, the response cache (in-process LRU, keyed by version), the admission gate (64 active, 1024 queued, 0.5 s wait; 2 searches at a time within that wait; cached and in-flight answers skip it), index leases, metrics and the template generator. Each apfa run starts on a version of its own, published just before it to a server that has served this traffic (an unmeasured third of a run comes before the first), so no cached answer carries over and the server warms the version with its most asked recent questions (`server.cache.warm_on_swap` 256, at most 2 s), as it does each version swapped in during a run; a swap published during the run may be applied only after it. Load generators (autocannon, one process per 2,500 connections) run on the same machine. processes = serving processes (`apfa serve --processes N`; the raw server forks as many with node:cluster); above 1 a supervisor that serves nothing comes on top, and memory and CPU are summed over all of them. RSS counts pages the processes share (code, the mapped index) once per process; PSS splits each shared page among its sharers, so its sum is what the server holds. apfa's flat engine maps its vectors from the version's file (one copy in the page cache for every process) where its native helper is built; the last column is the PSS of those mapped files, at most two versions' worth during a swap; the raw server reads the vectors into each process's heap.",
   };
   const ratios: Ratio[] = [];
   for (const c of cells.filter((x) => x.server === "apfa")) {
@@ -125,6 +128,18 @@ export function scalingRatios(cells: Cell[], s: Pick<Setup, "indexBytes">): Rati
         goal: 0.1,
         detail: `${num(mib(one), 0)} MiB at 1 process, ${num(mib(many), 0)} MiB at ${top}; index file ${num(s.indexBytes / 2 ** 20, 0)} MiB`,
       });
+      // The index's own part: the mapped files' PSS, which sharing keeps flat however many processes map them. Not
+      // reported when nothing was mapped (no native helper): the index was then in each heap, counted above.
+      if (pss && one.filesPssMiB && many.filesPssMiB) {
+        ratios.push({
+          id: `load/c${conns}/extra_process_index_share`,
+          label: `index-file memory each process beyond the first adds ÷ index size (peak PSS of the mapped version files, 1 vs ${top} processes), ${what}`,
+          value: ((many.filesPssMiB - one.filesPssMiB) * 2 ** 20) / (top - 1) / s.indexBytes,
+          better: "lower",
+          goal: 0.1,
+          detail: `${num(one.filesPssMiB, 0)} MiB at 1 process, ${num(many.filesPssMiB, 0)} MiB at ${top}`,
+        });
+      }
     }
   }
   return ratios;

@@ -131,34 +131,71 @@ export interface ServerUse {
   rssMiB: number;
   /** Largest sum of proportional set sizes (Pss of /proc/<pid>/smaps_rollup), MiB: shared pages split among their sharers, so the sum is what the server holds; NaN where the kernel lacks smaps_rollup. */
   pssMiB: number;
+  /**
+   * With `filesUnder`: the largest sum of the PSS of mapped files under it (the served versions' index files), MiB;
+   * the part of {@link pssMiB} that is the index when the engine maps it (0 when it reads it into the heap).
+   */
+  filesPssMiB?: number;
   /** Processes in the server's tree when sampling ended (with `--processes N` > 1: the supervisor and N). */
   treeSize: number;
   cores: number;
 }
 
+/** Pss of every mapping of `file` (a /proc/<pid>/smaps), and of those mapping a file whose path starts with `under`, kB. */
+function smapsPss(file: string, under: string): { all: number; files: number } {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, "utf8");
+  } catch {
+    return { all: NaN, files: NaN };
+  }
+  let all = 0;
+  let files = 0;
+  let inside = false;
+  for (const line of text.split("\n")) {
+    // A mapping's header: "<from>-<to> <perms> <offset> <dev> <inode>   <path>"; its fields follow, "Pss:   12 kB".
+    const head = /^[0-9a-f]+-[0-9a-f]+ \S+ \S+ \S+ \S+\s*(.*)$/.exec(line);
+    if (head) inside = head[1].startsWith(under);
+    else if (line.startsWith("Pss:")) {
+      const kb = Number(/(\d+)/.exec(line)?.[1] ?? 0);
+      all += kb;
+      if (inside) files += kb;
+    }
+  }
+  return { all, files };
+}
+
 /**
  * Samples the memory of the server's whole process tree (`pid` and, with `--processes N`, the N processes it
- * forked) every 250 ms; `stop()` returns the largest sums and the cores the tree kept busy.
+ * forked) every 250 ms; `stop()` returns the largest sums and the cores the tree kept busy. With `filesUnder`
+ * (the server's version cache) it also splits out the PSS of the index files mapped from there.
  */
-export function memorySampler(pid: number | undefined): { stop(): ServerUse } {
+export function memorySampler(pid: number | undefined, filesUnder?: string): { stop(): ServerUse } {
   const tree0 = pid === undefined ? [] : processTree(pid);
   const hasPss = fs.existsSync("/proc/self/smaps_rollup");
   let tree = tree0;
   let rss = 0;
   let pss = hasPss ? 0 : NaN;
+  let filesPss = 0;
   const cpu0 = cpuSeconds(tree0);
   const t0 = performance.now();
   const read = () => {
     if (pid !== undefined) tree = processTree(pid); // again each time: a process that died and was restarted counts
     let r = 0;
     let p = 0;
+    let f = 0;
     for (const x of tree) {
       r += procKb(`/proc/${x}/status`, "VmRSS");
-      if (hasPss) p += procKb(`/proc/${x}/smaps_rollup`, "Pss");
+      if (filesUnder !== undefined) {
+        const both = smapsPss(`/proc/${x}/smaps`, filesUnder);
+        p += both.all;
+        f += both.files;
+      } else if (hasPss) p += procKb(`/proc/${x}/smaps_rollup`, "Pss");
     }
     // NaN: a process ended between listing and reading; that sample is skipped.
     if (!Number.isNaN(r)) rss = Math.max(rss, r / 1024);
     if (!Number.isNaN(p)) pss = Math.max(pss, p / 1024);
+    if (!Number.isNaN(f)) filesPss = Math.max(filesPss, f / 1024);
   };
   read();
   const timer = setInterval(read, 250);
@@ -166,7 +203,8 @@ export function memorySampler(pid: number | undefined): { stop(): ServerUse } {
     stop: () => {
       clearInterval(timer);
       read();
-      return { rssMiB: rss, pssMiB: pss, treeSize: tree.length, cores: (cpuSeconds(tree0) - cpu0) / ((performance.now() - t0) / 1000) };
+      const files = filesUnder !== undefined && hasPss ? { filesPssMiB: filesPss } : {};
+      return { rssMiB: rss, pssMiB: pss, ...files, treeSize: tree.length, cores: (cpuSeconds(tree0) - cpu0) / ((performance.now() - t0) / 1000) };
     },
   };
 }
@@ -229,7 +267,7 @@ export async function loadSuite(ctx: BenchContext): Promise<SuiteOutput> {
             ctx.log(`apfa /generate-advice, ${conns} connections${withSwaps ? `, ${swaps} swaps` : ""}`);
             const swapsBefore = await swapCounts(apfa.base);
             const before = await serverCounters(apfa.base); // last /metrics read before the run: the delay monitor restarts here
-            const use = memorySampler(apfa.child.pid);
+            const use = memorySampler(apfa.child.pid, apfa.cacheDir);
             const swapper = async () => {
               for (const v of versions) {
                 await new Promise((res) => setTimeout(res, (durationS * 1000) / (swaps + 1)));

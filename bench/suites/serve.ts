@@ -118,6 +118,9 @@ export interface Ctx {
   log: string;
 }
 
+/** The served versions' local copies of server `name` (its `server.cache_dir`). */
+const cacheDirOf = (c: Ctx, name: string) => path.join(c.dir, `cache-${name}`);
+
 /** Writes the serve suites' pipeline.yaml for one server (`name` keeps its cache directory apart). */
 export function serverYaml(c: Ctx, name: string, port: number): string {
   return writePipeline(c.dir, {
@@ -132,7 +135,7 @@ export function serverYaml(c: Ctx, name: string, port: number): string {
       generator: { plugin: "template" },
     },
     schedules: NO_SCHEDULES,
-    server: { host: "127.0.0.1", port, auth: { jwt_secret: c.secret }, cache_dir: path.join(c.dir, `cache-${name}`) },
+    server: { host: "127.0.0.1", port, auth: { jwt_secret: c.secret }, cache_dir: cacheDirOf(c, name) },
   }, `serve-${name}.yaml`);
 }
 
@@ -141,13 +144,13 @@ export function serverYaml(c: Ctx, name: string, port: number): string {
  * connections. The process count is always passed, so the figures do not move when `server.processes`'s
  * default does.
  */
-export async function startApfa(c: Ctx, name: string, opts: { processes: number; fdLimit?: number }): Promise<{ base: string; stop: () => Promise<void>; t0: number; child: ReturnType<typeof spawnNode> }> {
+export async function startApfa(c: Ctx, name: string, opts: { processes: number; fdLimit?: number }): Promise<{ base: string; stop: () => Promise<void>; t0: number; child: ReturnType<typeof spawnNode>; cacheDir: string }> {
   const { processes, fdLimit } = opts;
   const port = await freePort();
   const yaml = serverYaml(c, name, port);
   const t0 = performance.now();
   const child = spawnNode(["bin/apfa.mjs", "serve", "-c", yaml, "--port", String(port), "--processes", String(processes), "--no-sync-build"], { profileDir: c.ctx.profileDir, log: c.log, env: { APFA_LOG_LEVEL: "info" }, fdLimit });
-  return { base: `http://127.0.0.1:${port}`, stop: () => stopChild(child), t0, child };
+  return { base: `http://127.0.0.1:${port}`, stop: () => stopChild(child), t0, child, cacheDir: cacheDirOf(c, name) };
 }
 
 /** Starts the raw node:http baseline over the version files in `dir`, with `processes` processes sharing the port. */

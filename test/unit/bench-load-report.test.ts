@@ -33,6 +33,17 @@ describe("load report", () => {
     expect(byId(scalingRatios(noPss, { indexBytes: 150 * MiB }))["load/c1000/extra_process_rss_share"].value).toBeCloseTo(220 / 150);
   });
 
+  it("splits out the mapped index files' share of each extra process, and leaves it out when nothing was mapped", () => {
+    const mapped = cells.map((c) => (c.server === "apfa" ? { ...c, filesPssMiB: c.processes === 1 ? 146 : 148 } : c));
+    const r = byId(scalingRatios(mapped, { indexBytes: 146 * MiB }));
+    expect(r["load/c1000/extra_process_index_share"].value).toBeCloseTo(2 / 146);
+    expect(r["load/c1000/extra_process_index_share"].goal).toBe(0.1);
+    // Read into each heap (no native helper): no mapped files, so no index share to report; the total above still counts it.
+    const read = cells.map((c) => (c.server === "apfa" ? { ...c, filesPssMiB: 0 } : c));
+    expect(byId(scalingRatios(read, { indexBytes: 146 * MiB }))["load/c1000/extra_process_index_share"]).toBeUndefined();
+    expect(byId(scalingRatios(cells, { indexBytes: 146 * MiB }))["load/c1000/extra_process_index_share"]).toBeUndefined();
+  });
+
   it("has no scaling ratios with one process count", () => {
     expect(scalingRatios(cells.filter((c) => c.processes === 1), { indexBytes: MiB })).toEqual([]);
   });
