@@ -118,20 +118,23 @@ export interface FaissNodeBuild {
    * size, and each search its query.
    */
   leaksFixed: boolean;
+  /** add, train and search take a Float32Array in one copy (faiss-node reads a JS Array element by element). */
+  f32Arrays: boolean;
 }
 
 /**
  * What the installed faiss-node does: any build but scripts/build-faiss-node.sh's leaks, prefetches mapped lists and
  * maps them writable; that script's records what it changed in the package.json it installs
- * (`apfa.ondisk_prefetch: false`, `apfa.ondisk_read_only: true`, `apfa.leaks_fixed: true`). `entry` is the addon's
+ * (`apfa.ondisk_prefetch: false`, `apfa.ondisk_read_only: true`, `apfa.leaks_fixed: true`, `apfa.f32_arrays: true`).
+ * `entry` is the addon's
  * resolved entry (lib/index.js).
  */
 export function faissNodeBuild(entry: string = faissNodePath()): FaissNodeBuild {
   try {
-    const pkg = JSON.parse(fs.readFileSync(path.join(path.dirname(entry), "..", "package.json"), "utf8")) as { apfa?: { ondisk_prefetch?: unknown; ondisk_read_only?: unknown; leaks_fixed?: unknown } };
-    return { prefetches: pkg.apfa?.ondisk_prefetch !== false, readOnly: pkg.apfa?.ondisk_read_only === true, leaksFixed: pkg.apfa?.leaks_fixed === true };
+    const pkg = JSON.parse(fs.readFileSync(path.join(path.dirname(entry), "..", "package.json"), "utf8")) as { apfa?: { ondisk_prefetch?: unknown; ondisk_read_only?: unknown; leaks_fixed?: unknown; f32_arrays?: unknown } };
+    return { prefetches: pkg.apfa?.ondisk_prefetch !== false, readOnly: pkg.apfa?.ondisk_read_only === true, leaksFixed: pkg.apfa?.leaks_fixed === true, f32Arrays: pkg.apfa?.f32_arrays === true };
   } catch {
-    return { prefetches: true, readOnly: false, leaksFixed: false };
+    return { prefetches: true, readOnly: false, leaksFixed: false, f32Arrays: false };
   }
 }
 
@@ -153,6 +156,8 @@ const path = require("node:path");
 let faiss, loadError, index = null;
 try { faiss = require(workerData.faissPath); } catch (e) { loadError = e; }
 const CHUNK = 16384;
+// A build of scripts/build-faiss-node.sh takes Float32Arrays whole; faiss-node as published wants JS Arrays.
+const rowsArg = workerData.f32Arrays ? (a) => a : (a) => Array.from(a);
 // The part of an IVF file read to find its inverted lists: the header and the coarse quantizer (65,536 lists of
 // 1,024 dims are 256 MiB).
 const HEAD_MAX = 272 << 20;
@@ -263,9 +268,9 @@ const ops = {
         sample = new Float32Array(trainAt.length * dims);
         trainAt.forEach((r, i) => sample.set(vectors.subarray(r * dims, (r + 1) * dims), i * dims));
       }
-      idx.train(Array.from(sample));
+      idx.train(rowsArg(sample));
     }
-    for (let r = 0; r < count; r += CHUNK) idx.add(Array.from(vectors.subarray(r * dims, Math.min(count, r + CHUNK) * dims)));
+    for (let r = 0; r < count; r += CHUNK) idx.add(rowsArg(vectors.subarray(r * dims, Math.min(count, r + CHUNK) * dims)));
     const buf = idx.toBuffer();
     const s = setting(buf);
     if (s && s.name === "nprobe") setTo(buf, s, nprobe);
@@ -276,10 +281,14 @@ const ops = {
   // Answers of the index in \`file\` at one setting: n × k row numbers (-1 padding), best first. Each probe runs in
   // a worker of its own, ended after it: faiss-node frees an index only when its wrapper is collected, and an
   // ended worker's wrappers are freed at once, so settings tried one after another never pile up in memory.
+  // An IVF index's lists are mapped as \`open\` maps them, so a setting reads the header and quantizer, not a
+  // copy of the whole index (1.5 GB at 1M x 384, read and then copied into FAISS, for every setting tried).
   probe({ file, value, queries, k }) {
-    const buf = fs.readFileSync(file);
+    let lists = null;
+    try { lists = mappedLists(file); } catch { lists = null; }
+    const buf = lists ? lists.head : fs.readFileSync(file);
     if (value) setTo(buf, setting(buf), value);
-    const r = faiss.Index.fromBuffer(buf).search(Array.from(queries), k);
+    const r = faiss.Index.fromBuffer(lists ? Buffer.concat([buf, lists.block]) : buf).search(rowsArg(queries), k);
     return Int32Array.from(r.labels);
   },
   open({ file, nprobe, chosen, mmap }) {
@@ -311,7 +320,7 @@ function searchWaiting() {
   try {
     if (loadError) throw new Error("faiss-node failed to load: " + loadError.message);
     const k = Math.max(...batch.map((m) => m.args.k)), dims = batch[0].args.query.length;
-    const queries = new Array(batch.length * dims);
+    const queries = workerData.f32Arrays ? new Float32Array(batch.length * dims) : new Array(batch.length * dims);
     batch.forEach((m, i) => { for (let j = 0; j < dims; j++) queries[i * dims + j] = m.args.query[j]; });
     const r = index.search(queries, k);
     calls++;
@@ -353,7 +362,7 @@ function spawn(): FaissWorker {
   // per request, and 225-230 req/s at 7.9-8.0 ms waiting passively (1 process: the same either way). libgomp reads
   // the variable once, when faiss-node is first loaded in the process; a value the environment already has wins.
   process.env.OMP_WAIT_POLICY ??= "PASSIVE";
-  const worker = new Worker(WORKER, { eval: true, workerData: { faissPath: faissNodePath(), maxEfSearch: MAX_EF_SEARCH, maxBatch: MAX_BATCH } });
+  const worker = new Worker(WORKER, { eval: true, workerData: { faissPath: faissNodePath(), maxEfSearch: MAX_EF_SEARCH, maxBatch: MAX_BATCH, f32Arrays: faissNodeBuild().f32Arrays } });
   worker.unref();
   const pending = new Map<number, { resolve: (v: never) => void; reject: (e: unknown) => void }>();
   let seq = 0;

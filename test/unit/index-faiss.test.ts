@@ -176,14 +176,14 @@ describe("faiss engine", () => {
     await fsp.mkdir(path.dirname(entry));
     await fsp.writeFile(entry, "");
     await fsp.writeFile(path.join(root, "package.json"), JSON.stringify({ name: "faiss-node", version: "0.5.1" }));
-    expect(faissNodeBuild(entry)).toEqual({ prefetches: true, readOnly: false, leaksFixed: false });
+    expect(faissNodeBuild(entry)).toEqual({ prefetches: true, readOnly: false, leaksFixed: false, f32Arrays: false });
     await fsp.writeFile(path.join(root, "package.json"), JSON.stringify({ name: "faiss-node", version: "0.5.1", apfa: { ondisk_prefetch: false } }));
-    expect(faissNodeBuild(entry)).toEqual({ prefetches: false, readOnly: false, leaksFixed: false });
-    await fsp.writeFile(path.join(root, "package.json"), JSON.stringify({ name: "faiss-node", version: "0.5.1", apfa: { ondisk_prefetch: false, ondisk_read_only: true, leaks_fixed: true } }));
-    expect(faissNodeBuild(entry)).toEqual({ prefetches: false, readOnly: true, leaksFixed: true });
+    expect(faissNodeBuild(entry)).toEqual({ prefetches: false, readOnly: false, leaksFixed: false, f32Arrays: false });
+    await fsp.writeFile(path.join(root, "package.json"), JSON.stringify({ name: "faiss-node", version: "0.5.1", apfa: { ondisk_prefetch: false, ondisk_read_only: true, leaks_fixed: true, f32_arrays: true } }));
+    expect(faissNodeBuild(entry)).toEqual({ prefetches: false, readOnly: true, leaksFixed: true, f32Arrays: true });
     if (!installed) t.skip(SKIP);
     // The build CI installs: a mapped IVF version opens without the warning.
-    expect(faissNodeBuild()).toEqual({ prefetches: false, readOnly: true, leaksFixed: true });
+    expect(faissNodeBuild()).toEqual({ prefetches: false, readOnly: true, leaksFixed: true, f32Arrays: true });
     const dims = 16;
     const count = 2000;
     const dir = await versionDir({ factory: "IVF8,Flat", nprobe: 8, target_recall: 0 }, count, dims, 33);
@@ -229,6 +229,31 @@ describe("faiss engine", () => {
     expect(bytes).toBeGreaterThan(40e6);
     expect(grew, `RSS grew ${Math.round(grew / 2 ** 20)} MiB over 30 round trips of a ${Math.round(bytes / 2 ** 20)} MiB index`).toBeLessThan(8 * bytes);
     expect(searchGrew, `RSS grew ${Math.round(searchGrew / 2 ** 20)} MiB over 400 searches of 1 MiB of queries`).toBeLessThan(200 * 2 ** 20);
+  });
+
+  it("the installed faiss-node takes Float32Arrays, subarrays too, for add, train and search, with the answers Arrays get", (t) => {
+    if (!installed) t.skip(SKIP);
+    type Ix = { train(x: ArrayLike<number>): void; add(x: ArrayLike<number>): void; search(x: ArrayLike<number>, k: number): { labels: number[]; distances: number[] } };
+    const f = require("faiss-node") as { Index: { fromFactory(d: number, factory: string, metric: number): Ix } };
+    const dims = 16;
+    const v = randomUnitVectors(3000, dims, 71);
+    // Offsets into one buffer: the addon must read from each view's own start, not its buffer's.
+    const padded = new Float32Array(v.length + 2 * dims);
+    padded.set(v, dims);
+    const view = padded.subarray(dims, dims + v.length);
+    const q = randomUnitVectors(20, dims, 72);
+    const withArrays = f.Index.fromFactory(dims, "IVF8,Flat", 0);
+    withArrays.train(Array.from(v));
+    withArrays.add(Array.from(v));
+    const withF32 = f.Index.fromFactory(dims, "IVF8,Flat", 0);
+    withF32.train(view);
+    for (let r = 0; r < 3000; r += 1000) withF32.add(view.subarray(r * dims, (r + 1000) * dims));
+    const want = withArrays.search(Array.from(q), 5);
+    const got = withF32.search(q.subarray(0), 5);
+    expect(got.labels).toEqual(want.labels);
+    got.distances.forEach((x, i) => expect(x).toBeCloseTo(want.distances[i], 5));
+    // Other typed arrays are still refused by name, as anything but an Array was.
+    expect(() => withF32.search(new Float64Array(q), 5)).toThrow(/must be an Array/);
   });
 
   /** The opened version's recall on the check's own corpus-row queries, scored the check's way. */
