@@ -110,6 +110,31 @@ export function queryProbe(vectors: Float32Array, dims: number, k: number, queri
   return probe(vectors, dims, Math.min(k, count - (held?.length ?? 0)), queries.slice(0, n * dims), new Int32Array(n).fill(-1), held);
 }
 
+/**
+ * (row, query) pairs one usearch `exactSearch` call may score: it holds every pair's distance twice (16 bytes a
+ * pair) before sorting, so 300 queries over 1M rows would take 4.8 GB, and the 800 of a check with logged queries
+ * 12.8 GB. 2^25 pairs is 512 MiB; a call of fewer queries costs the same work (measured at 200k × 384, 600
+ * queries: 8.3 s in one call with a 1.9 GB peak, 8.9 s in calls of 64).
+ */
+const MAX_PAIRS = 2 ** 25;
+
+/** Exact top-`k` row numbers of each query (n × dims) over `data`, in calls small enough for {@link MAX_PAIRS}. */
+function exactKeys(data: Float32Array, queries: Float32Array, dims: number, k: number): BigUint64Array[] {
+  const count = data.length / dims;
+  const n = queries.length / dims;
+  const per = Math.max(1, Math.floor(MAX_PAIRS / count));
+  const out: BigUint64Array[] = [];
+  for (let at = 0; at < n; at += per) {
+    const m = Math.min(per, n - at);
+    // A copy at offset 0 of its own buffer: usearch reads a typed array from its buffer's start.
+    const part = at === 0 && m === n ? queries : queries.slice(at * dims, (at + m) * dims);
+    const r = usearch.exactSearch(data, part, dims, k, usearch.MetricKind.IP, 0);
+    if (m === 1) out.push((r as Usearch.Matches).keys);
+    else for (let i = 0; i < m; i++) out.push((r as Usearch.BatchMatches).get(i).keys);
+  }
+  return out;
+}
+
 /** The k-th best score of each query, the query's own row (`self[i]`, -1 for none) and any `held` rows left out. */
 function probe(vectors: Float32Array, dims: number, kk: number, queries: Float32Array, self: Int32Array, held?: Int32Array): RecallProbe {
   const rows = self;
@@ -125,9 +150,7 @@ function probe(vectors: Float32Array, dims: number, kk: number, queries: Float32
   const kth = new Float32Array(rows.length);
   if (kk >= 1 && rows.length) {
     const extra = held ? held.length : rows.some((r) => r >= 0) ? 1 : 0;
-    const m = usearch.exactSearch(data, queries, dims, kk + extra, usearch.MetricKind.IP, 0);
-    const keys = rows.length === 1 ? [(m as Usearch.Matches).keys] : Array.from(rows, (_, i) => (m as Usearch.BatchMatches).get(i).keys);
-    keys.forEach((ks, i) => {
+    exactKeys(data, queries, dims, kk + extra).forEach((ks, i) => {
       const others = Array.from(ks, Number).filter((r) => !out(i, r)).slice(0, kk);
       kth[i] = Math.min(...others.map((r) => ip(i, r)));
     });

@@ -7,7 +7,7 @@ import { silentLogger } from "../../runtime/log.ts";
 import type { Pipeline } from "../../runtime/pipeline.ts";
 import { buildVersion, type NewPart } from "../../runtime/stages/build.ts";
 import { publishVersion, recallMissed, type Manifest } from "../../runtime/versions.ts";
-import { expectNarrowed, normalizeRows, randomUnitVectors, rng, writeArtifact } from "../conformance/index.ts";
+import { bruteForce, expectNarrowed, normalizeRows, randomUnitVectors, rng, writeArtifact } from "../conformance/index.ts";
 
 const ctx = { baseDir: "/", log: silentLogger, env: {} };
 const make = (opts: Record<string, unknown> = {}) => hnsw.create(hnsw.options.parse(opts), ctx) as IndexEngine;
@@ -85,6 +85,19 @@ describe("recall check", () => {
     expect(Array.from(probe.rows)).toEqual([-1, -1]);
     expect(probe.score([[1, 0], [0, 1]])).toBe(1);
     expect(probe.score([[2, 1], [0, 1]])).toBe(0.5);
+  });
+
+  it("finds the exact truth for more queries than one exactSearch call may take over a large corpus", () => {
+    // 2^25 (row, query) pairs a call: 279 queries over 120k rows, so 559 go in three calls, the last one query alone.
+    const dims = 4;
+    const count = 120_000;
+    const v = randomUnitVectors(count, dims, 31);
+    const q = randomUnitVectors(559, dims, 32);
+    const probe = queryProbe(v, dims, 5, q);
+    for (const i of [0, 1, 278, 279, 557, 558]) {
+      const truth = bruteForce(v, dims, q.subarray(i * dims, (i + 1) * dims), 5);
+      expect(probe.kth[i]).toBeCloseTo(truth.all[truth.rows[4]], 5);
+    }
   });
 
   it("bisects between a miss and a meet until they are within an eighth", () => {
