@@ -70,13 +70,25 @@ export function sampleRows(count: number, n: number): Int32Array {
   });
 }
 
-/** Exact top-k (self excluded) of `sample` corpus rows; `vectors` must be count × dims. */
-export function recallProbe(vectors: Float32Array, dims: number, k: number, sample: number): RecallProbe {
-  const count = vectors.length / dims;
-  const rows = sampleRows(count, sample);
+/**
+ * Exact top-`k` row numbers of each of `queries` (n × dims) over the corpus, best first, computed elsewhere (the
+ * `faiss` engine's BLAS search); a row may be followed by more. The default is usearch's exactSearch.
+ */
+export type ExactTruth = (queries: Float32Array, k: number) => ArrayLike<number | bigint>[];
+
+/** The rows {@link recallProbe} asks with, as queries (rows × dims, a fresh buffer). */
+export function recallQueries(vectors: Float32Array, dims: number, sample: number): { rows: Int32Array; queries: Float32Array } {
+  const rows = sampleRows(vectors.length / dims, sample);
   const queries = new Float32Array(rows.length * dims);
   rows.forEach((r, i) => queries.set(vectors.subarray(r * dims, (r + 1) * dims), i * dims));
-  return probe(vectors, dims, Math.min(k, count - 1), queries, rows);
+  return { rows, queries };
+}
+
+/** Exact top-k (self excluded) of `sample` corpus rows; `vectors` must be count × dims. */
+export function recallProbe(vectors: Float32Array, dims: number, k: number, sample: number, exact?: ExactTruth): RecallProbe {
+  const count = vectors.length / dims;
+  const { rows, queries } = recallQueries(vectors, dims, sample);
+  return probe(vectors, dims, Math.min(k, count - 1), queries, rows, undefined, exact);
 }
 
 /** The fewest held-out rows a check measures on; with fewer, it asks leave-one-out. */
@@ -104,10 +116,10 @@ export function holdOut(candidates: ArrayLike<number>, count: number, sample: nu
  * searches (runtime/query-samples.ts): nothing is excluded from their answers, and `rows` holds -1 for each.
  * With `held`, the rows held out of the index while it is measured are in no answer and no truth.
  */
-export function queryProbe(vectors: Float32Array, dims: number, k: number, queries: Float32Array, held?: Int32Array): RecallProbe {
+export function queryProbe(vectors: Float32Array, dims: number, k: number, queries: Float32Array, held?: Int32Array, exact?: ExactTruth): RecallProbe {
   const count = vectors.length / dims;
   const n = Math.floor(queries.length / dims);
-  return probe(vectors, dims, Math.min(k, count - (held?.length ?? 0)), queries.slice(0, n * dims), new Int32Array(n).fill(-1), held);
+  return probe(vectors, dims, Math.min(k, count - (held?.length ?? 0)), queries.slice(0, n * dims), new Int32Array(n).fill(-1), held, exact);
 }
 
 /**
@@ -136,7 +148,7 @@ function exactKeys(data: Float32Array, queries: Float32Array, dims: number, k: n
 }
 
 /** The k-th best score of each query, the query's own row (`self[i]`, -1 for none) and any `held` rows left out. */
-function probe(vectors: Float32Array, dims: number, kk: number, queries: Float32Array, self: Int32Array, held?: Int32Array): RecallProbe {
+function probe(vectors: Float32Array, dims: number, kk: number, queries: Float32Array, self: Int32Array, held?: Int32Array, exact?: ExactTruth): RecallProbe {
   const rows = self;
   const isHeld = new Uint8Array(held ? vectors.length / dims : 0);
   if (held) for (const r of held) isHeld[r] = 1;
@@ -150,8 +162,8 @@ function probe(vectors: Float32Array, dims: number, kk: number, queries: Float32
   const kth = new Float32Array(rows.length);
   if (kk >= 1 && rows.length) {
     const extra = held ? held.length : rows.some((r) => r >= 0) ? 1 : 0;
-    exactKeys(data, queries, dims, kk + extra).forEach((ks, i) => {
-      const others = Array.from(ks, Number).filter((r) => !out(i, r)).slice(0, kk);
+    (exact ?? ((q, n) => exactKeys(data, q, dims, n)))(queries, kk + extra).forEach((ks, i) => {
+      const others = Array.from(ks, Number).filter((r) => r >= 0 && !out(i, r)).slice(0, kk);
       kth[i] = Math.min(...others.map((r) => ip(i, r)));
     });
   }

@@ -34,7 +34,7 @@ import { z } from "zod";
 import { definePlugin, type IndexEngine, type Searcher } from "../../runtime/contracts.ts";
 import { ApfaError } from "../../runtime/errors.ts";
 import { checkVectors, withTemp } from "./_check.ts";
-import { bisect, clears, mean, narrowDown, queryProbe, recallProbe, sampleRows, servedSetting, type RecallReport } from "./_recall.ts";
+import { bisect, clears, mean, narrowDown, queryProbe, recallProbe, recallQueries, sampleRows, servedSetting, type ExactTruth, type RecallReport } from "./_recall.ts";
 
 export const NAME = "faiss";
 
@@ -291,6 +291,14 @@ const ops = {
     const r = faiss.Index.fromBuffer(lists ? Buffer.concat([buf, lists.block]) : buf).search(rowsArg(queries), k);
     return Int32Array.from(r.labels);
   },
+  // Exact top-k of \`queries\` over \`vectors\` (n × k row numbers, best first): FAISS's flat search multiplies a
+  // batch of queries against the rows with BLAS, several times faster than one SIMD dot product at a time.
+  truth({ vectors, dims, queries, k }) {
+    const flat = new faiss.IndexFlatIP(dims);
+    const count = vectors.length / dims;
+    for (let r = 0; r < count; r += CHUNK) flat.add(rowsArg(vectors.subarray(r * dims, Math.min(count, r + CHUNK) * dims)));
+    return Int32Array.from(flat.search(rowsArg(queries), k).labels);
+  },
   open({ file, nprobe, chosen, mmap }) {
     const load = (buf, block) => {
       const s = setting(buf);
@@ -350,7 +358,7 @@ parentPort.on("message", (msg) => {
 `;
 
 interface FaissWorker {
-  call<T>(op: "build" | "probe" | "open" | "search", args: Record<string, unknown>): Promise<T>;
+  call<T>(op: "build" | "probe" | "truth" | "open" | "search", args: Record<string, unknown>): Promise<T>;
   close(): Promise<void>;
 }
 
@@ -409,8 +417,9 @@ export default definePlugin({
      * With logged queries each setting is measured on corpus rows and on them; the lower figure counts.
      */
     const tune = async (file: string, vectors: Float32Array, dims: number, s: Setting | null, queries?: Float32Array): Promise<RecallReport> => {
-      const probe = recallProbe(vectors, dims, RECALL_K, opts.recall_sample);
-      const logged = queries && queries.length >= dims ? queryProbe(vectors, dims, RECALL_K, queries) : undefined;
+      const truth = await exactTruth(vectors, dims, opts.recall_sample, queries);
+      const probe = recallProbe(vectors, dims, RECALL_K, opts.recall_sample, truth?.corpus);
+      const logged = queries && queries.length >= dims ? queryProbe(vectors, dims, RECALL_K, queries, undefined, truth?.logged) : undefined;
       // Corpus rows and logged queries go in one search, so each setting loads the index once.
       const k = Math.max(probe.k, logged?.k ?? 0) + 1;
       const all = new Float32Array(probe.queries.length + (logged?.queries.length ?? 0));
@@ -542,8 +551,33 @@ function writeSetting(bytes: Uint8Array, s: Setting, value: number): void {
   else v.setInt32(s.at, value, true);
 }
 
+/**
+ * The recall check's exact truth from FAISS (`truth`, in a worker of its own): for its corpus rows
+ * (`recallQueries`) and any logged queries, `RECALL_K + 1` rows each. Only with a faiss-node that takes
+ * Float32Arrays (scripts/build-faiss-node.sh's); otherwise undefined, and the check uses usearch's exact search.
+ * At 1M × 384 with 800 queries that is ~6e11 multiply-adds: BLAS does them in seconds, one dot product at a time
+ * takes most of a minute.
+ */
+export async function exactTruth(vectors: Float32Array, dims: number, sample: number, logged?: Float32Array): Promise<{ corpus: ExactTruth; logged: ExactTruth } | undefined> {
+  if (!faissNodeBuild().f32Arrays) return undefined;
+  const count = vectors.length / dims;
+  const corpus = recallQueries(vectors, dims, sample).queries;
+  const m = logged ? Math.floor(logged.length / dims) : 0;
+  const queries = new Float32Array(corpus.length + m * dims);
+  queries.set(corpus);
+  if (m) queries.set(logged!.subarray(0, m * dims), corpus.length);
+  const K = Math.min(RECALL_K + 1, count);
+  if (K < 1 || queries.length === 0) return undefined;
+  const labels = await once<Int32Array>("truth", { vectors: compact(vectors), dims, queries, k: K });
+  const rows = (first: number, n: number): ExactTruth => (q, k) => {
+    if (q.length !== n * dims || k > K) throw fail(`recall check: exact truth asked for ${q.length / dims} queries at k ${k}, computed ${n} at ${K}`);
+    return Array.from({ length: n }, (_, i) => labels.subarray((first + i) * K, (first + i) * K + k));
+  };
+  return { corpus: rows(0, corpus.length / dims), logged: rows(corpus.length / dims, m) };
+}
+
 /** One call in a worker of its own, ended after it (with it go the FAISS indexes it loaded). */
-async function once<T>(op: "build" | "probe", args: Record<string, unknown>): Promise<T> {
+async function once<T>(op: "build" | "probe" | "truth", args: Record<string, unknown>): Promise<T> {
   const w = spawn();
   try {
     return await w.call<T>(op, args);

@@ -3,8 +3,8 @@ import * as os from "node:os";
 import { createRequire } from "node:module";
 import * as path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import faiss, { faissNodeBuild, faissNodeInstalled, META, type FaissSearcher } from "../../plugins/index/faiss.ts";
-import { recallProbe } from "../../plugins/index/_recall.ts";
+import faiss, { exactTruth, faissNodeBuild, faissNodeInstalled, META, type FaissSearcher } from "../../plugins/index/faiss.ts";
+import { queryProbe, recallProbe } from "../../plugins/index/_recall.ts";
 import { buildVersion } from "../../runtime/stages/build.ts";
 import type { IndexEngine } from "../../runtime/contracts.ts";
 import { isApfaError } from "../../runtime/errors.ts";
@@ -254,6 +254,22 @@ describe("faiss engine", () => {
     got.distances.forEach((x, i) => expect(x).toBeCloseTo(want.distances[i], 5));
     // Other typed arrays are still refused by name, as anything but an Array was.
     expect(() => withF32.search(new Float64Array(q), 5)).toThrow(/must be an Array/);
+  });
+
+  it("the recall check's exact truth from FAISS's flat search is usearch's", async (t) => {
+    if (!installed) t.skip(SKIP);
+    const dims = 24;
+    const v = randomUnitVectors(5000, dims, 81);
+    const logged = randomUnitVectors(40, dims, 82);
+    const truth = (await exactTruth(v, dims, 60, logged))!;
+    expect(truth).toBeDefined();
+    const [withFaiss, withUsearch] = [recallProbe(v, dims, 10, 60, truth.corpus), recallProbe(v, dims, 10, 60)];
+    expect(Array.from(withFaiss.rows)).toEqual(Array.from(withUsearch.rows));
+    withFaiss.kth.forEach((x, i) => expect(x).toBeCloseTo(withUsearch.kth[i], 5));
+    const [q1, q2] = [queryProbe(v, dims, 10, logged, undefined, truth.logged), queryProbe(v, dims, 10, logged)];
+    q1.kth.forEach((x, i) => expect(x).toBeCloseTo(q2.kth[i], 5));
+    // Asked for other queries than it computed: an error, not a wrong truth.
+    expect(() => recallProbe(v, dims, 10, 61, truth.corpus)).toThrow(/exact truth asked for 61 queries/);
   });
 
   /** The opened version's recall on the check's own corpus-row queries, scored the check's way. */
