@@ -131,6 +131,59 @@ async function streamToFile(store: Store, key: string, tmp: string): Promise<{ s
   return { size, sha256: hash.digest("hex") };
 }
 
+/** The lock a version's fetch holds in its local directory (shared by the processes of `apfa serve --processes N`). */
+export const FETCH_LOCK = ".fetching";
+/** How often a fetch touches its lock, and how long after the last touch a waiting process takes it over. */
+const LOCK_HEARTBEAT_MS = 2_000;
+const LOCK_STALE_MS = 30_000;
+/** How often a process waiting for another's fetch looks again. */
+const LOCK_POLL_MS = 20;
+
+const alive = (pid: number) => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === "EPERM";
+  }
+};
+
+/**
+ * Takes `dir`'s fetch lock: a file created exclusively, holding this process's pid and touched while held.
+ * Server processes sharing a cache directory swap to a version together; without it each downloaded and hashed
+ * every file itself (at 100k × 384, 220 MB read, hashed and written once per process per swap). The first takes
+ * the lock and fetches; the others wait for it to go, then find the files in place. A lock whose process is gone,
+ * or that nobody touched for {@link LOCK_STALE_MS}, is taken over. Returns the release; `waitedMs` is the wait.
+ */
+async function fetchLock(dir: string): Promise<{ release: () => Promise<void>; waitedMs: number }> {
+  const lock = path.join(dir, FETCH_LOCK);
+  const t0 = performance.now();
+  for (;;) {
+    try {
+      await fsp.writeFile(lock, String(process.pid), { flag: "wx" });
+      const beat = setInterval(() => {
+        const now = new Date();
+        fsp.utimes(lock, now, now).catch(() => {});
+      }, LOCK_HEARTBEAT_MS);
+      beat.unref();
+      return {
+        release: async () => {
+          clearInterval(beat);
+          await fsp.rm(lock, { force: true });
+        },
+        waitedMs: performance.now() - t0,
+      };
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+    }
+    const [text, st] = await Promise.all([fsp.readFile(lock, "utf8").catch(() => ""), fsp.stat(lock).catch(() => null)]);
+    const pid = Number(text);
+    // An empty file is a lock being written; gone (null) means released: try again at once.
+    if (st && ((pid > 0 && !alive(pid)) || Date.now() - st.mtimeMs > LOCK_STALE_MS)) await fsp.rm(lock, { force: true });
+    else if (st) await new Promise((r) => setTimeout(r, LOCK_POLL_MS));
+  }
+}
+
 /**
  * Gets an object into the local cache only if its bytes match the manifest. A store that can put the object
  * in a local file itself (`copyToFile`: the fs store links it) is asked to, and the file that will be served
@@ -245,18 +298,27 @@ export function createIndexHolder(opts: IndexHolderOptions) {
     check(manifest, version);
     const dir = path.join(opts.cacheDir, version);
     await fsp.mkdir(dir, { recursive: true });
-    // The files are fetched together (one's reads overlap another's hashing); the first failure, in the
-    // manifest's order, is reported once all have settled.
-    const fetched = await Promise.allSettled(servingFiles(manifest).map(async ([name, expect]) => {
-      const dest = path.join(dir, name);
-      const st = await fsp.stat(dest).catch(() => null);
-      // A file linked into place was verified when it was fetched; a size match is enough to reuse it.
-      if (st && st.size === expect.bytes) return;
-      await copyVerified(store, layout.indexFile(version, name), dest, expect);
-    }));
-    const failed = fetched.find((r) => r.status === "rejected");
-    if (failed) throw failed.reason;
-    await fsp.writeFile(path.join(dir, "manifest.json"), JSON.stringify(manifest));
+    // One process fetches a version at a time; others sharing the cache directory wait, then reuse its files.
+    const lock = await fetchLock(dir);
+    let fetchedHere = 0;
+    try {
+      // The files are fetched together (one's reads overlap another's hashing); the first failure, in the
+      // manifest's order, is reported once all have settled.
+      const fetched = await Promise.allSettled(servingFiles(manifest).map(async ([name, expect]) => {
+        const dest = path.join(dir, name);
+        const st = await fsp.stat(dest).catch(() => null);
+        // A file linked into place was verified when it was fetched; a size match is enough to reuse it.
+        if (st && st.size === expect.bytes) return;
+        await copyVerified(store, layout.indexFile(version, name), dest, expect);
+        fetchedHere++;
+      }));
+      const failed = fetched.find((r) => r.status === "rejected");
+      if (failed) throw failed.reason;
+      await fsp.writeFile(path.join(dir, "manifest.json"), JSON.stringify(manifest));
+    } finally {
+      await lock.release();
+    }
+    if (lock.waitedMs > 100 || fetchedHere === 0) log.debug("version files fetched", { version, fetched: fetchedHere, waited_for_another_process_ms: Math.round(lock.waitedMs) });
     return open(manifest, dir, "store", performance.now() - t0);
   }
 
@@ -279,6 +341,8 @@ export function createIndexHolder(opts: IndexHolderOptions) {
   async function pruneCache(keep: string, prev?: string): Promise<void> {
     for (const e of await fsp.readdir(opts.cacheDir, { withFileTypes: true })) {
       if (e.isDirectory() && e.name !== keep && e.name !== prev && /^[0-9a-f]{64}$/.test(e.name)) {
+        // Another process sharing the cache may be fetching it (a later swap it was asked for).
+        if (await fsp.stat(path.join(opts.cacheDir, e.name, FETCH_LOCK)).then(() => true, () => false)) continue;
         await fsp.rm(path.join(opts.cacheDir, e.name), { recursive: true, force: true });
       }
     }
