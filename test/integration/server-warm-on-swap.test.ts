@@ -80,6 +80,34 @@ describe("warm_on_swap", () => {
     expect((await served.post("/search", { ...q, filter: undefined })).body.hits.map((h: { metadata: { region: string } }) => h.metadata.region)).toContain("south");
   });
 
+  it("warms while requests hold every search turn: the new version's searcher serves nobody yet", async () => {
+    const gates: (() => void)[] = [];
+    let opened = 0;
+    let holdFirst = false;
+    const inner = flat.create(flat.options.parse({}), { baseDir: ".", log: silentLogger, env: {} }) as IndexEngine;
+    // The first version's searches wait while holdFirst is on; the new version's answer at once.
+    const held: IndexEngine = {
+      ...inner,
+      async open(dir, info) {
+        const s = await inner.open(dir, info);
+        const first = ++opened === 1;
+        return { ...s, search: async (query, k) => (first && holdFirst && (await new Promise<void>((r) => gates.push(r))), s.search(query, k)) };
+      },
+    };
+    served = await servedApp(docs("a"), embedder, { engine: held, cache: { warm_on_swap: 3, warm_budget_ms: 5_000 }, overload: { max_searching: 1 } });
+    for (const query of ["one", "two", "three"]) await served.post("/search", { query, k: 3 });
+    holdFirst = true;
+    // A request now holds the only search turn, and waits.
+    const waiting = served.post("/search", { query: "four", k: 3 });
+    while (gates.length === 0) await new Promise((r) => setTimeout(r, 5));
+    const v2 = await served.publish(docs("b"));
+    expect(await warmed(served, "answered")).toBe(3);
+    expect(await warmed(served, "skipped")).toBe(0);
+    for (const go of gates.splice(0)) go();
+    expect((await waiting).status).toBe(200);
+    expect((await served.post("/search", { query: "one", k: 3 })).body).toMatchObject({ index_version: v2, cached: true });
+  });
+
   it("stops at warm_budget_ms: the swap goes on, and the questions not answered by then are counted as skipped", async () => {
     let hold = false;
     const gates: (() => void)[] = [];
