@@ -14,6 +14,7 @@ import * as net from "node:net";
 import * as os from "node:os";
 import promClient from "prom-client";
 import type { Logger } from "../runtime/contracts.ts";
+import { coreShareEnv } from "../runtime/cores.ts";
 import { errorMessage } from "../runtime/errors.ts";
 import type { IndexHolder, PreparedSwap } from "./index-holder.ts";
 import { createSwapRounds, type RoundCommand } from "./swap-rounds.ts";
@@ -137,7 +138,7 @@ export async function runSupervisor(o: SupervisorOptions): Promise<number> {
   const fork = (i: number) => {
     const slot = slots[i];
     slot.ready = false;
-    const w = cluster.fork({ [PROCESS_ENV]: String(i), [PORT_ENV]: String(port), [VERSION_ENV]: rounds.committed() ?? "" });
+    const w = cluster.fork({ [PROCESS_ENV]: String(i), [PORT_ENV]: String(port), [VERSION_ENV]: rounds.committed() ?? "", ...coreShareEnv(processes) });
     slot.worker = w;
     w.on("message", (m: Msg) => {
       if (m?.apfa === "ready") {

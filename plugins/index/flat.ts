@@ -24,6 +24,7 @@ import { definePlugin, type IndexEngine, type Searcher } from "../../runtime/con
 import { checkVectors } from "./_check.ts";
 import { ApfaError } from "../../runtime/errors.ts";
 import { overFetch } from "../../runtime/filtered-search.ts";
+import { coreShare } from "../../runtime/cores.ts";
 import { mapFile, mmapHelper } from "../../runtime/mmap.ts";
 import { exactPool, type ExactPool } from "./_pool.ts";
 
@@ -39,7 +40,7 @@ export const HEADER_BYTES = 4 + 4 + 8 + 8 + 8 + 1 + 4 + 8;
 const usearch = createRequire(import.meta.url)("usearch") as typeof Usearch;
 
 export interface FlatOptions {
-  /** Threads one search scans with; 0 uses every core. @default 0 */
+  /** Threads one search scans with; 0 uses every core (under `apfa serve --processes N`, its share: cores ÷ N). @default 0 */
   threads: number;
   /**
    * Worker threads that run the searches, each holding its own copy of the vectors (memory = vectors ×
@@ -61,7 +62,7 @@ export interface FlatOptions {
 }
 
 const options = z.strictObject({
-  threads: z.number().int().min(0).max(256).default(0).describe("Threads one search scans with; 0 uses every core"),
+  threads: z.number().int().min(0).max(256).default(0).describe("Threads one search scans with; 0 uses every core (under `apfa serve --processes N`, the process's share: cores ÷ N)"),
   search_threads: z
     .number()
     .int()
@@ -145,6 +146,8 @@ export default definePlugin({
   description: "Exact inner-product search; one FAISS IndexFlatIP file (readable by faiss.read_index)",
   options,
   create(opts: FlatOptions, ctx): IndexEngine {
+    // 0 = every core this process may use: all of them, or its share under `apfa serve --processes N`.
+    const threads = opts.threads || coreShare();
     let toldUnmapped = false;
     /** The helper's path when this engine maps its vectors; says once why not when it was asked to and cannot. */
     const mapper = (): string | undefined => {
@@ -194,8 +197,8 @@ export default definePlugin({
           await fh.close();
         }
         // Mapped vectors are page-cache pages shared with other processes, not this one's heap (as hnsw's view).
-        if (data) return flatSearcher(inlineScanner(data, info.dims, opts.threads), info.dims, info.count, map ? 0 : data.byteLength);
-        const pool = await exactPool({ file, offset: HEADER_BYTES, dims: info.dims, count: info.count, workers: opts.search_threads, threads: opts.threads, batch: opts.search_batch, map });
+        if (data) return flatSearcher(inlineScanner(data, info.dims, threads), info.dims, info.count, map ? 0 : data.byteLength);
+        const pool = await exactPool({ file, offset: HEADER_BYTES, dims: info.dims, count: info.count, workers: opts.search_threads, threads, batch: opts.search_batch, map });
         return flatSearcher(pool, info.dims, info.count, map ? 0 : info.count * info.dims * 4 * opts.search_threads);
       },
     };
