@@ -5,10 +5,10 @@
  * Each worker maps the vector matrix from the index file itself (`file` at byte `offset`) through apfa's native
  * helper (runtime/mmap.ts) when `map` names it, so every worker of every process reads the same page-cache pages;
  * without it, each worker reads its own copy: usearch's `exactSearch` rejects SharedArrayBuffer-backed arrays on
- * Node 20, so a read matrix cannot be shared. The calling thread keeps none. Searches queue FIFO and go to the first idle worker; an idle worker
- * takes up to `batch` whole-matrix searches from the head of the queue at once and scans them in one
- * `exactSearch` call, which reads the matrix once for all of them (at 100k × 384 here, 8 queries in one call cost
- * ~3.4 single ones). A worker that dies rejects only the searches it was running, with an ApfaError naming the
+ * Node 20, so a read matrix cannot be shared. The calling thread keeps none. Searches queue FIFO and go to the
+ * first idle worker; an idle worker takes up to `batch` whole-matrix searches from the head of the queue at once
+ * and scans them in one `exactSearch` call, which reads the matrix once for all of them (at 100k × 384 here, 8
+ * queries in one call cost ~3.4 single ones). A worker that dies rejects only the searches it was running, with an ApfaError naming the
  * exit; the next search starts a fresh worker. `close()` terminates every worker.
  *
  * The worker's code is a plain JavaScript string run with `eval: true`: a separate `.ts` file could not be
