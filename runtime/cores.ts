@@ -4,7 +4,7 @@
  * {@link CORE_SHARE_ENV}, and OpenMP's `OMP_NUM_THREADS` (FAISS) unless the environment sets it, so N processes'
  * threads add up to the cores instead of N times them: with 2 processes on 2 cores, FAISS's per-query threads
  * (parallel_mode 2) and usearch's per-scan threads ran 4 busy threads on 2 cores, and the 1M IVF version served
- * fewer requests with 2 processes (163/s, p95 137 ms) than with 1 (198/s, p95 76 ms).
+ * 163 requests/s with 2 processes (p95 137 ms); with the shares, 184/s (p95 116 ms).
  * @module
  */
 import * as os from "node:os";
