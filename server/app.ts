@@ -192,6 +192,8 @@ export function createApp(deps: AppDeps): H3 {
     return value;
   }
 
+  /** Warm-up searches in flight at once: flat's search worker scans up to `search_batch` (8) in one pass. */
+  const WARM_AT_ONCE = 8;
   /**
    * The cache is keyed by version, so a swap would start the new version with an empty one and send every
    * popular question to the index at once. Before a new version serves, the `warm_on_swap` most asked recent
@@ -199,8 +201,6 @@ export function createApp(deps: AppDeps): H3 {
    * left for traffic. They take no search turns from requests (that version's searcher serves nobody yet): taking
    * them, a warm-up under overload answered 1-10 of 256 questions in its 2 s, as requests held every turn.
    */
-  /** Warm-up searches in flight at once: flat's search worker scans up to `search_batch` (8) in one pass. */
-  const WARM_AT_ONCE = 8;
   const warmth = limits.cache;
   const hot = createHotSet<Question>(warmth.warm_on_swap);
   async function warm(ix: LoadedIndex): Promise<void> {

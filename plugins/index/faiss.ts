@@ -126,8 +126,7 @@ export interface FaissNodeBuild {
  * What the installed faiss-node does: any build but scripts/build-faiss-node.sh's leaks, prefetches mapped lists and
  * maps them writable; that script's records what it changed in the package.json it installs
  * (`apfa.ondisk_prefetch: false`, `apfa.ondisk_read_only: true`, `apfa.leaks_fixed: true`, `apfa.f32_arrays: true`).
- * `entry` is the addon's
- * resolved entry (lib/index.js).
+ * `entry` is the addon's resolved entry (lib/index.js).
  */
 export function faissNodeBuild(entry: string = faissNodePath()): FaissNodeBuild {
   try {
@@ -158,6 +157,11 @@ try { faiss = require(workerData.faissPath); } catch (e) { loadError = e; }
 const CHUNK = 16384;
 // A build of scripts/build-faiss-node.sh takes Float32Arrays whole; faiss-node as published wants JS Arrays.
 const rowsArg = workerData.f32Arrays ? (a) => a : (a) => Array.from(a);
+// Adds count × dims rows to a FAISS index a chunk at a time (a chunk bounds the copy faiss-node makes of it).
+const addRows = (idx, vectors, dims) => {
+  const count = vectors.length / dims;
+  for (let r = 0; r < count; r += CHUNK) idx.add(rowsArg(vectors.subarray(r * dims, Math.min(count, r + CHUNK) * dims)));
+};
 // The part of an IVF file read to find its inverted lists: the header and the coarse quantizer (65,536 lists of
 // 1,024 dims are 256 MiB).
 const HEAD_MAX = 272 << 20;
@@ -260,7 +264,6 @@ const ops = {
   // Writes the index to \`out\` (the recall check reads it from there in other workers) or returns its bytes.
   // \`trainAt\`: the rows to train on (sampleRows in _recall.ts), or null for all of them.
   build({ vectors, dims, factory, nprobe, trainAt, out }) {
-    const count = vectors.length / dims;
     const idx = faiss.Index.fromFactory(dims, factory, 0 /* METRIC_INNER_PRODUCT */);
     if (!idx.isTrained()) {
       let sample = vectors;
@@ -270,7 +273,7 @@ const ops = {
       }
       idx.train(rowsArg(sample));
     }
-    for (let r = 0; r < count; r += CHUNK) idx.add(rowsArg(vectors.subarray(r * dims, Math.min(count, r + CHUNK) * dims)));
+    addRows(idx, vectors, dims);
     const buf = idx.toBuffer();
     const s = setting(buf);
     if (s && s.name === "nprobe") setTo(buf, s, nprobe);
@@ -295,8 +298,7 @@ const ops = {
   // batch of queries against the rows with BLAS, several times faster than one SIMD dot product at a time.
   truth({ vectors, dims, queries, k }) {
     const flat = new faiss.IndexFlatIP(dims);
-    const count = vectors.length / dims;
-    for (let r = 0; r < count; r += CHUNK) flat.add(rowsArg(vectors.subarray(r * dims, Math.min(count, r + CHUNK) * dims)));
+    addRows(flat, vectors, dims);
     return Int32Array.from(flat.search(rowsArg(queries), k).labels);
   },
   open({ file, nprobe, chosen, mmap }) {
