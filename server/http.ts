@@ -3,6 +3,7 @@
  * wrong content type 415, body over the limit 413, invalid JSON or fields 400 — never a stack trace or a 500.
  * @module
  */
+import { FastResponse } from "srvx";
 import type { z } from "zod";
 import { ApfaError } from "../runtime/errors.ts";
 
@@ -16,12 +17,50 @@ export class HttpError extends ApfaError {
   }
 }
 
+/**
+ * A JSON response. srvx's `FastResponse` (the `Response` class itself under Deno) hands its string body and headers
+ * to Node's `http` as they are; a plain `Response` makes a web stream of the body first, which cost a busy server
+ * more CPU than JSON encoding and the cache together (measured at 3,000 requests a second).
+ */
 export function json(body: unknown, status = 200, headers: Record<string, string> = {}): Response {
-  return new Response(JSON.stringify(body), { status, headers: { "content-type": "application/json; charset=utf-8", "cache-control": "no-store", ...headers } });
+  return new FastResponse(JSON.stringify(body), { status, headers: { "content-type": "application/json; charset=utf-8", "cache-control": "no-store", ...headers } });
 }
 
 export function errorResponse(status: number, error: string, message: string, field?: string, headers?: Record<string, string>): Response {
   return json({ error, message, ...(field ? { field } : {}) }, status, headers);
+}
+
+/**
+ * Under Node, srvx's request carries Node's own message (`runtime.node.req`, a readable stream): reading it
+ * directly skips the web stream `req.body` would wrap it in, a tenth of a busy server's CPU. Elsewhere, `req.body`.
+ */
+function bodySource(req: Request): AsyncIterable<Uint8Array> | null {
+  const node = (req as { runtime?: { node?: { req?: AsyncIterable<Uint8Array> & { readableEnded?: boolean; destroyed?: boolean } } } }).runtime?.node?.req;
+  if (node && typeof node[Symbol.asyncIterator] === "function" && !node.readableEnded && !node.destroyed) return node;
+  // Web streams are async-iterable on Node and Deno; the DOM typings lack it.
+  return req.body as unknown as AsyncIterable<Uint8Array> | null;
+}
+
+/** The body's bytes, counted as they stream in; past `limit` the rest is not read (413). */
+async function readBytes(req: Request, limit: number): Promise<Uint8Array> {
+  const source = bodySource(req);
+  if (!source) throw new HttpError(400, "invalid_json", "request body is empty; expected a JSON object");
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for await (const chunk of source) {
+    size += chunk.byteLength;
+    // Leaving the loop cancels the stream, as reader.cancel() did.
+    if (size > limit) throw new HttpError(413, "payload_too_large", `request body is limited to ${limit} bytes`);
+    chunks.push(chunk);
+  }
+  if (chunks.length === 1) return chunks[0];
+  const bytes = new Uint8Array(size);
+  let off = 0;
+  for (const c of chunks) {
+    bytes.set(c, off);
+    off += c.byteLength;
+  }
+  return bytes;
 }
 
 /** Reads a JSON object body of at most `limit` bytes, counting bytes as they stream in. */
@@ -34,26 +73,7 @@ export async function readJson(req: Request, limit: number): Promise<unknown> {
   if (declared !== null && (!/^\d+$/.test(declared) || Number(declared) > limit)) {
     throw new HttpError(413, "payload_too_large", `request body is limited to ${limit} bytes`);
   }
-  if (!req.body) throw new HttpError(400, "invalid_json", "request body is empty; expected a JSON object");
-  const reader = req.body.getReader();
-  const chunks: Uint8Array[] = [];
-  let size = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    size += value.byteLength;
-    if (size > limit) {
-      await reader.cancel().catch(() => {});
-      throw new HttpError(413, "payload_too_large", `request body is limited to ${limit} bytes`);
-    }
-    chunks.push(value);
-  }
-  const bytes = new Uint8Array(size);
-  let off = 0;
-  for (const c of chunks) {
-    bytes.set(c, off);
-    off += c.byteLength;
-  }
+  const bytes = await readBytes(req, limit);
   let text: string;
   try {
     text = new TextDecoder("utf-8", { fatal: true }).decode(bytes);

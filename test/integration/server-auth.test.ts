@@ -93,6 +93,22 @@ describe("server auth", () => {
     expect(chunked.json.message).toMatch(/limited to 65536 bytes/);
   });
 
+  it("reads a body streamed in pieces, split inside a multi-byte character, whole", async () => {
+    const bytes = new TextEncoder().encode(JSON.stringify({ query: "crédit — prêt étudiant ".repeat(40), k: 2 }));
+    const cut = bytes.indexOf(0xc3) + 1; // between the two bytes of "é"
+    const stream = new ReadableStream<Uint8Array>({
+      start(c) {
+        c.enqueue(bytes.subarray(0, cut));
+        for (let i = cut; i < bytes.length; i += 100) c.enqueue(bytes.subarray(i, i + 100));
+        c.close();
+      },
+    });
+    const res = await fetch(srv.url + "/search", { method: "POST", headers: withAuth(token), body: stream, duplex: "half" } as RequestInit);
+    statuses.push(res.status);
+    expect(res.status).toBe(200);
+    expect(((await res.json()) as { hits: unknown[] }).hits).toHaveLength(2);
+  });
+
   it("415 for a wrong or missing content type", async () => {
     for (const ct of ["text/plain", "application/x-www-form-urlencoded", ""]) {
       const headers: Record<string, string> = { authorization: `Bearer ${token}` };
