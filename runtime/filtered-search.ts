@@ -10,9 +10,9 @@ import type { RowFilter, SearchResult, Searcher } from "./contracts.ts";
 
 /** A {@link RowFilter} over `count` rows from the ascending list of passing rows. */
 export function rowFilter(rows: Uint32Array, count: number): RowFilter {
-  const bits = new Uint8Array(count);
-  for (const r of rows) bits[r] = 1;
-  return { rows, has: (row) => bits[row] === 1 };
+  const bits = new Uint32Array(Math.ceil(count / 32)); // a bit per row: 125 KB at a million rows
+  for (const r of rows) bits[r >>> 5] |= 1 << (r & 31);
+  return { rows, has: (row) => row >= 0 && row < count && (bits[row >>> 5] & (1 << (row & 31))) !== 0 };
 }
 
 /** How many results the first over-fetched search asks for: twice what the passing share predicts, plus k. */

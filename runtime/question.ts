@@ -115,55 +115,66 @@ export interface Eligibility {
 
 /** Checks a product's metadata against stated facts. A field the product lacks is not held against it. */
 export function checkEligibility(m: Record<string, unknown>, f: QuestionFacts): Eligibility {
+  return assess(m, f, true);
+}
+
+/**
+ * {@link checkEligibility}'s checks; `explain` false skips writing the reasons (a filter over every row of a version
+ * only needs whether any check failed, and formatting amounts was most of its cost). `failed` counts failed checks.
+ */
+function assess(m: Record<string, unknown>, f: QuestionFacts, explain: boolean): Eligibility & { failed: number } {
   const fails: string[] = [];
   const meets: string[] = [];
   let gap = 0;
+  let failed = 0;
+  const fail = (shortfall: number, why: () => string) => {
+    failed++;
+    gap += shortfall;
+    if (explain) fails.push(why());
+  };
+  const meet = (why: () => string) => {
+    if (explain) meets.push(why());
+  };
   const minScore = metaNumber(m.min_credit_score ?? m.min_score ?? m.credit_score_min);
   if (f.credit_score !== undefined && minScore !== undefined) {
-    if (f.credit_score >= minScore) meets.push(`a credit score of ${f.credit_score} meets its minimum of ${minScore}`);
-    else {
-      fails.push(`a credit score of ${f.credit_score} is below its minimum of ${minScore}`);
-      gap += (minScore - f.credit_score) / 100;
-    }
+    const score = f.credit_score;
+    if (score >= minScore) meet(() => `a credit score of ${score} meets its minimum of ${minScore}`);
+    else fail((minScore - score) / 100, () => `a credit score of ${score} is below its minimum of ${minScore}`);
   }
   const max = metaNumber(m.max_amount ?? m.max_loan);
   const min = metaNumber(m.min_amount);
   if (f.amount !== undefined) {
-    if (max !== undefined && f.amount > max) {
-      fails.push(`it lends at most ${usd(max)}, less than ${usd(f.amount)}`);
-      gap += (f.amount - max) / f.amount;
-    } else if (min !== undefined && f.amount < min) {
-      fails.push(`it lends at least ${usd(min)}, more than ${usd(f.amount)}`);
-      gap += (min - f.amount) / min;
-    } else if (max !== undefined) meets.push(`covers ${usd(f.amount)}`);
+    const amount = f.amount;
+    if (max !== undefined && amount > max) fail((amount - max) / amount, () => `it lends at most ${usd(max)}, less than ${usd(amount)}`);
+    else if (min !== undefined && amount < min) fail((min - amount) / min, () => `it lends at least ${usd(min)}, more than ${usd(amount)}`);
+    else if (max !== undefined) meet(() => `covers ${usd(amount)}`);
   }
   const termRaw = m.term_months ?? m.term ?? m.max_term_months;
   const terms = (Array.isArray(termRaw) ? termRaw.map(metaNumber) : typeof termRaw === "string" ? (termRaw.match(/\d+/g) ?? []).map(Number) : [metaNumber(termRaw)])
     .filter((t): t is number => t !== undefined);
   if (f.term_months !== undefined && terms.length) {
+    const term = f.term_months;
     const longest = Math.max(...terms);
-    if (f.term_months > longest) {
-      fails.push(`its longest term is ${longest} months, shorter than ${f.term_months}`);
-      gap += (f.term_months - longest) / f.term_months;
-    } else meets.push(`repays over ${f.term_months} months`);
+    if (term > longest) fail((term - longest) / term, () => `its longest term is ${longest} months, shorter than ${term}`);
+    else meet(() => `repays over ${term} months`);
   }
   const apr = aprPercent(m.apr ?? m.rate ?? m.interest_rate);
   if (f.max_apr !== undefined && apr !== undefined) {
-    if (apr > f.max_apr) {
-      fails.push(`its APR of ${apr}% is above your ${f.max_apr}%`);
-      gap += (apr - f.max_apr) / f.max_apr;
-    } else meets.push(`APR ${apr}% is within your ${f.max_apr}%`);
+    const ceiling = f.max_apr;
+    if (apr > ceiling) fail((apr - ceiling) / ceiling, () => `its APR of ${apr}% is above your ${ceiling}%`);
+    else meet(() => `APR ${apr}% is within your ${ceiling}%`);
   }
-  if (f.category !== undefined && typeof m.category === "string" && m.category !== f.category) {
-    fails.push(`it is ${m.category.replace(/-/g, " ")} lending, not ${f.category.replace(/-/g, " ")}`);
-    gap += 10; // another purpose is never a "near" option
+  const category = m.category;
+  if (f.category !== undefined && typeof category === "string" && category !== f.category) {
+    const wanted = f.category;
+    fail(10, () => `it is ${category.replace(/-/g, " ")} lending, not ${wanted.replace(/-/g, " ")}`); // another purpose is never a "near" option
   }
-  return { fails, meets, gap };
+  return { fails, meets, gap, failed };
 }
 
 /** Products open to a person with these facts (loan products that fail no check). */
 export function eligibilityPredicate(f: QuestionFacts): MetaPredicate {
-  return (m) => isProduct(m) && checkEligibility(m, f).fails.length === 0;
+  return (m) => isProduct(m) && assess(m, f, false).failed === 0;
 }
 
 /** Products for the stated purpose whatever the numbers (where the "nearest options" come from). */

@@ -41,20 +41,29 @@ export interface Ranked {
 interface Extras {
   meta?: Promise<Array<Record<string, unknown>>>;
   filters: Map<string, RowFilter>;
+  filterBytes: number;
   lexical?: Promise<Lexical | undefined>;
 }
 
 /** Rows whose documents are read together when the metadata is gathered. */
 const META_RUN = 4096;
 
-/** Passing-row sets kept per version; each is a bit per row plus the passing rows. */
-const FILTERS_KEPT = 64;
+/**
+ * Passing-row sets kept per version; each is a bit per row plus the passing rows. Advice questions bring a filter
+ * per distinct set of stated facts (363 in the load suite's 10k questions), so 64 were recomputed over every row
+ * again and again.
+ */
+const FILTERS_KEPT = 512;
+/** And at most this many bytes of them per version (bits and rows), whatever their count. */
+const FILTER_BYTES_KEPT = 64 * 1024 * 1024;
+
+const filterBytes = (rf: RowFilter, count: number) => Math.ceil(count / 8) + rf.rows.byteLength;
 
 export function createRetriever(cfg: RetrievalConfig, log: Logger) {
   const extras = new WeakMap<LoadedIndex, Extras>();
   const of = (ix: LoadedIndex): Extras => {
     let e = extras.get(ix);
-    if (!e) extras.set(ix, (e = { filters: new Map() }));
+    if (!e) extras.set(ix, (e = { filters: new Map(), filterBytes: 0 }));
     return e;
   };
 
@@ -87,7 +96,12 @@ export function createRetriever(cfg: RetrievalConfig, log: Logger) {
         const rows: number[] = [];
         for (let r = 0; r < meta.length; r++) if (f.test(meta[r])) rows.push(r);
         rf = rowFilter(Uint32Array.from(rows), meta.length);
-        if (e.filters.size >= FILTERS_KEPT) e.filters.delete(e.filters.keys().next().value!);
+        e.filterBytes += filterBytes(rf, meta.length);
+        while (e.filters.size >= FILTERS_KEPT || (e.filters.size > 0 && e.filterBytes > FILTER_BYTES_KEPT)) {
+          const [oldest, old] = e.filters.entries().next().value!;
+          e.filters.delete(oldest);
+          e.filterBytes -= filterBytes(old, meta.length);
+        }
       }
     }
     e.filters.delete(f.key); // re-inserted: Map order is recency

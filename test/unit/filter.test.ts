@@ -20,6 +20,17 @@ const problem = (f: unknown) => {
   throw new Error("expected a FilterError");
 };
 
+describe("passing-row sets", () => {
+  it("answers membership for every row, at word edges and outside the range", () => {
+    const count = 1000;
+    const rows = Uint32Array.from([0, 1, 31, 32, 33, 63, 64, 500, 998, 999]);
+    const rf = rowFilter(rows, count);
+    const member = new Set(rows);
+    for (let r = 0; r < count; r++) expect(rf.has(r), `row ${r}`).toBe(member.has(r));
+    for (const r of [-1, count, count + 31, 2 ** 32]) expect(rf.has(r), `row ${r}`).toBe(false);
+  });
+});
+
 describe("metadata filter grammar", () => {
   it("equality, ranges, membership and nested paths", () => {
     expect(passes({ type: "loan_product", min_credit_score: { lte: 650 } }, loan)).toBe(true);

@@ -35,6 +35,31 @@ describe("constraints stated in a question", () => {
     expect(checkEligibility(m, { category: "auto" }).fails[0]).toMatch(/personal lending, not auto/);
     expect(eligibilityPredicate({ credit_score: 700 })({ type: "customer_profile", credit_score: 700 })).toBe(false);
   });
+
+  it("the filter over every row (no reasons written) opens exactly the products the explained check finds no fault with", () => {
+    const facts = [{ credit_score: 650 }, { amount: 1500 }, { amount: 30000, term_months: 60 }, { max_apr: 9 }, { category: "auto" }, { credit_score: 720, amount: 5000, term_months: 24, max_apr: 15, category: "personal" }];
+    const products = [];
+    for (const min_credit_score of [undefined, 600, 700]) {
+      for (const max_amount of [undefined, 10000, "$40,000"]) {
+        for (const term_months of [undefined, 36, [24, 60], "12-48"]) {
+          for (const apr of [undefined, 0.089, "14.9%"]) {
+            for (const category of [undefined, "auto", "personal"]) products.push({ type: "loan_product", min_credit_score, min_amount: 2000, max_amount, term_months, apr, category });
+          }
+        }
+      }
+    }
+    let open = 0;
+    for (const f of facts) {
+      const pass = eligibilityPredicate(f);
+      for (const m of products) {
+        const want = checkEligibility(m, f).fails.length === 0;
+        expect(pass(m), `${JSON.stringify(f)} on ${JSON.stringify(m)}`).toBe(want);
+        if (want) open++;
+      }
+    }
+    expect(open).toBeGreaterThan(0);
+    expect(open).toBeLessThan(facts.length * products.length);
+  });
 });
 
 describe("template answer for a question with stated constraints", () => {
