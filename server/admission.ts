@@ -36,7 +36,11 @@ export interface Admission {
 /** A queued request that waited `max_wait_ms` without getting a slot (answer 503, like a full queue). */
 export class QueueWaitExceeded extends Error {
   constructor(ms: number) {
+    // Under overload thousands are made a second and none is logged: a stack trace would be pure cost.
+    const depth = Error.stackTraceLimit;
+    Error.stackTraceLimit = 0;
     super(`waited ${ms} ms for a slot`);
+    Error.stackTraceLimit = depth;
     this.name = "QueueWaitExceeded";
   }
 }

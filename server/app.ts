@@ -13,7 +13,7 @@ import { eligibilityPredicate, extractFacts, hasFacts, purposePredicate, type Qu
 import { createAdmission, QueueWaitExceeded } from "./admission.ts";
 import { AuthError, type Verifier } from "./auth.ts";
 import { createHotSet, type ResponseCache } from "./cache.ts";
-import { errorResponse, HttpError, json, readJson, validate } from "./http.ts";
+import { errorResponse, HttpError, json, jsonText, readJson, validate } from "./http.ts";
 import type { IndexHolder, Lease, LoadedIndex } from "./index-holder.ts";
 import type { ServerMetrics } from "./metrics.ts";
 import { createRateLimiter } from "./rate-limit.ts";
@@ -287,11 +287,26 @@ export function createApp(deps: AppDeps): H3 {
     }
   }
 
+  /**
+   * Cached answers as sent, by the answer object the in-process cache hands back on every hit (kept while it is):
+   * a popular answer is serialised once, not once per request. Answers from Redis are new objects each time.
+   */
+  const rendered = new WeakMap<CachedAnswer, { kind: string; version: string; text: string }>();
+
   function respond(kind: "search" | "advice", value: CachedAnswer, version: string, cached: boolean): Response {
     metrics.byVersion.inc({ version: version.slice(0, 16) });
+    if (!cached) return json(payload(kind, value, version, cached));
+    const r = rendered.get(value);
+    if (r && r.kind === kind && r.version === version) return jsonText(r.text);
+    const text = JSON.stringify(payload(kind, value, version, cached));
+    rendered.set(value, { kind, version, text });
+    return jsonText(text);
+  }
+
+  function payload(kind: "search" | "advice", value: CachedAnswer, version: string, cached: boolean): object {
     const hits = value.hits ?? [];
-    if (kind === "search") return json({ hits, index_version: version, cached });
-    return json({
+    if (kind === "search") return { hits, index_version: version, cached };
+    return {
       advice: value.advice,
       sources: hits.map((h) => ({ id: h.id, score: h.score, metadata: h.metadata })),
       index_version: version,
@@ -299,7 +314,7 @@ export function createApp(deps: AppDeps): H3 {
       generator: value.generator,
       ...(value.stated ? { stated: value.stated } : {}),
       ...(value.fallback_reason ? { fallback_reason: value.fallback_reason } : {}),
-    });
+    };
   }
 
   /**

@@ -68,9 +68,12 @@ export async function cacheKey(version: string, query: string, k: number): Promi
  */
 const memoryKey = (version: string, query: string, k: number): string => `${version}:${k}:${normaliseQuery(query)}`;
 
-/** A Map keeps insertion order, so re-inserting on read makes its first key the least recently used. */
-class Lru {
-  private readonly _map = new Map<string, { value: string; expires: number }>();
+/**
+ * A Map keeps insertion order, so re-inserting on read makes its first key the least recently used. Values are
+ * kept as they were set, not serialised: a hit hands back the same object, which callers treat as read-only.
+ */
+class Lru<V> {
+  private readonly _map = new Map<string, { value: V; expires: number }>();
   private readonly _max: number;
   constructor(max: number) {
     this._max = max;
@@ -78,7 +81,7 @@ class Lru {
   get size(): number {
     return this._map.size;
   }
-  get(key: string): string | undefined {
+  get(key: string): V | undefined {
     const e = this._map.get(key);
     if (!e) return undefined;
     this._map.delete(key);
@@ -86,7 +89,7 @@ class Lru {
     this._map.set(key, e);
     return e.value;
   }
-  set(key: string, value: string, ttlMs: number): void {
+  set(key: string, value: V, ttlMs: number): void {
     this._map.delete(key);
     this._map.set(key, { value, expires: Date.now() + ttlMs });
     while (this._map.size > this._max) this._map.delete(this._map.keys().next().value!);
@@ -101,7 +104,7 @@ export function createCache<T>(opts: CacheOptions = {}): ResponseCache<T> {
   const ttl = opts.ttl_s ?? 300;
   if (!Number.isInteger(ttl) || ttl < 1) throw new ApfaError("config", `server.cache.ttl_s must be a whole number of seconds >= 1, got ${ttl}`);
   const log = (opts.log ?? silentLogger).child({ component: "cache" });
-  const lru = new Lru(opts.max_entries ?? 10_000);
+  const lru = new Lru<T>(opts.max_entries ?? 10_000);
   const s = { hits: 0, misses: 0, sets: 0, redis_errors: 0 };
   let redis: Redis | undefined;
   let warned = false;
@@ -140,38 +143,38 @@ export function createCache<T>(opts: CacheOptions = {}): ResponseCache<T> {
 
   return {
     async get(version, query, k) {
-      let raw: string | null | undefined;
+      let found: T | undefined;
       let backend: CacheBackend = "memory";
       if (usable()) {
         try {
-          raw = await redis!.get(prefix + (await cacheKey(version, query, k)));
+          const raw = await redis!.get(prefix + (await cacheKey(version, query, k)));
           backend = "redis";
+          if (raw !== null) found = JSON.parse(raw) as T;
         } catch (err) {
           failed("GET", err);
         }
       }
-      if (backend === "memory") raw = lru.get(memoryKey(version, query, k));
-      if (raw === null || raw === undefined) {
+      if (backend === "memory") found = lru.get(memoryKey(version, query, k));
+      if (found === undefined) {
         s.misses++;
         opts.onMiss?.(backend);
         return undefined;
       }
       s.hits++;
       opts.onHit?.(backend);
-      return JSON.parse(raw) as T;
+      return found;
     },
     async set(version, query, k, value) {
-      const raw = JSON.stringify(value);
       s.sets++;
       if (usable()) {
         try {
-          await redis!.set(prefix + (await cacheKey(version, query, k)), raw, "EX", ttl);
+          await redis!.set(prefix + (await cacheKey(version, query, k)), JSON.stringify(value), "EX", ttl);
           return;
         } catch (err) {
           failed("SET", err);
         }
       }
-      lru.set(memoryKey(version, query, k), raw, ttl * 1000);
+      lru.set(memoryKey(version, query, k), value, ttl * 1000);
     },
     stats: () => ({ backend: usable() ? "redis" : "memory", ...s, memory_entries: lru.size }),
     async close() {

@@ -23,7 +23,12 @@ export class HttpError extends ApfaError {
  * more CPU than JSON encoding and the cache together (measured at 3,000 requests a second).
  */
 export function json(body: unknown, status = 200, headers: Record<string, string> = {}): Response {
-  return new FastResponse(JSON.stringify(body), { status, headers: { "content-type": "application/json; charset=utf-8", "cache-control": "no-store", ...headers } });
+  return jsonText(JSON.stringify(body), status, headers);
+}
+
+/** A JSON response whose body is already serialised. */
+export function jsonText(text: string, status = 200, headers: Record<string, string> = {}): Response {
+  return new FastResponse(text, { status, headers: { "content-type": "application/json; charset=utf-8", "cache-control": "no-store", ...headers } });
 }
 
 export function errorResponse(status: number, error: string, message: string, field?: string, headers?: Record<string, string>): Response {
