@@ -33,6 +33,11 @@ export interface AppDeps {
   log: Logger;
   /** Which server process answers (`/ready` reports it): its pid and its slot under `--processes` (0 alone). */
   instance?: { pid: number; process: number };
+  /**
+   * Under `--processes N`, with answers shared between processes (Redis, or the processes' caches linked): this
+   * process's slot and N. Each warms a new version with its share of the most asked questions, not all of them.
+   */
+  warmShare?: { index: number; of: number };
   /** Keeps a sample of query vectors for the build's recall check (runtime/query-samples.ts). */
   querySamples?: Pick<QuerySampler, "offer">;
   /** Mounts more routes (dashboard, admin API). */
@@ -198,6 +203,13 @@ export function createApp(deps: AppDeps): H3 {
     return value;
   }
 
+  /** Which of `of` processes warms the question with this key (FNV-1a of its UTF-16 units). */
+  const shareOf = (key: string, of: number): number => {
+    let h = 0x811c9dc5;
+    for (let i = 0; i < key.length; i++) h = Math.imul(h ^ key.charCodeAt(i), 0x01000193);
+    return (h >>> 0) % of;
+  };
+
   /** Warm-up searches in flight at once: flat's search worker scans up to `search_batch` (8) in one pass. */
   const WARM_AT_ONCE = 8;
   /**
@@ -209,8 +221,11 @@ export function createApp(deps: AppDeps): H3 {
    */
   const warmth = limits.cache;
   const hot = createHotSet<Question>(warmth.warm_on_swap);
+  const share = deps.warmShare && deps.warmShare.of > 1 ? deps.warmShare : undefined;
   async function warm(ix: LoadedIndex): Promise<void> {
-    const questions = hot.top(warmth.warm_on_swap);
+    const top = hot.top(warmth.warm_on_swap);
+    // Split by the question, not by its rank: the processes' lists of most asked questions differ a little.
+    const questions = share ? top.filter((q) => shareOf(`${q.k}\0${q.ck}`, share.of) === share.index) : top;
     if (!questions.length || warmth.warm_budget_ms <= 0) return;
     const t0 = performance.now();
     const deadline = t0 + warmth.warm_budget_ms;

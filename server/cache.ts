@@ -24,6 +24,14 @@ export interface CacheOptions {
   max_entries?: number;
   /** Longest a Redis command may take before the LRU answers instead. @default 100 */
   command_timeout_ms?: number;
+  /**
+   * The other server processes' in-process caches (`apfa serve --processes N`): an answer stored in this
+   * process's LRU is sent to them, and theirs come in here, so each answer is computed once, not once per process.
+   * Not used for answers stored in Redis, which every process reads already.
+   */
+  peers?: CachePeers;
+  /** Called for every answer a peer sent (wire to `apfa_cache_peer_fills_total`). */
+  onPeerFill?: () => void;
   /** Called on every hit/miss with the tier that answered (wire to `apfa_cache_hits_total` / `_misses_total`). */
   onHit?: (backend: CacheBackend) => void;
   onMiss?: (backend: CacheBackend) => void;
@@ -31,6 +39,21 @@ export interface CacheOptions {
 }
 
 export type CacheBackend = "redis" | "memory";
+
+/** One answer stored by a process, as its peers receive it. */
+export interface CacheFill {
+  version: string;
+  query: string;
+  k: number;
+  value: unknown;
+}
+
+/** How an in-process cache reaches the other processes' (server/cluster.ts over the supervisor's IPC channel). */
+export interface CachePeers {
+  send(fill: CacheFill): void;
+  /** `receive` is called with every fill another process sends. */
+  onFill(receive: (fill: CacheFill) => void): void;
+}
 
 export interface CacheStats {
   /** Where the next call goes. */
@@ -40,6 +63,8 @@ export interface CacheStats {
   sets: number;
   /** Redis calls that failed or timed out (and were answered by the LRU). */
   redis_errors: number;
+  /** Answers other processes computed, stored in this process's LRU. */
+  peer_fills: number;
   memory_entries: number;
 }
 
@@ -105,7 +130,7 @@ export function createCache<T>(opts: CacheOptions = {}): ResponseCache<T> {
   if (!Number.isInteger(ttl) || ttl < 1) throw new ApfaError("config", `server.cache.ttl_s must be a whole number of seconds >= 1, got ${ttl}`);
   const log = (opts.log ?? silentLogger).child({ component: "cache" });
   const lru = new Lru<T>(opts.max_entries ?? 10_000);
-  const s = { hits: 0, misses: 0, sets: 0, redis_errors: 0 };
+  const s = { hits: 0, misses: 0, sets: 0, redis_errors: 0, peer_fills: 0 };
   let redis: Redis | undefined;
   let warned = false;
 
@@ -134,6 +159,12 @@ export function createCache<T>(opts: CacheOptions = {}): ResponseCache<T> {
       redis = r;
     }, (err: unknown) => log.warn("redis cache unavailable (ioredis did not load); using the in-process cache", { error: (err as Error).message }));
   }
+
+  opts.peers?.onFill((f) => {
+    s.peer_fills++;
+    opts.onPeerFill?.();
+    lru.set(memoryKey(f.version, f.query, f.k), f.value as T, ttl * 1000);
+  });
 
   const usable = () => redis !== undefined && redis.status === "ready";
   const failed = (op: string, err: unknown) => {
@@ -175,6 +206,7 @@ export function createCache<T>(opts: CacheOptions = {}): ResponseCache<T> {
         }
       }
       lru.set(memoryKey(version, query, k), value, ttl * 1000);
+      opts.peers?.send({ version, query, k, value });
     },
     stats: () => ({ backend: usable() ? "redis" : "memory", ...s, memory_entries: lru.size }),
     async close() {

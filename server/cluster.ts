@@ -14,6 +14,7 @@ import * as net from "node:net";
 import * as os from "node:os";
 import promClient from "prom-client";
 import type { Logger } from "../runtime/contracts.ts";
+import type { CacheFill, CachePeers } from "./cache.ts";
 import { coreShareEnv } from "../runtime/cores.ts";
 import { errorMessage } from "../runtime/errors.ts";
 import type { IndexHolder, PreparedSwap } from "./index-holder.ts";
@@ -25,6 +26,8 @@ export const PROCESS_ENV = "APFA_PROCESS";
 export const PORT_ENV = "APFA_PROCESS_PORT";
 /** The version a (re)started process loads first: the one the others serve, so it joins on the same version. */
 export const VERSION_ENV = "APFA_PROCESS_VERSION";
+/** How many processes serve: each warms its share of a new version's most asked questions. */
+export const PROCESSES_ENV = "APFA_PROCESSES";
 
 type Metrics = promClient.MetricObjectWithValues<promClient.MetricValue<string>>[];
 
@@ -38,6 +41,7 @@ type Msg =
   | { apfa: "swap-request"; version: string; reason: string }
   | { apfa: "swap-prepared"; round: number; version: string }
   | { apfa: "swap-failed"; round: number; version: string; reason: string }
+  | { apfa: "cache-fill"; fill: CacheFill }
   | RoundCommand;
 
 /**
@@ -138,10 +142,13 @@ export async function runSupervisor(o: SupervisorOptions): Promise<number> {
   const fork = (i: number) => {
     const slot = slots[i];
     slot.ready = false;
-    const w = cluster.fork({ [PROCESS_ENV]: String(i), [PORT_ENV]: String(port), [VERSION_ENV]: rounds.committed() ?? "", ...coreShareEnv(processes) });
+    const w = cluster.fork({ [PROCESS_ENV]: String(i), [PORT_ENV]: String(port), [PROCESSES_ENV]: String(processes), [VERSION_ENV]: rounds.committed() ?? "", ...coreShareEnv(processes) });
     slot.worker = w;
     w.on("message", (m: Msg) => {
-      if (m?.apfa === "ready") {
+      if (m?.apfa === "cache-fill") {
+        // To every other process that runs, ready or not: one still warming a version may use it.
+        for (const [j, other] of slots.entries()) if (j !== i && other.worker?.isConnected()) other.worker.send(m, undefined, {}, () => {});
+      } else if (m?.apfa === "ready") {
         slot.ready = true;
         slot.failures = 0;
         if (i === 0) firstReady?.();
@@ -226,6 +233,29 @@ export function clusterMetrics(registry: promClient.Registry, index: number): ()
     waiting.set(id, { resolve, reject });
     process.send!({ apfa: "metrics-req", id } satisfies Msg);
   });
+}
+
+/**
+ * In a supervised process: the in-process cache's link to the other processes' (server/cache.ts `peers`). A fill
+ * goes to the supervisor, which passes it to every other process; a process that cannot be reached misses it
+ * and computes that answer itself when asked.
+ */
+export function cachePeers(): CachePeers {
+  return {
+    send: (fill) => process.send?.({ apfa: "cache-fill", fill } satisfies Msg, undefined, {}, () => {}),
+    onFill(receive) {
+      process.on("message", (m: Msg) => {
+        if (m?.apfa === "cache-fill") receive(m.fill);
+      });
+    },
+  };
+}
+
+/** This process's slot and how many serve, under the supervisor. */
+export function processShare(): { index: number; of: number } | undefined {
+  const index = processIndex();
+  const of = Number(process.env[PROCESSES_ENV]);
+  return index !== undefined && Number.isInteger(of) && of > index ? { index, of } : undefined;
 }
 
 /** Tells the supervisor this process listens and serves (it then counts towards "server ready"). */

@@ -20,6 +20,7 @@ export function createServerMetrics() {
     requests: new client.Counter({ name: "apfa_requests_total", help: "HTTP requests by route and status", labelNames: ["route", "status"], registers: [registry] }),
     cacheHits: new client.Counter({ name: "apfa_cache_hits_total", help: "Response cache hits by backend", labelNames: ["backend"], registers: [registry] }),
     cacheMisses: new client.Counter({ name: "apfa_cache_misses_total", help: "Response cache misses by backend", labelNames: ["backend"], registers: [registry] }),
+    cachePeerFills: new client.Counter({ name: "apfa_cache_peer_fills_total", help: "Answers another server process computed and sent to this one's in-process cache (apfa serve --processes N without Redis)", registers: [registry] }),
     cacheWarmed: new client.Counter({ name: "apfa_cache_warmed_total", help: "Most asked questions answered again on a new index version before it serves (answered), or not within server.cache.warm_budget_ms (skipped)", labelNames: ["outcome"], registers: [registry] }),
     search: new client.Histogram({
       name: "apfa_faiss_search_seconds",

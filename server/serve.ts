@@ -21,7 +21,7 @@ import { createApp, type CachedAnswer } from "./app.ts";
 import { opsRoutes } from "./api.ts";
 import { makeVerifier, type Verifier } from "./auth.ts";
 import { resolveAuth } from "./auth-config.ts";
-import { createCache } from "./cache.ts";
+import { createCache, type CachePeers } from "./cache.ts";
 import { createIndexHolder, type IndexHolder, type LoadSource } from "./index-holder.ts";
 import { createServerMetrics, type ServerMetrics } from "./metrics.ts";
 
@@ -96,6 +96,10 @@ export interface HandlerOptions {
     swaps(holder: IndexHolder): (version: string, reason: string) => Promise<unknown>;
     /** The version the other processes serve: loaded first, instead of `latest`. */
     pinned?: string;
+    /** The other processes' in-process caches: answers computed here are sent to them and theirs come here. */
+    cachePeers?: CachePeers;
+    /** This process's slot and how many serve: it warms its share of a new version's most asked questions. */
+    share?: { index: number; of: number };
   };
 }
 
@@ -139,6 +143,8 @@ export async function createApfaHandler(config: PipelineConfig, log: Logger, opt
     key_prefix: `apfa:cache:${config.name}:`,
     onHit: (b) => metrics.cacheHits.inc({ backend: b }),
     onMiss: (b) => metrics.cacheMisses.inc({ backend: b }),
+    peers: opts.cluster?.cachePeers,
+    onPeerFill: () => metrics.cachePeerFills.inc(),
     log,
   });
   swap = opts.cluster ? opts.cluster.swaps(holder) : holder.swapTo;
@@ -170,7 +176,7 @@ export async function createApfaHandler(config: PipelineConfig, log: Logger, opt
   const querySamples = qs.rate > 0
     ? createQuerySampler({ ...qs, db: p.db.pool, modelKey: await embedderKey(config), dims: embedder.dims, log, onFlush: (outcome, n) => metrics.querySamples.inc({ outcome }, n) })
     : undefined;
-  const app = createApp({ config, holder, embedder, generator, cache, verifier, metrics, log, extend, instance, querySamples });
+  const app = createApp({ config, holder, embedder, generator, cache, verifier, metrics, log, extend, instance, querySamples, warmShare: opts.cluster?.share });
   return {
     app,
     fetch: (request) => Promise.resolve(app.fetch(request)),

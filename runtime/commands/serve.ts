@@ -47,7 +47,7 @@ export const serveCmd: Command = {
       if (slot !== undefined && c.processIndex() !== undefined) {
         const index = Number(slot);
         const plog = log.child({ process: index });
-        const s = await startServer(config, plog, { ...opts, port: Number(process.env[c.PORT_ENV]), cluster: { index, metrics: (r) => c.clusterMetrics(r, index), swaps: (h) => c.swapParticipant(h, plog.child({ component: "index" })), pinned: c.pinnedVersion() } });
+        const s = await startServer(config, plog, { ...opts, port: Number(process.env[c.PORT_ENV]), cluster: { index, metrics: (r) => c.clusterMetrics(r, index), swaps: (h) => c.swapParticipant(h, plog.child({ component: "index" })), pinned: c.pinnedVersion(), cachePeers: c.cachePeers(), share: c.processShare() } });
         const st = s.status();
         c.reportReady({ url: s.url, version: st.version, count: st.count });
         // The supervisor gone (killed) means nobody restarts or stops us: stop rather than linger. A Ctrl-C reaches

@@ -45,7 +45,7 @@ export interface ServedApp {
 }
 
 /** Builds a version from `docs` and serves it; `retrieval` overrides `server.retrieval`. */
-export async function servedApp(docs: ServedDoc[], embedder: Embedder, opts: { vectors?: Float32Array; retrieval?: Partial<PipelineConfig["server"]["retrieval"]>; engine?: IndexEngine; querySamples?: AppDeps["querySamples"]; overload?: Partial<PipelineConfig["server"]["overload"]>; cache?: Partial<PipelineConfig["server"]["cache"]> } = {}): Promise<ServedApp> {
+export async function servedApp(docs: ServedDoc[], embedder: Embedder, opts: { vectors?: Float32Array; retrieval?: Partial<PipelineConfig["server"]["retrieval"]>; engine?: IndexEngine; querySamples?: AppDeps["querySamples"]; overload?: Partial<PipelineConfig["server"]["overload"]>; cache?: Partial<PipelineConfig["server"]["cache"]>; warmShare?: AppDeps["warmShare"] } = {}): Promise<ServedApp> {
   const tmp = await fsp.mkdtemp(path.join(os.tmpdir(), "apfa-served-"));
   const ctx = { baseDir: tmp, log: silentLogger, env: {} };
   const { config } = await loadConfig(undefined, { checkPlugins: false, env: {} });
@@ -71,7 +71,7 @@ export async function servedApp(docs: ServedDoc[], embedder: Embedder, opts: { v
   const holder = createIndexHolder({ store, cacheDir: path.join(tmp, "cache"), embedder, engine: async () => engine, log: silentLogger, metrics });
   if ((await holder.start()) !== "store") throw new Error("the test version did not load");
   const generator = await template.create(template.options.parse({}), ctx);
-  const app = createApp({ config: cfg, holder, embedder, generator, cache: createCache({}), verifier: null, metrics, log: silentLogger, querySamples: opts.querySamples });
+  const app = createApp({ config: cfg, holder, embedder, generator, cache: createCache({}), verifier: null, metrics, log: silentLogger, querySamples: opts.querySamples, warmShare: opts.warmShare });
   return {
     version: manifest.version,
     cacheDir: path.join(tmp, "cache"),

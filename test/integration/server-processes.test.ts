@@ -80,6 +80,26 @@ describe("apfa serve --processes 2", () => {
     }
   }, 180_000);
 
+  it("shares computed answers: a question one process answered is a cache hit in the other", async () => {
+    const ask = () => request("POST", "/search", { query: "an answer both processes share", k: 3 });
+    const fills = async () => {
+      const text = (await request("GET", "/metrics")).json as string;
+      return text.split("\n").filter((l) => l.startsWith("apfa_cache_peer_fills_total")).reduce((sum, l) => sum + Number(l.slice(l.lastIndexOf(" ") + 1)), 0);
+    };
+    const before = await fills();
+    const first = await ask();
+    expect(first.status).toBe(200);
+    expect(first.json.cached).toBe(false);
+    await until("the other process to receive the answer", async () => (await fills()) > before, 30_000);
+    // Fresh connections go to the processes in turn: both are asked.
+    for (let i = 0; i < 6; i++) {
+      const again = await ask();
+      expect(again.status).toBe(200);
+      expect(again.json.cached, `ask ${i + 2}`).toBe(true);
+      expect(again.json.hits).toEqual(first.json.hits);
+    }
+  }, 60_000);
+
   it("replaces a SIGKILLed process, and requests keep succeeding", async () => {
     const victim = srv.logs.filter(processReady).at(-1)!;
     const before = srv.logs.length;

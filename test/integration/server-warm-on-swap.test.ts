@@ -49,6 +49,26 @@ describe("warm_on_swap", () => {
     expect((await ask("/search", "best mortgage rate", 4)).body.cached).toBe(false);
   });
 
+  it("under --processes N each process warms its share of the questions, and together they warm all", async () => {
+    const questions = Array.from({ length: 8 }, (_, i) => `question number ${i} about refinancing`);
+    const answered: number[] = [];
+    const warmedHere: boolean[][] = [];
+    for (const index of [0, 1]) {
+      served = await servedApp(docs("a"), embedder, { cache: { warm_on_swap: 8 }, warmShare: { index, of: 2 } });
+      for (const query of questions) await served.post("/search", { query, k: 3 });
+      await served.publish(docs("b"));
+      answered.push(await warmed(served, "answered"));
+      warmedHere.push(await Promise.all(questions.map(async (query) => (await served!.post("/search", { query, k: 3 })).body.cached as boolean)));
+      await served.close();
+      served = undefined;
+    }
+    expect(answered[0] + answered[1]).toBe(questions.length);
+    expect(answered[0]).toBeGreaterThan(0);
+    expect(answered[1]).toBeGreaterThan(0);
+    // Each question was warmed by exactly one of the two.
+    expect(questions.map((_, i) => Number(warmedHere[0][i]) + Number(warmedHere[1][i]))).toEqual(questions.map(() => 1));
+  });
+
   it("does not warm a version another swap is already queued behind: only the last is warmed", async () => {
     served = await servedApp(docs("a"), embedder, { cache: { warm_on_swap: 4 } });
     for (const query of ["one", "two"]) await served.post("/search", { query, k: 3 });
