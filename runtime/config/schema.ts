@@ -157,8 +157,8 @@ export const pipelineSchema = z.strictObject({
         .describe("Search/advice requests waiting for a slot, per process; past it a fast 503 with Retry-After (apfa_overload_rejected_total)"),
       max_wait_ms: z.int().min(1).max(600_000).default(500)
         .describe("Longest a request waits for a slot; then it gets the same 503 (bounds latency whatever the throughput)"),
-      max_searching: z.int().min(1).default(2)
-        .describe("Index searches handed to the engine at once per process (the CPU-bound step of a request holding a slot; above 2, flat's search worker scans those waiting together); the rest wait within what is left of max_wait_ms, then get the same 503"),
+      max_searching: z.int().min(1).default(8)
+        .describe("Index searches handed to the engine at once per process (the CPU-bound step of a request holding a slot; flat's search worker scans those waiting together, up to its search_batch of 8); the rest wait within what is left of max_wait_ms, then get the same 503"),
       retry_after_s: z.int().min(1).max(3600).default(1).describe("Retry-After seconds sent with an overload 503"),
     }).prefault({}),
     connections: z.strictObject({
