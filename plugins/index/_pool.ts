@@ -124,6 +124,9 @@ interface Slot {
   jobs?: Job[];
   /** Last uncaught error in the worker, reported with its exit. */
   error?: unknown;
+  /** Settles when the scan in `jobs` has answered or the worker has exited. */
+  scanned?: Promise<void>;
+  scanEnded?: () => void;
 }
 
 const fail = (msg: string, cause?: unknown) => new ApfaError("index", msg, { cause, where: "index:flat" });
@@ -154,6 +157,7 @@ export async function exactPool(opts: ExactPoolOptions): Promise<ExactPool> {
       const jobs = slot.jobs;
       if (!jobs || jobs[0].id !== msg.id) return;
       slot.jobs = undefined;
+      slot.scanEnded?.();
       worker.unref(); // an idle pool does not keep the process alive; dispatch refs it again for the next job
       if (msg.error !== undefined) for (const job of jobs) job.reject(fail(`exact search failed: ${msg.error}`));
       else if (msg.K === undefined) jobs[0].resolve({ keys: msg.keys!, distances: msg.distances! });
@@ -173,6 +177,7 @@ export async function exactPool(opts: ExactPoolOptions): Promise<ExactPool> {
       notReady(err);
       const jobs = slot.jobs ?? [];
       slot.jobs = undefined;
+      slot.scanEnded?.();
       for (const job of jobs) job.reject(closed ? fail("search on a closed index") : err);
       if (!closed) dispatch();
     });
@@ -191,6 +196,7 @@ export async function exactPool(opts: ExactPoolOptions): Promise<ExactPool> {
       const jobs = [queue.shift()!];
       while (whole(jobs[0]) && jobs.length < batch && whole(queue[0])) jobs.push(queue.shift()!);
       slot.jobs = jobs;
+      slot.scanned = new Promise((res) => (slot.scanEnded = res));
       scans++;
       const job = jobs[0];
       if (job.crash) slot.worker.postMessage({ id: job.id, crash: true });
@@ -211,9 +217,15 @@ export async function exactPool(opts: ExactPoolOptions): Promise<ExactPool> {
       dispatch();
     });
 
+  /**
+   * Refuses what is queued, lets the scans under way answer, then stops the workers. Terminating a worker in the
+   * middle of usearch's exactSearch aborted the whole process ("terminate called after throwing an instance of
+   * 'Napi::Error'"): a swap superseded while its warm-up was still searching took both server processes down.
+   */
   const close = async () => {
     closed = true;
     for (const job of queue.splice(0)) job.reject(fail("search on a closed index"));
+    await Promise.all(slots.map((s) => (s?.jobs ? s.scanned : undefined)));
     await Promise.all(slots.map((s) => s?.worker.terminate()));
   };
 

@@ -379,12 +379,19 @@ function spawn(): FaissWorker {
   const settleAll = (err: unknown) => {
     for (const p of pending.values()) p.reject(err);
     pending.clear();
+    drained?.();
   };
+  /** Resolved when no call is pending any more (close waits for it). */
+  let drained: (() => void) | undefined;
+  let closing = false;
   worker.on("message", (msg: { id: number; ok: boolean; result?: never; message?: string }) => {
     const p = pending.get(msg.id);
     if (!p) return;
     pending.delete(msg.id);
-    if (pending.size === 0) worker.unref();
+    if (pending.size === 0) {
+      worker.unref();
+      drained?.();
+    }
     if (msg.ok) p.resolve(msg.result as never);
     else p.reject(fail(`FAISS: ${msg.message}`));
   });
@@ -393,13 +400,20 @@ function spawn(): FaissWorker {
   return {
     call(op, args) {
       return new Promise((resolve, reject) => {
+        if (closing) return reject(fail("FAISS: the index was closed"));
         const id = ++seq;
         pending.set(id, { resolve, reject });
         worker.ref();
         worker.postMessage({ id, op, args });
       });
     },
+    /**
+     * Lets the calls already sent finish, then stops the worker: terminating it in the middle of a native FAISS call
+     * can abort the whole process, as it did for flat's usearch workers (plugins/index/_pool.ts).
+     */
     async close() {
+      closing = true;
+      if (pending.size > 0) await new Promise<void>((res) => (drained = res));
       await worker.terminate();
     },
   };

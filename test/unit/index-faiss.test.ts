@@ -53,6 +53,21 @@ describe("faiss engine", () => {
     expect((err as Error).message).toMatch(/faiss-node is not installed; run scripts\/build-faiss-node\.sh/);
   });
 
+  it("close lets the calls already sent finish: terminating the worker mid-search aborted the process", async (t) => {
+    if (!installed) t.skip(SKIP);
+    const dims = 256;
+    const count = 40_000;
+    const dir = await versionDir({ factory: "Flat" }, count, dims, 8);
+    for (let round = 0; round < 3; round++) {
+      const s = await make({ factory: "Flat" }).open(dir, { dims, count });
+      const asked = Array.from({ length: 6 }, (_, i) => s.search(randomUnitVectors(1, dims, 60 + i), 5).then((r) => r.rows.length));
+      await s.close();
+      expect(await Promise.all(asked)).toEqual([5, 5, 5, 5, 5, 5]);
+      const late = await s.search(randomUnitVectors(1, dims, 70), 5).catch((e: unknown) => e);
+      expect((late as Error).message).toMatch(/closed/);
+    }
+  });
+
   it("FAISS's OpenMP threads wait passively unless the environment says otherwise", async (t) => {
     if (!installed) t.skip(SKIP);
     await versionDir({ factory: "IVF8,Flat", nprobe: 8, target_recall: 0 }, 500, 8, 3);

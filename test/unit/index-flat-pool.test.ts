@@ -68,6 +68,22 @@ describe("exact search worker pool", () => {
     expect((err as Error).message).toMatch(/closed index/);
   });
 
+  it("close lets the scans under way answer and refuses what waits: terminating a worker mid-scan aborted the process", async () => {
+    // A matrix big enough that a scan is still running when close is called (the first is sent at once).
+    const bigDims = 384;
+    const bigCount = 40_000;
+    const bigFile = path.join(dir, "big.bin");
+    await fsp.writeFile(bigFile, Buffer.concat([Buffer.alloc(OFFSET), Buffer.from(randomUnitVectors(bigCount, bigDims, 5).buffer)]));
+    for (let round = 0; round < 3; round++) {
+      const pool = await exactPool({ file: bigFile, offset: OFFSET, dims: bigDims, count: bigCount, workers: 1, threads: 1 });
+      const asked = Array.from({ length: 6 }, (_, i) => pool.search(randomUnitVectors(1, bigDims, 50 + i), 5).then((m) => m.keys.length, (e: Error) => e.message));
+      await pool.close();
+      const got = await Promise.all(asked);
+      expect(got[0]).toBe(5); // sent to the worker at once: its scan was under way, and answered
+      for (const r of got.slice(1)) expect(r).toMatch(/closed index/); // waiting: refused
+    }
+  });
+
   it("a crashed worker rejects its search with the exit code, and the next search gets a fresh worker", async () => {
     const pool = await open(1);
     try {
