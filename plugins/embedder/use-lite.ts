@@ -40,26 +40,60 @@ const require = createRequire(import.meta.url);
 const URGENT_MAX = 4;
 
 /**
+ * Queries waiting together go to the model in one call of at most this many texts: a search query embedded alone
+ * pays a whole call's fixed cost, and under concurrent requests they queued one behind another.
+ */
+const MERGE_MAX = 32;
+
+/** @internal Model calls made, by every runner of this process (tests read it). */
+export const _calls = { count: 0 };
+
+interface Call {
+  texts: string[];
+  resolve: (rows: Float32Array) => void;
+  reject: (err: unknown) => void;
+}
+
+/**
  * Runs one call at a time (neither a tfjs model nor a worker takes overlapping batches), with small calls
- * first, so a search query in a process that is also embedding a corpus waits for one batch, not for all.
+ * first, so a search query in a process that is also embedding a corpus waits for one batch, not for all; the
+ * small calls waiting when the model frees up are embedded together ({@link MERGE_MAX}).
  */
 function serial(run: Runner): Runner {
-  const urgent: (() => Promise<void>)[] = [];
-  const bulk: (() => Promise<void>)[] = [];
+  const urgent: Call[] = [];
+  const bulk: Call[] = [];
   let busy = false;
   const pump = () => {
     if (busy) return;
-    const job = urgent.shift() ?? bulk.shift();
-    if (!job) return;
+    const calls: Call[] = [];
+    if (urgent.length) {
+      let n = 0;
+      while (urgent.length && (calls.length === 0 || n + urgent[0].texts.length <= MERGE_MAX)) {
+        n += urgent[0].texts.length;
+        calls.push(urgent.shift()!);
+      }
+    } else if (bulk.length) calls.push(bulk.shift()!);
+    else return;
     busy = true;
-    void job().finally(() => {
+    _calls.count++;
+    const texts = calls.length === 1 ? calls[0].texts : calls.flatMap((c) => c.texts);
+    void Promise.resolve().then(() => run(texts)).then((out) => {
+      const dims = out.length / Math.max(1, texts.length);
+      let row = 0;
+      for (const c of calls) {
+        c.resolve(calls.length === 1 ? out : out.slice(row * dims, (row + c.texts.length) * dims));
+        row += c.texts.length;
+      }
+    }, (err: unknown) => {
+      for (const c of calls) c.reject(err);
+    }).finally(() => {
       busy = false;
       pump();
     });
   };
   return (texts) =>
     new Promise<Float32Array>((resolve, reject) => {
-      (texts.length <= URGENT_MAX ? urgent : bulk).push(() => Promise.resolve().then(() => run(texts)).then(resolve, reject));
+      (texts.length <= URGENT_MAX ? urgent : bulk).push({ texts, resolve, reject });
       pump();
     });
 }

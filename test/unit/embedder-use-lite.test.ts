@@ -1,6 +1,6 @@
 import { expect, it } from "vitest";
 import { normalizeRows } from "../../plugins/embedder/_vectors.ts";
-import useLite, { _models } from "../../plugins/embedder/use-lite.ts";
+import useLite, { _calls, _models } from "../../plugins/embedder/use-lite.ts";
 import { isApfaError } from "../../runtime/errors.ts";
 import { silentLogger } from "../../runtime/log.ts";
 import { cosine, sampleTexts, testEmbedder } from "../conformance/embedder.ts";
@@ -48,6 +48,19 @@ it("use-lite answers a query before the bulk batches queued ahead of it", async 
   expect(query.length).toBe(512);
   expect(bulkDone).toBe(false);
   await bulk;
+});
+
+it("use-lite embeds the queries that wait together in one model call, each as it would be alone", async () => {
+  const e = await make({ batch_size: 16 });
+  const queries = Array.from({ length: 8 }, (_, i) => `query ${i}: what is the best rate for a ${["car", "home", "student", "personal"][i % 4]} loan?`);
+  const alone = [];
+  for (const q of queries) alone.push(await e.embed([q]));
+  const before = _calls.count;
+  const bulk = e.embed(sampleTexts(16)); // holds the model while the queries arrive
+  const together = await Promise.all(queries.map((q) => e.embed([q])));
+  await bulk;
+  expect(_calls.count - before).toBe(2); // the bulk batch, then all 8 queries (9 calls one by one)
+  for (let i = 0; i < queries.length; i++) expect(cosine(together[i], 0, alone[i], 0, 512), queries[i]).toBeGreaterThan(0.9999);
 });
 
 it("use-lite rejects unknown options with the allowed keys", () => {
