@@ -15,6 +15,8 @@ export default defineConfig({
   test: {
     include: ["test/**/*.test.ts", "examples/**/*.test.ts"],
     exclude: ["test/faults/**", "node_modules/**"],
+    // One temporary folder per run, removed at its end (test/helpers/tmpdir-setup.ts).
+    globalSetup: ["test/helpers/tmpdir-setup.ts"],
     testTimeout: 60_000,
     hookTimeout: 120_000,
     // Suites share one Postgres and Redis; files isolate themselves by schema/prefix, but 2 cores is the limit.

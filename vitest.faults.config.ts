@@ -4,6 +4,8 @@ import { defineConfig } from "vitest/config";
 export default defineConfig({
   test: {
     include: ["test/faults/**/*.test.ts"],
+    // One temporary folder per run, removed at its end (test/helpers/tmpdir-setup.ts).
+    globalSetup: ["test/helpers/tmpdir-setup.ts"],
     testTimeout: 300_000,
     hookTimeout: 120_000,
     maxWorkers: 1,
