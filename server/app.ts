@@ -26,7 +26,8 @@ export interface AppDeps {
   holder: IndexHolder;
   embedder: Embedder;
   generator: Generator;
-  cache: ResponseCache<CachedAnswer>;
+  /** Answers as a cache hit sends them: the JSON body, `cached: true` (an entry costs one string, a hit no parsing). */
+  cache: ResponseCache<string>;
   /** null when auth is off (embedded default on localhost). */
   verifier: Verifier | null;
   metrics: ServerMetrics;
@@ -199,7 +200,7 @@ export function createApp(deps: AppDeps): H3 {
       if (a.fallback_reason) metrics.generatorFallbacks.inc();
       value = { hits, advice: a.advice, generator: a.generator, fallback_reason: a.fallback_reason, ...(facts && hasFacts(facts) ? { stated: facts } : {}) };
     }
-    await cache.set(lease.index.version, q.ck, q.k, value);
+    await cache.set(lease.index.version, q.ck, q.k, JSON.stringify(payload(q.kind, value, lease.index.version, true)));
     return value;
   }
 
@@ -302,19 +303,15 @@ export function createApp(deps: AppDeps): H3 {
     }
   }
 
-  /**
-   * Cached answers as sent, by the answer object the in-process cache hands back on every hit (kept while it is):
-   * a popular answer is serialised once, not once per request. Answers from Redis are new objects each time.
-   */
-  const rendered = new WeakMap<CachedAnswer, { kind: string; version: string; text: string }>();
-
-  function respond(kind: "search" | "advice", value: CachedAnswer, version: string, cached: boolean): Response {
+  /** A freshly computed answer (one request's own, or one it joined). */
+  function respond(kind: "search" | "advice", value: CachedAnswer, version: string): Response {
     metrics.byVersion.inc({ version: version.slice(0, 16) });
-    if (!cached) return json(payload(kind, value, version, cached));
-    const r = rendered.get(value);
-    if (r && r.kind === kind && r.version === version) return jsonText(r.text);
-    const text = JSON.stringify(payload(kind, value, version, cached));
-    rendered.set(value, { kind, version, text });
+    return json(payload(kind, value, version, false));
+  }
+
+  /** A cached answer: stored as sent (`cached: true`), so a hit neither parses nor serialises anything. */
+  function sendCached(text: string, version: string): Response {
+    metrics.byVersion.inc({ version: version.slice(0, 16) });
     return jsonText(text);
   }
 
@@ -362,11 +359,11 @@ export function createApp(deps: AppDeps): H3 {
     const serving = holder.current();
     if (!serving) throw new ApfaError("index", "no index is loaded yet", { status: 503 });
     const ready = await cache.get(serving.version, ck, k);
-    if (ready) return respond(kind, ready, serving.version, true);
+    if (ready !== undefined) return sendCached(ready, serving.version);
     /** Answers with an identical request's result; if that request was refused for time, so is this one. */
     const join = async (f: Flight, version: string) => {
       metrics.coalesced.inc({ route: name });
-      return respond(kind, await waitFor(f, event.req.signal), version, false);
+      return respond(kind, await waitFor(f, event.req.signal), version);
     };
     const shared = inflight.get(`${serving.version}\0${k}\0${ck}`);
     if (shared) return await join(shared, serving.version);
@@ -382,7 +379,7 @@ export function createApp(deps: AppDeps): H3 {
       // A swap while this request waited: the new version's answer may be cached or in flight already.
       if (version !== serving.version) {
         const hit = await cache.get(version, ck, k);
-        if (hit) return respond(kind, hit, version, true);
+        if (hit !== undefined) return sendCached(hit, version);
       }
       const key = `${version}\0${k}\0${ck}`;
       const other = inflight.get(key);
@@ -393,7 +390,7 @@ export function createApp(deps: AppDeps): H3 {
       const flight: Flight = { work, waiting: 0, cancel };
       inflight.set(key, flight);
       try {
-        return respond(kind, await waitFor(flight, event.req.signal), version, false);
+        return respond(kind, await waitFor(flight, event.req.signal), version);
       } finally {
         inflight.delete(key);
       }

@@ -17,7 +17,7 @@ import { embedBatch, encodeBatch } from "../runtime/stages/embed.ts";
 import { enumerate } from "../runtime/stages/enumerate.ts";
 import { embedderKey, engineKey } from "../runtime/stages/identity.ts";
 import type { Manifest } from "../runtime/versions.ts";
-import { createApp, type CachedAnswer } from "./app.ts";
+import { createApp } from "./app.ts";
 import { opsRoutes } from "./api.ts";
 import { makeVerifier, type Verifier } from "./auth.ts";
 import { resolveAuth } from "./auth-config.ts";
@@ -138,9 +138,10 @@ export async function createApfaHandler(config: PipelineConfig, log: Logger, opt
     metrics,
     buildFromSource: opts.syncBuild === false ? undefined : async () => buildFromSource(p, await engineFor(config.stages.index.plugin), cacheDir),
   });
-  const cache = createCache<CachedAnswer>({
+  const cache = createCache<string>({
     ...config.server.cache,
-    key_prefix: `apfa:cache:${config.name}:`,
+    // "a2": entries are answers as sent; entries an older apfa wrote (answer objects) are not read as such.
+    key_prefix: `apfa:cache:${config.name}:a2:`,
     onHit: (b) => metrics.cacheHits.inc({ backend: b }),
     onMiss: (b) => metrics.cacheMisses.inc({ backend: b }),
     peers: opts.cluster?.cachePeers,

@@ -71,7 +71,7 @@ export async function servedApp(docs: ServedDoc[], embedder: Embedder, opts: { v
   const holder = createIndexHolder({ store, cacheDir: path.join(tmp, "cache"), embedder, engine: async () => engine, log: silentLogger, metrics });
   if ((await holder.start()) !== "store") throw new Error("the test version did not load");
   const generator = await template.create(template.options.parse({}), ctx);
-  const app = createApp({ config: cfg, holder, embedder, generator, cache: createCache({}), verifier: null, metrics, log: silentLogger, querySamples: opts.querySamples, warmShare: opts.warmShare });
+  const app = createApp({ config: cfg, holder, embedder, generator, cache: createCache<string>({}), verifier: null, metrics, log: silentLogger, querySamples: opts.querySamples, warmShare: opts.warmShare });
   return {
     version: manifest.version,
     cacheDir: path.join(tmp, "cache"),
