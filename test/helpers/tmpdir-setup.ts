@@ -10,7 +10,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 
 export default function setup(): () => void {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "apfa-test-"));
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "apfa-tmp-run-"));
   // As /tmp is: the embedded Postgres runs as the `postgres` user under root and reads files tests put here.
   fs.chmodSync(dir, 0o1777);
   const before = process.env.TMPDIR;
