@@ -6,6 +6,7 @@
 import { FastResponse } from "srvx";
 import type { z } from "zod";
 import { ApfaError } from "../runtime/errors.ts";
+import { concatBytes } from "../runtime/streams.ts";
 
 export class HttpError extends ApfaError {
   readonly error: string;
@@ -58,14 +59,7 @@ async function readBytes(req: Request, limit: number): Promise<Uint8Array> {
     if (size > limit) throw new HttpError(413, "payload_too_large", `request body is limited to ${limit} bytes`);
     chunks.push(chunk);
   }
-  if (chunks.length === 1) return chunks[0];
-  const bytes = new Uint8Array(size);
-  let off = 0;
-  for (const c of chunks) {
-    bytes.set(c, off);
-    off += c.byteLength;
-  }
-  return bytes;
+  return chunks.length === 1 ? chunks[0] : concatBytes(chunks, size);
 }
 
 /** Reads a JSON object body of at most `limit` bytes, counting bytes as they stream in. */
