@@ -103,7 +103,11 @@ export function staleAnswers(recs: Rec[], at: Map<string, { from: number; until:
   return bad;
 }
 
-/** Requests in flight across each swap after the first install (each must be > 0 for the load to span it). */
+/**
+ * Requests in flight across each swap after the first install (each must be > 0 for the load to span it). Times
+ * are whole milliseconds and a cached answer takes less than one, so a request sent or answered in the install's
+ * millisecond counts: with strict bounds a run whose requests all took under 2 ms could count none.
+ */
 export function inFlightAcross(installs: Array<{ at: number }>, recs: Rec[]): number[] {
-  return installs.slice(1).map((x) => recs.filter((r) => r.start < x.at && r.end > x.at).length);
+  return installs.slice(1).map((x) => recs.filter((r) => r.start <= x.at && r.end >= x.at).length);
 }
